@@ -1,0 +1,112 @@
+"""The strategy interface every FL algorithm implements.
+
+A round, as the engines run it (server side on the strategy object, client side pure):
+
+    for cid in strategy.sample(rng, k):
+        bc = strategy.broadcast(cid)                              # server -> client
+        hooks = strategy.client_hooks(bc, client_state, params)   # client: FedProx / SCAFFOLD
+        ... local training ...
+        extras, client_state = strategy.client_finish(bc, client_state, adapter, steps, lr)
+    strategy.aggregate(round, updates)                            # server: new global adapter
+
+Server state (global adapter, FedOpt moments, SCAFFOLD's c) lives on the strategy; a client's
+own state (SCAFFOLD's c_i) is a dict the client keeps and passes back in, so the same methods run
+in-process or on a remote client.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from fedloom.algorithms.aggregate import clone, weighted_average
+from fedloom.train.local import TrainHook
+from fedloom.utils import StateDict
+
+
+@dataclass
+class AlgorithmConfig:
+    weighted: bool = True
+    """Weight clients by their shard size n_i (True) or equally (False)."""
+
+
+@dataclass
+class Broadcast:
+    adapter: StateDict
+    extras: dict[str, StateDict] = field(default_factory=dict)
+
+
+@dataclass
+class ClientUpdate:
+    client_id: int
+    adapter: StateDict
+    num_examples: int
+    """Full shard size n_i (the aggregation weight), not the examples drawn this round."""
+    extras: dict[str, StateDict] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Strategy:
+    name: ClassVar[str]
+    config_cls: ClassVar[type[AlgorithmConfig]] = AlgorithmConfig
+    pooled_data: ClassVar[bool] = False
+    """True for the centralized baseline: the engine gives it one client holding all data."""
+
+    def __init__(self, cfg: AlgorithmConfig, num_clients: int) -> None:
+        self.cfg = cfg
+        self.num_clients = num_clients
+        self.global_adapter: StateDict = {}
+
+    # -- server side ------------------------------------------------------------------------
+    def initialize(self, adapter: StateDict) -> None:
+        self.global_adapter = clone(adapter)
+
+    def sample(self, rng: random.Random, k: int) -> list[int]:
+        """Clients for this round: k distinct ids drawn with the engine's sampling RNG."""
+        return sorted(rng.sample(range(self.num_clients), min(k, self.num_clients)))
+
+    def broadcast(self, client_id: int) -> Broadcast:
+        return Broadcast(self.global_adapter)
+
+    def weights(self, updates: Sequence[ClientUpdate]) -> list[float]:
+        return [float(u.num_examples) if self.cfg.weighted else 1.0 for u in updates]
+
+    def average(self, updates: Sequence[ClientUpdate]) -> StateDict:
+        return weighted_average([u.adapter for u in updates], self.weights(updates))
+
+    def aggregate(self, round_idx: int, updates: Sequence[ClientUpdate]) -> None:
+        raise NotImplementedError
+
+    def eval_targets(self) -> dict[str, StateDict]:
+        """Adapters the engine evaluates and saves: the global one, or one per client (local)."""
+        return {"global": self.global_adapter}
+
+    # -- client side (no server state read here beyond the broadcast) -----------------------
+    def client_hooks(
+        self, bc: Broadcast, client_state: dict[str, Any], params: dict[str, torch.nn.Parameter]
+    ) -> list[TrainHook]:
+        return []
+
+    def client_finish(
+        self, bc: Broadcast, client_state: dict[str, Any], adapter: StateDict, steps: int, lr: float
+    ) -> tuple[dict[str, StateDict], dict[str, Any]]:
+        """Extra tensors to upload and the client's new state."""
+        return {}, client_state
+
+
+ALGORITHMS: dict[str, type[Strategy]] = {}
+
+
+def register_algorithm(name: str) -> Callable[[type[Strategy]], type[Strategy]]:
+    def deco(cls: type[Strategy]) -> type[Strategy]:
+        if name in ALGORITHMS:
+            raise ValueError(f"algorithm {name!r} is already registered")
+        cls.name = name
+        ALGORITHMS[name] = cls
+        return cls
+
+    return deco

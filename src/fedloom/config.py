@@ -1,0 +1,324 @@
+"""Run configuration: validated dataclasses, YAML load/save, ``--set key=value`` overrides.
+
+Every section is a dataclass validated in ``__post_init__``; an unknown key or an impossible value
+raises :class:`ConfigError` naming the field (``partition.num_clients``) and what to do. The
+resolved config is saved next to every run as ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A run configuration is invalid; the message names the field and the fix."""
+
+
+def _require(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny-llama"
+    """`smollm2-135m-instruct`, `tiny-llama`, a local Hugging Face model folder or a `.gguf` file."""
+    device: str = "auto"
+    """`auto` (CUDA when present, else CPU), `cpu`, `cuda` or `cuda:N`."""
+    precision: str = "auto"
+    """`auto` (bf16 autocast on CUDA or CPUs with native bf16, else fp32), `bf16` or `fp32`."""
+    gradient_checkpointing: bool = False
+    seed: int = 0
+    """Seed of the random weights of `tiny-llama` (ignored for real models)."""
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name), "`model.name` is empty: give a model name, folder or .gguf path")
+        _require(
+            self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
+            f"`model.device` is {self.device!r}: use auto, cpu, cuda or cuda:N",
+        )
+        _require(
+            self.precision in ("auto", "bf16", "fp32"),
+            f"`model.precision` is {self.precision!r}: use auto, bf16 or fp32",
+        )
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+    def __post_init__(self) -> None:
+        _require(self.r > 0, f"`lora.r` must be > 0 (got {self.r})")
+        _require(self.alpha > 0, f"`lora.alpha` must be > 0 (got {self.alpha})")
+        _require(
+            0.0 <= self.dropout < 1.0, f"`lora.dropout` must be in [0, 1) (got {self.dropout})"
+        )
+        _require(len(self.target_modules) > 0, "`lora.target_modules` is empty: name at least one")
+
+
+@dataclass
+class SourceConfig:
+    name: str
+    """A registered source (`fedloom.data.sources.SOURCES`: alpaca_en, gsm8k) or `local`."""
+    limit: int | None = None
+    """Use at most this many examples (a seeded random subset), before the held-out split."""
+    path: str | None = None
+    """For `local`: a .json or .jsonl file."""
+    columns: dict[str, str] = field(default_factory=dict)
+    """For `local`: map of record field -> column in the file, e.g. {instruction: question}."""
+    domain: str | None = None
+    """Overrides the source's domain label (used by splits and per-domain evaluation)."""
+
+    def __post_init__(self) -> None:
+        _require(bool(self.name), "`data.sources[].name` is empty")
+        _require(
+            self.limit is None or self.limit > 0, f"`limit` of source {self.name!r} must be > 0"
+        )
+        if self.name == "local":
+            _require(
+                self.path is not None,
+                "source `local` needs `path:` (a .json or .jsonl file) and optionally `columns:`",
+            )
+
+
+@dataclass
+class DataConfig:
+    sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig(name="alpaca_en")])
+    heldout: int = 50
+    """Held-out examples per source (fixed by `seed`), never used for training."""
+    max_seq_len: int = 256
+
+    def __post_init__(self) -> None:
+        self.sources = [
+            s if isinstance(s, SourceConfig) else SourceConfig(**s) for s in self.sources
+        ]
+        _require(len(self.sources) > 0, "`data.sources` is empty: list at least one source")
+        _require(self.heldout >= 1, f"`data.heldout` must be >= 1 (got {self.heldout})")
+        _require(
+            self.max_seq_len >= 16, f"`data.max_seq_len` must be >= 16 (got {self.max_seq_len})"
+        )
+
+
+@dataclass
+class PartitionConfig:
+    strategy: str = "iid"
+    """`iid`, `dirichlet` or `natural` (see `fedloom.data.partition.PARTITIONERS`)."""
+    num_clients: int | None = 4
+    """Number of clients; for `natural` leave empty (one client per value of `key`)."""
+    key: str = "domain"
+    """Metadata key that `dirichlet` skews over and `natural` splits by."""
+    alpha: float = 0.5
+    """Dirichlet concentration: smaller means more skew."""
+    min_examples: int = 1
+
+    def __post_init__(self) -> None:
+        _require(
+            self.num_clients is None or self.num_clients >= 1,
+            f"`partition.num_clients` must be >= 1 (got {self.num_clients})",
+        )
+        _require(
+            self.num_clients is not None or self.strategy == "natural",
+            f"`partition.num_clients` is required for strategy {self.strategy!r}",
+        )
+        _require(self.alpha > 0, f"`partition.alpha` must be > 0 (got {self.alpha})")
+        _require(self.min_examples >= 1, "`partition.min_examples` must be >= 1")
+
+
+@dataclass
+class FederationConfig:
+    algorithm: str = "fedavg"
+    """A name in `fedloom.algorithms.ALGORITHMS`."""
+    rounds: int = 2
+    sample_clients: int = 2
+    """Clients sampled per round (the `local` baseline trains the same schedule)."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """Algorithm hyper-parameters, validated by the algorithm's own config (e.g. `mu`, `server_lr`)."""
+
+    def __post_init__(self) -> None:
+        _require(self.rounds >= 1, f"`federation.rounds` must be >= 1 (got {self.rounds})")
+        _require(
+            self.sample_clients >= 1,
+            f"`federation.sample_clients` must be >= 1 (got {self.sample_clients})",
+        )
+        from fedloom.algorithms import ALGORITHMS  # local import: algorithms import config
+
+        _require(
+            self.algorithm in ALGORITHMS,
+            f"`federation.algorithm` is {self.algorithm!r}; choose one of {sorted(ALGORITHMS)}",
+        )
+        try:
+            ALGORITHMS[self.algorithm].config_cls(**self.params)
+        except (TypeError, ValueError) as e:
+            known = [f.name for f in dataclasses.fields(ALGORITHMS[self.algorithm].config_cls)]
+            raise ConfigError(
+                f"`federation.params` for {self.algorithm!r}: {e}; known parameters: {known}"
+            ) from None
+
+
+@dataclass
+class TrainConfig:
+    local_steps: int = 5
+    """Optimizer steps per client per round."""
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 2e-4
+    """Peak learning rate; cosine over rounds to `min_lr`, constant within a round (OpenFedLLM)."""
+    min_lr: float = 1e-6
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    """Gradient clipping; 0 disables."""
+
+    def __post_init__(self) -> None:
+        for name in ("local_steps", "batch_size", "grad_accum"):
+            _require(getattr(self, name) >= 1, f"`train.{name}` must be >= 1")
+        _require(self.lr > 0, f"`train.lr` must be > 0 (got {self.lr})")
+        _require(0 <= self.min_lr <= self.lr, "`train.min_lr` must be in [0, train.lr]")
+        _require(self.max_grad_norm >= 0, "`train.max_grad_norm` must be >= 0 (0 disables)")
+
+
+@dataclass
+class EvalConfig:
+    every: int = 1
+    """Evaluate the global adapter's held-out loss every N rounds (0: only before and after)."""
+    max_examples: int = 50
+    """Held-out examples per domain used for evaluation."""
+    batch_size: int = 8
+    sample_prompts: int = 0
+    """Held-out prompts answered greedily before and after training (saved in summary.json)."""
+    max_new_tokens: int = 64
+
+    def __post_init__(self) -> None:
+        _require(self.every >= 0, "`eval.every` must be >= 0")
+        _require(self.max_examples >= 1, "`eval.max_examples` must be >= 1")
+        _require(self.batch_size >= 1, "`eval.batch_size` must be >= 1")
+        _require(self.sample_prompts >= 0, "`eval.sample_prompts` must be >= 0")
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    data: DataConfig = field(default_factory=DataConfig)
+    partition: PartitionConfig = field(default_factory=PartitionConfig)
+    federation: FederationConfig = field(default_factory=FederationConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        n = self.partition.num_clients
+        if n is not None and self.federation.algorithm != "central":
+            _require(
+                self.federation.sample_clients <= n,
+                f"`federation.sample_clients` ({self.federation.sample_clients}) must be <= "
+                f"`partition.num_clients` ({n})",
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# dict -> dataclass with unknown-key and type checks
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(data):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"`{where or 'config'}` must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"unknown key `{prefix}{unknown[0]}`; known keys here: {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        kwargs[key] = _coerce(hints[key], value, path)
+    try:
+        return cls(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"`{where or 'config'}`: {e}") from None
+
+
+def _coerce(tp: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(args[0], value, path)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)  # type: ignore[arg-type]
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"`{path}` must be a list, got {value!r}")
+        (inner,) = typing.get_args(tp)
+        return [_coerce(inner, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"`{path}` must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if tp in (int, float, str, bool) and not (
+        isinstance(value, tp) and not (tp is int and isinstance(value, bool))
+    ):
+        raise ConfigError(f"`{path}` must be {tp.__name__}, got {value!r}")
+    return value
+
+
+def config_from_dict(data: dict[str, Any]) -> RunConfig:
+    cfg: RunConfig = _build(RunConfig, data, "")
+    return cfg
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Apply one ``key.sub=value`` override (value parsed as YAML) to a raw config dict."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects key=value, got {assignment!r}")
+    key, raw = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: `{p}` is not a section")
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    data: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        loaded = yaml.safe_load(p.read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of sections")
+        data = loaded or {}
+    for o in overrides or []:
+        apply_override(data, o)
+    return config_from_dict(data)

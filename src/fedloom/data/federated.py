@@ -1,0 +1,108 @@
+"""Build a federated dataset from a run config: sources -> held-out split -> tokens -> clients."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from rich.console import Console
+from rich.table import Table
+from transformers import PreTrainedTokenizerBase
+
+from fedloom.config import DataConfig, PartitionConfig
+from fedloom.data.partition import partition
+from fedloom.data.schema import InstructionRecord
+from fedloom.data.sources import load_source
+from fedloom.data.template import TokenizedExample, TokenizeReport, tokenize_all
+from fedloom.utils import rng_for
+
+
+@dataclass
+class FederatedData:
+    train: list[TokenizedExample]
+    train_records: list[InstructionRecord]
+    heldout: list[TokenizedExample]
+    heldout_records: list[InstructionRecord]
+    clients: list[list[int]]
+    """Indices into ``train`` per client (shared storage: no per-client copies)."""
+    report: dict[str, TokenizeReport] = field(default_factory=dict)
+
+    def client_sizes(self) -> list[int]:
+        return [len(c) for c in self.clients]
+
+    def heldout_by_domain(self) -> dict[str, list[int]]:
+        groups: dict[str, list[int]] = {}
+        for i, r in enumerate(self.heldout_records):
+            groups.setdefault(str(r.metadata.get("domain", "all")), []).append(i)
+        return dict(sorted(groups.items()))
+
+
+def load_records(
+    cfg: DataConfig, seed: int
+) -> tuple[list[InstructionRecord], list[InstructionRecord]]:
+    """All sources' records, split per source into (train, held-out) by a seeded shuffle."""
+    train: list[InstructionRecord] = []
+    heldout: list[InstructionRecord] = []
+    for src in cfg.sources:
+        records = load_source(src.name, domain=src.domain, path=src.path, columns=src.columns)
+        order = list(range(len(records)))
+        rng_for(seed, "data", src.name, src.path or "").shuffle(order)
+        if src.limit is not None:
+            order = order[: src.limit]
+        if len(order) <= cfg.heldout:
+            raise ValueError(
+                f"source {src.name!r} has {len(order)} examples, not more than `data.heldout` "
+                f"({cfg.heldout}); lower data.heldout or raise the source's limit"
+            )
+        heldout += [records[i] for i in order[: cfg.heldout]]
+        train += [records[i] for i in order[cfg.heldout :]]
+    return train, heldout
+
+
+def build_federated_data(
+    data_cfg: DataConfig,
+    part_cfg: PartitionConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    seed: int,
+    pooled: bool = False,
+) -> FederatedData:
+    """Load, split, tokenise and partition. ``pooled`` puts all training data on one client
+    (the centralized baseline) while keeping the same held-out set."""
+    train_recs, held_recs = load_records(data_cfg, seed)
+    train, train_recs, train_rep = tokenize_all(tokenizer, train_recs, data_cfg.max_seq_len)
+    held, held_recs, held_rep = tokenize_all(tokenizer, held_recs, data_cfg.max_seq_len)
+    if pooled:
+        clients = [list(range(len(train)))]
+    else:
+        clients = partition(
+            part_cfg.strategy,
+            [r.metadata for r in train_recs],
+            part_cfg.num_clients,
+            key=part_cfg.key,
+            seed=seed,
+            alpha=part_cfg.alpha,
+            min_examples=part_cfg.min_examples,
+        )
+    return FederatedData(
+        train, train_recs, held, held_recs, clients, {"train": train_rep, "heldout": held_rep}
+    )
+
+
+def summary_table(data: FederatedData, key: str, console: Console) -> None:
+    """Print client sizes and label counts (the split a run starts with)."""
+    values = sorted({str(r.metadata.get(key)) for r in data.train_records})
+    table = Table(title=f"clients ({len(data.clients)}) — examples by `{key}`")
+    table.add_column("client", justify="right")
+    table.add_column("examples", justify="right")
+    for v in values:
+        table.add_column(v, justify="right")
+    for c, idx in enumerate(data.clients):
+        counts = Counter(str(data.train_records[i].metadata.get(key)) for i in idx)
+        table.add_row(str(c), str(len(idx)), *(str(counts.get(v, 0)) for v in values))
+    console.print(table)
+    for split, rep in data.report.items():
+        if rep.truncated or rep.dropped:
+            console.print(
+                f"[yellow]{split}: {rep.truncated} examples truncated to max_seq_len, "
+                f"{rep.dropped} dropped (prompt alone exceeds max_seq_len)[/yellow]"
+            )

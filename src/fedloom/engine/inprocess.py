@@ -1,0 +1,297 @@
+"""In-process federated engine (the embedded default): every client runs in this process, one
+after another, on one copy of the base model; only adapter tensors move between "client" and
+"server" and their bytes are counted as if sent.
+
+    fedloom run configs/tiny.yaml --out runs/tiny
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peft import PeftModel
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fedloom.algorithms import ALGORITHMS, ClientUpdate, Strategy, build_strategy
+from fedloom.config import RunConfig
+from fedloom.data import FederatedData, InstructionRecord, build_federated_data, summary_table
+from fedloom.eval import HeldoutEvaluator, generate_answers
+from fedloom.models import attach_lora, get_adapter_state, load_model, set_adapter_state
+from fedloom.models.loader import LoadedModel
+from fedloom.train import LocalTrainer, adapter_parameters, cosine_lr, draw_examples
+from fedloom.utils import rng_for, state_nbytes
+
+
+@dataclass
+class Federation:
+    """Everything a run needs, built once from the config."""
+
+    cfg: RunConfig
+    loaded: LoadedModel
+    model: PeftModel
+    """The base model with the LoRA adapter attached (one copy, shared by all clients)."""
+    data: FederatedData
+    strategy: Strategy
+    trainer: LocalTrainer
+    evaluator: HeldoutEvaluator
+    client_states: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, cfg: RunConfig, console: Console | None = None) -> Federation:
+        loaded = load_model(cfg.model)
+        model = attach_lora(loaded.model, cfg.lora, seed=cfg.seed)
+        pooled = ALGORITHMS[cfg.federation.algorithm].pooled_data
+        data = build_federated_data(
+            cfg.data, cfg.partition, loaded.tokenizer, cfg.seed, pooled=pooled
+        )
+        if console is not None:
+            summary_table(data, cfg.partition.key, console)
+        strategy = build_strategy(
+            cfg.federation.algorithm, cfg.federation.params, len(data.clients)
+        )
+        strategy.initialize(get_adapter_state(model))
+        pad = int(loaded.tokenizer.pad_token_id)
+        trainer = LocalTrainer(model, cfg.train, pad, loaded.device, loaded.autocast_dtype)
+        evaluator = HeldoutEvaluator(
+            model,
+            data,
+            pad,
+            loaded.device,
+            loaded.autocast_dtype,
+            cfg.eval.max_examples,
+            cfg.eval.batch_size,
+        )
+        return cls(cfg, loaded, model, data, strategy, trainer, evaluator)
+
+    def fit_client(self, round_idx: int, cid: int, lr: float) -> ClientUpdate:
+        """One client's round: receive, draw a fresh sample, train, report."""
+        bc = self.strategy.broadcast(cid)
+        set_adapter_state(self.model, bc.adapter)
+        steps = self.cfg.train.local_steps * (
+            self.cfg.federation.sample_clients if self.strategy.pooled_data else 1
+        )
+        shard = self.data.clients[cid]
+        n = steps * self.cfg.train.grad_accum * self.cfg.train.batch_size
+        picked = draw_examples(shard, n, rng_for(self.cfg.seed, "examples", round_idx, cid))
+        state = self.client_states.get(cid, {})
+        hooks = self.strategy.client_hooks(bc, state, adapter_parameters(self.model))
+        seed = rng_for(self.cfg.seed, "dropout", round_idx, cid).getrandbits(63)
+        res = self.trainer.train(
+            [self.data.train[i] for i in picked], lr, hooks, steps=steps, seed=seed
+        )
+        adapter = get_adapter_state(self.model)
+        extras, self.client_states[cid] = self.strategy.client_finish(bc, state, adapter, steps, lr)
+        metrics = {"loss": res.mean_loss, "seconds": res.seconds, "tokens": float(res.tokens)}
+        return ClientUpdate(cid, adapter, len(shard), extras, metrics)
+
+    def evaluate(self) -> dict[str, dict[str, float]]:
+        """Held-out loss of every adapter the strategy exposes (the global one, or per client)."""
+        out = {}
+        for name, adapter in self.strategy.eval_targets().items():
+            set_adapter_state(self.model, adapter)
+            out[name] = self.evaluator()
+        return out
+
+
+def _mean_eval(evals: dict[str, dict[str, float]]) -> dict[str, float]:
+    keys = next(iter(evals.values())).keys()
+    return {k: sum(e[k] for e in evals.values()) / len(evals) for k in keys}
+
+
+def run(
+    cfg: RunConfig,
+    out_dir: str | Path,
+    console: Console | None = None,
+    on_round: Callable[[dict[str, Any]], None] | None = None,
+    federation: Federation | None = None,
+) -> dict[str, Any]:
+    """Run a federated fine-tuning job; write config, metrics, summary, adapter and plot to out_dir.
+
+    ``federation`` may be passed pre-built (from the same ``cfg``); after the run it holds the
+    final strategy state (``federation.strategy.global_adapter``).
+    """
+    console = console or Console()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg.save(out / "config.yaml")
+    t_start = time.perf_counter()
+    fed = federation or Federation.build(cfg, console)
+    fc, strategy = cfg.federation, fed.strategy
+    base_eval = fed.evaluator(base=True)
+    samples = _sample_records(fed.data, cfg.eval.sample_prompts)
+    before = (
+        generate_answers(
+            fed.model,
+            fed.loaded.tokenizer,
+            samples,
+            fed.loaded.device,
+            cfg.eval.max_new_tokens,
+            base=True,
+        )
+        if samples
+        else []
+    )
+    console.print(f"base model held-out loss: { {k: round(v, 4) for k, v in base_eval.items()} }")
+    sampler = rng_for(cfg.seed, "client-sampling")
+    metrics_path = (out / "metrics.jsonl").open("w")
+    history: list[dict[str, Any]] = []
+    with _progress(console) as progress:
+        rounds_task = progress.add_task("rounds", total=fc.rounds)
+        for rnd in range(fc.rounds):
+            t0 = time.perf_counter()
+            lr = cosine_lr(rnd, fc.rounds, cfg.train.lr, cfg.train.min_lr)
+            sampled = strategy.sample(sampler, fc.sample_clients)
+            clients_task = progress.add_task(f"round {rnd + 1} clients", total=len(sampled))
+            updates, bytes_down = [], 0
+            for cid in sampled:
+                bytes_down += _broadcast_bytes(strategy, cid)
+                updates.append(fed.fit_client(rnd, cid, lr))
+                progress.advance(clients_task)
+            progress.remove_task(clients_task)
+            strategy.aggregate(rnd, updates)
+            row: dict[str, Any] = {
+                "round": rnd + 1,
+                "algorithm": fc.algorithm,
+                "clients": sampled,
+                "lr": lr,
+                "train_loss": sum(u.metrics["loss"] for u in updates) / len(updates),
+                "client_loss": {str(u.client_id): u.metrics["loss"] for u in updates},
+                "bytes_up": sum(
+                    state_nbytes(u.adapter) + sum(state_nbytes(e) for e in u.extras.values())
+                    for u in updates
+                ),
+                "bytes_down": bytes_down,
+            }
+            if cfg.eval.every and ((rnd + 1) % cfg.eval.every == 0 or rnd + 1 == fc.rounds):
+                evals = fed.evaluate()
+                row["eval_loss"] = _mean_eval(evals)["all"]
+                row["eval_loss_by_domain"] = _mean_eval(evals)
+                if len(evals) > 1:
+                    row["eval_loss_by_client"] = {k: v["all"] for k, v in evals.items()}
+            row["seconds"] = time.perf_counter() - t0
+            metrics_path.write(json.dumps(row) + "\n")
+            metrics_path.flush()
+            history.append(row)
+            if on_round:
+                on_round(row)
+            progress.advance(rounds_task)
+            console.print(_round_line(row))
+    metrics_path.close()
+
+    final_evals = fed.evaluate()
+    final = _mean_eval(final_evals)
+    _save_adapters(fed, out)
+    after = []
+    if samples:
+        set_adapter_state(fed.model, next(iter(strategy.eval_targets().values())))
+        after = generate_answers(
+            fed.model, fed.loaded.tokenizer, samples, fed.loaded.device, cfg.eval.max_new_tokens
+        )
+    summary = {
+        "algorithm": fc.algorithm,
+        "model": cfg.model.name,
+        "rounds": fc.rounds,
+        "num_clients": len(fed.data.clients),
+        "client_sizes": fed.data.client_sizes(),
+        "precision": str(fed.loaded.autocast_dtype or "fp32").replace("torch.", ""),
+        "device": str(fed.loaded.device),
+        "base_eval_loss": base_eval,
+        "final_eval_loss": final,
+        "final_eval_loss_by_client": {k: v["all"] for k, v in final_evals.items()}
+        if len(final_evals) > 1
+        else None,
+        "bytes_up_total": sum(r["bytes_up"] for r in history),
+        "bytes_down_total": sum(r["bytes_down"] for r in history),
+        "train_seconds": sum(r["seconds"] for r in history),
+        "wall_seconds": time.perf_counter() - t_start,
+        "samples": [
+            {"prompt": r.prompt(), "domain": r.metadata.get("domain"), "base": b, "final": a}
+            for r, b, a in zip(samples, before, after, strict=True)
+        ],
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    _plot(history, base_eval, out / "plots" / "loss.png", fc.algorithm)
+    return summary
+
+
+def _broadcast_bytes(strategy: Strategy, cid: int) -> int:
+    bc = strategy.broadcast(cid)
+    return state_nbytes(bc.adapter) + sum(state_nbytes(e) for e in bc.extras.values())
+
+
+def _sample_records(data: FederatedData, n: int) -> list[InstructionRecord]:
+    """n held-out records, cycling through domains so each domain is shown."""
+    groups = list(data.heldout_by_domain().values())
+    picked = []
+    for i in range(n):
+        g = groups[i % len(groups)]
+        if i // len(groups) < len(g):
+            picked.append(data.heldout_records[g[i // len(groups)]])
+    return picked
+
+
+def _save_adapters(fed: Federation, out: Path) -> None:
+    """PEFT format: ``PeftModel.from_pretrained(base, out/"adapter")`` loads it."""
+    targets = fed.strategy.eval_targets()
+    for name, adapter in targets.items():
+        set_adapter_state(fed.model, adapter)
+        fed.model.save_pretrained(
+            str(out / "adapter" if len(targets) == 1 else out / "adapters" / name)
+        )
+
+
+def _round_line(row: dict[str, Any]) -> str:
+    ev = f"  eval {row['eval_loss']:.4f}" if "eval_loss" in row else ""
+    return (
+        f"round {row['round']:>3}  clients {row['clients']}  lr {row['lr']:.2e}  "
+        f"train {row['train_loss']:.4f}{ev}  ↑{row['bytes_up'] / 1e6:.2f} MB ↓{row['bytes_down'] / 1e6:.2f} MB  "
+        f"{row['seconds']:.1f}s"
+    )
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def _plot(history: list[dict[str, Any]], base: dict[str, float], path: Path, algo: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(
+        [r["round"] for r in history],
+        [r["train_loss"] for r in history],
+        "o-",
+        label="train loss (sampled clients)",
+    )
+    ev = [r for r in history if "eval_loss" in r]
+    ax.plot(
+        [0] + [r["round"] for r in ev],
+        [base["all"]] + [r["eval_loss"] for r in ev],
+        "s-",
+        label="held-out loss",
+    )
+    ax.set_xlabel("round")
+    ax.set_ylabel("loss (per response token)")
+    ax.set_title(f"fedloom · {algo}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

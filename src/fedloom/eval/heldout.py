@@ -1,0 +1,108 @@
+"""Held-out loss (token-weighted mean over response tokens) per domain, and sample answers."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+
+import torch
+from peft import PeftModel
+from transformers import PreTrainedTokenizerBase
+
+from fedloom.data.federated import FederatedData
+from fedloom.data.schema import InstructionRecord
+from fedloom.data.template import IGNORE_INDEX, collate, prompt_text
+
+
+class HeldoutEvaluator:
+    """Evaluates the model as currently loaded on up to ``max_examples`` held-out examples per
+    domain. Returns ``{"all": loss, "<domain>": loss, ...}`` (mean loss per response token)."""
+
+    def __init__(
+        self,
+        model: PeftModel,
+        data: FederatedData,
+        pad_id: int,
+        device: torch.device,
+        autocast_dtype: torch.dtype | None,
+        max_examples: int,
+        batch_size: int,
+    ) -> None:
+        self.model, self.pad_id, self.device = model, pad_id, device
+        self.autocast_dtype, self.batch_size = autocast_dtype, batch_size
+        self.groups = {
+            d: [data.heldout[i] for i in idx[:max_examples]]
+            for d, idx in data.heldout_by_domain().items()
+        }
+
+    def _autocast(self) -> contextlib.AbstractContextManager[None]:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    @torch.no_grad()
+    def __call__(self, base: bool = False) -> dict[str, float]:
+        """Held-out loss of the current adapter, or of the base model when ``base``."""
+        self.model.eval()
+        ctx = self.model.disable_adapter() if base else contextlib.nullcontext()
+        totals: dict[str, tuple[float, int]] = {}
+        with ctx:
+            for domain, examples in self.groups.items():
+                loss_sum, n_tok = 0.0, 0
+                for i in range(0, len(examples), self.batch_size):
+                    batch = {
+                        k: v.to(self.device)
+                        for k, v in collate(examples[i : i + self.batch_size], self.pad_id).items()
+                    }
+                    with self._autocast():
+                        logits = self.model(
+                            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                        ).logits
+                    # [B, T, V] -> predict token t+1 from t
+                    logits, labels = logits[:, :-1].float(), batch["labels"][:, 1:]
+                    loss = torch.nn.functional.cross_entropy(
+                        logits.reshape(-1, logits.size(-1)),
+                        labels.reshape(-1),
+                        ignore_index=IGNORE_INDEX,
+                        reduction="sum",
+                    )
+                    loss_sum += loss.item()
+                    n_tok += int((labels != IGNORE_INDEX).sum())
+                totals[domain] = (loss_sum, n_tok)
+        out = {d: s / max(n, 1) for d, (s, n) in totals.items()}
+        all_sum, all_n = sum(s for s, _ in totals.values()), sum(n for _, n in totals.values())
+        return {"all": all_sum / max(all_n, 1), **out}
+
+
+@torch.no_grad()
+def generate_answers(
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    records: Sequence[InstructionRecord],
+    device: torch.device,
+    max_new_tokens: int,
+    base: bool = False,
+) -> list[str]:
+    """Greedy answers, batched with left padding."""
+    model.eval()
+    prompts = [prompt_text(tokenizer, r) for r in records]
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(
+            device
+        )
+    finally:
+        tokenizer.padding_side = side
+    ctx = model.disable_adapter() if base else contextlib.nullcontext()
+    with ctx:
+        out = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    return [
+        str(tokenizer.decode(o[enc["input_ids"].shape[1] :], skip_special_tokens=True)).strip()
+        for o in out
+    ]

