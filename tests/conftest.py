@@ -51,13 +51,13 @@ def tiny_config(data_path: Path, **overrides: Any) -> RunConfig:
                 {
                     "name": "local",
                     "path": str(data_path),
-                    "columns": {"instruction": "q", "response": "a"},
+                    "columns": {"instruction": "q", "response": "a", "domain": "topic"},
                 }
             ],
             "heldout": 8,
             "max_seq_len": 96,
         },
-        "partition": {"strategy": "natural", "key": "topic", "num_clients": None},
+        "partition": {"strategy": "natural", "key": "domain", "num_clients": None},
         "federation": {"algorithm": "fedavg", "rounds": 2, "sample_clients": 2},
         "train": {"local_steps": 2, "batch_size": 2, "lr": 5e-3},
         "eval": {"every": 1, "max_examples": 4, "batch_size": 4},

@@ -46,18 +46,18 @@ def test_truncation_and_drop(tok) -> None:  # type: ignore[no-untyped-def]
 
 def test_local_jsonl_with_column_mapping(tmp_path: Path) -> None:
     p = tmp_path / "d.jsonl"
-    p.write_text(
-        json.dumps({"q": "Q1", "a": "A1", "lang": "en"})
-        + "\n\n"
-        + json.dumps({"q": "Q2", "a": "A2", "lang": "fr"})
-        + "\n"
-    )
-    recs = load_source(
-        "local", path=str(p), columns={"instruction": "q", "response": "a"}, domain="toy"
-    )
-    assert [
-        (r.instruction, r.response, r.metadata["lang"], r.metadata["domain"]) for r in recs
-    ] == [("Q1", "A1", "en", "toy"), ("Q2", "A2", "fr", "toy")]
+    rows = [{"q": "Q1", "a": "A1", "lang": "en"}, {"q": "Q2", "a": "A2", "lang": "fr"}]
+    p.write_text(json.dumps(rows[0]) + "\n\n" + json.dumps(rows[1]) + "\n")
+    cols = {"instruction": "q", "response": "a"}
+    recs = load_source("local", path=str(p), columns=cols, domain="toy")
+    got = [(r.instruction, r.response, r.metadata["lang"], r.metadata["domain"]) for r in recs]
+    assert got == [("Q1", "A1", "en", "toy"), ("Q2", "A2", "fr", "toy")]
+    # no explicit domain: the mapped column, else the file name
+    by_col = load_source("local", path=str(p), columns={**cols, "domain": "lang"})
+    assert [r.metadata["domain"] for r in by_col] == ["en", "fr"]
+    assert {r.metadata["domain"] for r in load_source("local", path=str(p), columns=cols)} == {"d"}
+    with pytest.raises(DataSourceError, match=r"unknown field\(s\) \['answer'\]"):
+        load_source("local", path=str(p), columns={"answer": "a"})
 
 
 @pytest.mark.parametrize(

@@ -75,9 +75,10 @@ class SourceConfig:
     path: str | None = None
     """For `local`: a .json or .jsonl file."""
     columns: dict[str, str] = field(default_factory=dict)
-    """For `local`: map of record field -> column in the file, e.g. {instruction: question}."""
+    """For `local`: record field -> column, e.g. {instruction: question, domain: topic}."""
     domain: str | None = None
-    """Overrides the source's domain label (used by splits and per-domain evaluation)."""
+    """Domain label for every example of this source (used by splits and per-domain evaluation);
+    for `local`, default: the file's domain column, else the file name."""
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "`data.sources[].name` is empty")

@@ -180,11 +180,15 @@ register_source(
 )
 
 
-def load_local(path: str, columns: dict[str, str], domain: str) -> list[InstructionRecord]:
+def load_local(
+    path: str, columns: dict[str, str], domain: str | None = None
+) -> list[InstructionRecord]:
     """Read a JSON (list of objects) or JSONL file; ``columns`` maps record fields to file keys.
 
-    Fields: ``instruction`` and ``response`` (required), ``input`` (optional), anything else is
-    copied into metadata. A missing column or malformed row is an error naming file and row.
+    Fields: ``instruction`` and ``response`` (required), ``input`` (optional), ``domain``
+    (optional); every other column is kept in metadata. The domain label is ``domain`` when
+    given, else the row's domain column, else the file name's stem. A missing column or
+    malformed row is an error naming file and row.
     """
     p = Path(path).expanduser()
     if not p.is_file():
@@ -209,7 +213,13 @@ def load_local(path: str, columns: dict[str, str], domain: str) -> list[Instruct
             raise DataSourceError(f"{p}: not valid JSON at line {e.lineno} ({e.msg})") from None
         if not isinstance(rows, list):
             raise DataSourceError(f"{p}: expected a JSON list of objects")
-    mapping = {"instruction": "instruction", "input": "input", "response": "response", **columns}
+    fields = ("instruction", "input", "response", "domain")
+    unknown = sorted(set(columns) - set(fields))
+    if unknown:
+        raise DataSourceError(
+            f"`columns` maps unknown field(s) {unknown}; fields are {list(fields)}"
+        )
+    mapping = {f: f for f in fields} | columns
     records = []
     for n, row in enumerate(rows, 1):
         if not isinstance(row, dict):
@@ -222,7 +232,12 @@ def load_local(path: str, columns: dict[str, str], domain: str) -> list[Instruct
                 )
         used = {mapping[k] for k in ("instruction", "input", "response")}
         meta = {k: v for k, v in row.items() if k not in used}
-        meta.update(domain=domain, source=f"local:{p.name}", id=n - 1)
+        row_domain = row.get(mapping["domain"])
+        meta.update(
+            domain=domain or (str(row_domain) if row_domain is not None else p.stem),
+            source=f"local:{p.name}",
+            id=n - 1,
+        )
         records.append(
             InstructionRecord(
                 instruction=str(row[mapping["instruction"]]),
@@ -243,7 +258,7 @@ def load_source(
     if name == "local":
         if path is None:
             raise DataSourceError("source `local` needs a `path`")
-        return load_local(path, columns or {}, domain or Path(path).stem)
+        return load_local(path, columns or {}, domain)
     if name not in SOURCES:
         raise DataSourceError(f"unknown data source {name!r}; known: {sorted(SOURCES)} or `local`")
     src = SOURCES[name]

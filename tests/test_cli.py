@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fedloom.cli import main
+from tests.conftest import tiny_config
+
+
+def test_run_writes_all_outputs(
+    local_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config(local_data).to_dict()))
+    out = tmp_path / "out"
+    assert (
+        main(
+            [
+                "run",
+                str(cfg_path),
+                "--out",
+                str(out),
+                "--set",
+                "federation.rounds=1",
+                "--set",
+                "federation.algorithm=fedyogi",
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "held-out loss" in printed and "general" in printed and "math" in printed
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["federation"]["rounds"] == 1 and saved["federation"]["algorithm"] == "fedyogi"
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["algorithm"] == "fedyogi"
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["base_eval_loss"]) == {"all", "general", "math"}
+    assert (out / "adapter" / "adapter_config.json").exists() and (
+        out / "plots" / "loss.png"
+    ).exists()
+
+
+def test_config_error_exits_2_with_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg_path = tmp_path / "bad.yaml"
+    cfg_path.write_text("federation: {sample_clients: 9}\npartition: {num_clients: 3}\n")
+    assert main(["run", str(cfg_path)]) == 2
+    assert (
+        "`federation.sample_clients` (9) must be <= `partition.num_clients` (3)"
+        in capsys.readouterr().err
+    )
+
+
+def test_listing_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["algorithms"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("fedavg", "scaffold", "fedyogi", "central", "local"))
+    assert main(["data", "list"]) == 0
+    assert "gsm8k" in capsys.readouterr().out
