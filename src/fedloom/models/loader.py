@@ -186,7 +186,9 @@ def load_model(cfg: ModelConfig) -> LoadedModel:
     model.config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False}
+        )
         model.enable_input_require_grads()
     model.to(device)  # type: ignore[arg-type]
     return LoadedModel(model, tokenizer, device, autocast_dtype, cfg.name)

@@ -36,7 +36,9 @@ def attach_lora(model: PreTrainedModel, settings: LoraSettings, seed: int = 0) -
     )
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         # PEFT calls a transformers property deprecated in v5; nothing for a user to act on
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
+        )
         torch.manual_seed(seed)
         return get_peft_model(model, cfg)
 
