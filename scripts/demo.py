@@ -32,6 +32,22 @@ def main() -> int:
         fin = s["final_eval_loss"][dom]
         table.add_row(dom, f"{base:.4f}", f"{fin:.4f}", f"{100 * (fin - base) / base:+.1f}%")
     console.print(table)
+    if s["benchmarks"]:
+        bench = Table(title="benchmark suites (same fixed-seed items before and after)")
+        for col in ("suite", "n", "metric", "base model", "federated", "95% CI (federated)"):
+            bench.add_column(col, justify="right")
+        for name, b in s["benchmarks"].items():
+            key = "safety_rate" if "safety_rate" in b["base"] else "accuracy"
+            f = b["final"]
+            bench.add_row(
+                name,
+                str(b["n"]),
+                key,
+                f"{b['base'][key]:.3f}",
+                f"{f[key]:.3f}",
+                f"[{f['ci95_low']:.3f}, {f['ci95_high']:.3f}]",
+            )
+        console.print(bench)
     for smp in s["samples"]:
         console.rule(f"sample ({smp['domain']})")
         console.print(f"[bold]prompt:[/bold] {smp['prompt'][:400]}")

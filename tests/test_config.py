@@ -56,6 +56,7 @@ def write(tmp_path: Path, text: str) -> Path:
         ("", ["federation.rounds=0"], r"`federation.rounds` must be >= 1"),
         ("", ["federation"], r"--set expects key=value"),
         ("data: {sources: [{name: local}]}", [], r"source `local` needs `path:`"),
+        ("eval: {suites: [mmlu, bbq]}", [], r"`eval.suites` has unknown \['bbq'\]"),
     ],
 )
 def test_config_errors_name_the_field(

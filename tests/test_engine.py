@@ -160,3 +160,22 @@ def test_gradient_checkpointing_gives_the_same_update(local_data: Path, tmp_path
     )
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+
+
+def test_benchmark_suites_before_and_after(local_data: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(
+        local_data,
+        **{
+            "federation.rounds": 1,
+            "eval.suites": ["mmlu", "advbench"],
+            "eval.suite_limit": 3,
+            "eval.max_new_tokens": 4,
+        },
+    )
+    summary = run(cfg, tmp_path)
+    for name, key in (("mmlu", "accuracy"), ("advbench", "safety_rate")):
+        b = summary["benchmarks"][name]
+        assert b["n"] == 3 and len(b["items"]) == 3
+        assert 0 <= b["base"][key] <= 1 and 0 <= b["final"][key] <= 1
+    saved = json.loads((tmp_path / "summary.json").read_text())
+    assert set(saved["benchmarks"]) == {"mmlu", "advbench"}

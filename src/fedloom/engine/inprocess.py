@@ -7,6 +7,7 @@ after another, on one copy of the base model; only adapter tensors move between 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from fedloom.algorithms import ALGORITHMS, ClientUpdate, Strategy, build_strategy
 from fedloom.config import RunConfig
 from fedloom.data import FederatedData, InstructionRecord, build_federated_data, summary_table
-from fedloom.eval import HeldoutEvaluator, generate_answers
+from fedloom.eval import EvalContext, HeldoutEvaluator, generate_answers, run_suite
 from fedloom.models import attach_lora, get_adapter_state, load_model, set_adapter_state
 from fedloom.models.loader import LoadedModel
 from fedloom.train import LocalTrainer, adapter_parameters, cosine_lr, draw_examples
@@ -90,6 +91,28 @@ class Federation:
         metrics = {"loss": res.mean_loss, "seconds": res.seconds, "tokens": float(res.tokens)}
         return ClientUpdate(cid, adapter, len(shard), extras, metrics)
 
+    def benchmarks(self, base: bool = False) -> dict[str, dict[str, Any]]:
+        """Score ``eval.suites`` on the loaded adapter (or the base model, adapter disabled)."""
+        e = self.cfg.eval
+        ctx = EvalContext(
+            self.model,
+            self.loaded.tokenizer,
+            self.loaded.device,
+            self.loaded.autocast_dtype,
+            e.batch_size,
+            progress=False,
+        )
+        out = {}
+        with self.model.disable_adapter() if base else contextlib.nullcontext():
+            for name in e.suites:
+                res = run_suite(name, ctx, e.suite_limit, self.cfg.seed)
+                out[name] = {
+                    "n": res.n,
+                    "metrics": res.metrics,
+                    "items": [r["id"] for r in res.items],
+                }
+        return out
+
     def evaluate(self) -> dict[str, dict[str, float]]:
         """Held-out loss of every adapter the strategy exposes (the global one, or per client)."""
         out = {}
@@ -129,7 +152,7 @@ def run(
         generate_answers(
             fed.model,
             fed.loaded.tokenizer,
-            samples,
+            [r.prompt() for r in samples],
             fed.loaded.device,
             cfg.eval.max_new_tokens,
             base=True,
@@ -138,6 +161,9 @@ def run(
         else []
     )
     console.print(f"base model held-out loss: { {k: round(v, 4) for k, v in base_eval.items()} }")
+    bench_before = fed.benchmarks(base=True)
+    for name, b in bench_before.items():
+        console.print(f"base model {name}: {_headline(b['metrics'])} (n={b['n']})")
     sampler = rng_for(cfg.seed, "client-sampling")
     metrics_path = (out / "metrics.jsonl").open("w")
     history: list[dict[str, Any]] = []
@@ -187,11 +213,17 @@ def run(
     final_evals = fed.evaluate()
     final = _mean_eval(final_evals)
     _save_adapters(fed, out)
+    # benchmarks and samples use the global adapter (for `local`: client 0's)
+    set_adapter_state(fed.model, next(iter(strategy.eval_targets().values())))
+    bench_after = fed.benchmarks()
     after = []
     if samples:
-        set_adapter_state(fed.model, next(iter(strategy.eval_targets().values())))
         after = generate_answers(
-            fed.model, fed.loaded.tokenizer, samples, fed.loaded.device, cfg.eval.max_new_tokens
+            fed.model,
+            fed.loaded.tokenizer,
+            [r.prompt() for r in samples],
+            fed.loaded.device,
+            cfg.eval.max_new_tokens,
         )
     summary = {
         "algorithm": fc.algorithm,
@@ -210,6 +242,15 @@ def run(
         "bytes_down_total": sum(r["bytes_down"] for r in history),
         "train_seconds": sum(r["seconds"] for r in history),
         "wall_seconds": time.perf_counter() - t_start,
+        "benchmarks": {
+            name: {
+                "n": b["n"],
+                "base": b["metrics"],
+                "final": bench_after[name]["metrics"],
+                "items": b["items"],
+            }
+            for name, b in bench_before.items()
+        },
         "samples": [
             {"prompt": r.prompt(), "domain": r.metadata.get("domain"), "base": b, "final": a}
             for r, b, a in zip(samples, before, after, strict=True)
@@ -218,6 +259,11 @@ def run(
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     _plot(history, base_eval, out / "plots" / "loss.png", fc.algorithm)
     return summary
+
+
+def _headline(metrics: dict[str, float]) -> str:
+    key = "safety_rate" if "safety_rate" in metrics else "accuracy"
+    return f"{key} {metrics[key]:.3f} [{metrics['ci95_low']:.3f}, {metrics['ci95_high']:.3f}]"
 
 
 def _broadcast_bytes(strategy: Strategy, cid: int) -> int:

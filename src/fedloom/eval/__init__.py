@@ -1,5 +1,13 @@
-"""Evaluation: held-out loss per domain and greedy sample answers."""
+"""Evaluation: held-out loss per domain, offline benchmark suites, judges."""
 
 from fedloom.eval.heldout import HeldoutEvaluator, generate_answers
+from fedloom.eval.suites import SUITES, EvalContext, SuiteResult, run_suite
 
-__all__ = ["HeldoutEvaluator", "generate_answers"]
+__all__ = [
+    "SUITES",
+    "EvalContext",
+    "HeldoutEvaluator",
+    "SuiteResult",
+    "generate_answers",
+    "run_suite",
+]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 from peft import PeftModel
-from transformers import PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from fedloom.data.federated import FederatedData
 from fedloom.data.schema import InstructionRecord
@@ -76,33 +76,45 @@ class HeldoutEvaluator:
 
 @torch.no_grad()
 def generate_answers(
-    model: PeftModel,
+    model: PreTrainedModel | PeftModel,
     tokenizer: PreTrainedTokenizerBase,
-    records: Sequence[InstructionRecord],
+    prompts: Sequence[str],
     device: torch.device,
     max_new_tokens: int,
     base: bool = False,
+    batch_size: int = 8,
 ) -> list[str]:
-    """Greedy answers, batched with left padding."""
+    """Greedy answers to user prompts (chat-templated), batched with left padding + KV cache.
+    ``base`` disables the LoRA adapter (PEFT models only)."""
     model.eval()
-    prompts = [prompt_text(tokenizer, r) for r in records]
+    answers: list[str] = []
     side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
+    ctx = (
+        model.disable_adapter()
+        if base and isinstance(model, PeftModel)
+        else contextlib.nullcontext()
+    )
     try:
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(
-            device
-        )
+        tokenizer.padding_side = "left"
+        with ctx:
+            for i in range(0, len(prompts), batch_size):
+                texts = [
+                    prompt_text(tokenizer, InstructionRecord(instruction=p, response=""))
+                    for p in prompts[i : i + batch_size]
+                ]
+                enc = tokenizer(
+                    texts, return_tensors="pt", padding=True, add_special_tokens=False
+                ).to(device)
+                out = model.generate(  # type: ignore[operator]
+                    **enc,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+                width = enc["input_ids"].shape[1]
+                answers += [
+                    str(tokenizer.decode(o[width:], skip_special_tokens=True)).strip() for o in out
+                ]
     finally:
         tokenizer.padding_side = side
-    ctx = model.disable_adapter() if base else contextlib.nullcontext()
-    with ctx:
-        out = model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    return [
-        str(tokenizer.decode(o[enc["input_ids"].shape[1] :], skip_special_tokens=True)).strip()
-        for o in out
-    ]
+    return answers

