@@ -62,3 +62,81 @@ def test_listing_commands(capsys: pytest.CaptureFixture[str]) -> None:
     assert all(name in out for name in ("fedavg", "scaffold", "fedyogi", "central", "local"))
     assert main(["data", "list"]) == 0
     assert "gsm8k" in capsys.readouterr().out
+
+
+def test_data_show_and_split(
+    local_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["data", "show", "alpaca_en", "-n", "1"]) == 0
+    shown = capsys.readouterr().out
+    assert "alpaca_en: 999 records" in shown and '"domain": "general"' in shown
+    assert main(["data", "show", "dolly"]) == 2
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config(local_data).to_dict()))
+    png = tmp_path / "split.png"
+    assert (
+        main(
+            [
+                "data",
+                "split",
+                str(cfg_path),
+                "--out",
+                str(png),
+                "--set",
+                "partition.strategy=iid",
+                "--set",
+                "partition.num_clients=3",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "clients (3)" in out and png.stat().st_size > 0
+    # same split twice: deterministic
+    assert (
+        main(
+            [
+                "data",
+                "split",
+                str(cfg_path),
+                "--out",
+                str(png),
+                "--set",
+                "partition.strategy=iid",
+                "--set",
+                "partition.num_clients=3",
+            ]
+        )
+        == 0
+    )
+    assert capsys.readouterr().out == out
+
+
+def test_eval_heldout_needs_config(
+    local_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["eval", "--model", "tiny-llama", "--suite", "heldout"]) == 2
+    assert "needs --config" in capsys.readouterr().err
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config(local_data).to_dict()))
+    out = tmp_path / "h.json"
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "tiny-llama",
+                "--precision",
+                "fp32",
+                "--suite",
+                "heldout",
+                "--config",
+                str(cfg_path),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    report = json.loads(out.read_text())["suites"]["heldout"]
+    assert set(report["loss"]) == {"all", "general", "math"} and report["perplexity"]["all"] > 1

