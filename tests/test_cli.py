@@ -10,11 +10,16 @@ from fedloom.cli import main
 from tests.conftest import tiny_config
 
 
+def write_config(tmp_path: Path, local_data: Path) -> Path:
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(local_data).to_dict()))
+    return path
+
+
 def test_run_writes_all_outputs(
     local_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    cfg_path = tmp_path / "run.yaml"
-    cfg_path.write_text(yaml.safe_dump(tiny_config(local_data).to_dict()))
+    cfg_path = write_config(tmp_path, local_data)
     out = tmp_path / "out"
     assert (
         main(
@@ -71,44 +76,15 @@ def test_data_show_and_split(
     shown = capsys.readouterr().out
     assert "alpaca_en: 999 records" in shown and '"domain": "general"' in shown
     assert main(["data", "show", "dolly"]) == 2
-    cfg_path = tmp_path / "run.yaml"
-    cfg_path.write_text(yaml.safe_dump(tiny_config(local_data).to_dict()))
+    cfg_path = write_config(tmp_path, local_data)
     png = tmp_path / "split.png"
-    assert (
-        main(
-            [
-                "data",
-                "split",
-                str(cfg_path),
-                "--out",
-                str(png),
-                "--set",
-                "partition.strategy=iid",
-                "--set",
-                "partition.num_clients=3",
-            ]
-        )
-        == 0
-    )
+    split = ["data", "split", str(cfg_path), "--out", str(png), "--set", "partition.strategy=iid"]
+    split += ["--set", "partition.num_clients=3"]
+    assert main(split) == 0
     out = capsys.readouterr().out
     assert "clients (3)" in out and png.stat().st_size > 0
     # same split twice: deterministic
-    assert (
-        main(
-            [
-                "data",
-                "split",
-                str(cfg_path),
-                "--out",
-                str(png),
-                "--set",
-                "partition.strategy=iid",
-                "--set",
-                "partition.num_clients=3",
-            ]
-        )
-        == 0
-    )
+    assert main(split) == 0
     assert capsys.readouterr().out == out
 
 
@@ -117,8 +93,7 @@ def test_eval_heldout_needs_config(
 ) -> None:
     assert main(["eval", "--model", "tiny-llama", "--suite", "heldout"]) == 2
     assert "needs --config" in capsys.readouterr().err
-    cfg_path = tmp_path / "run.yaml"
-    cfg_path.write_text(yaml.safe_dump(tiny_config(local_data).to_dict()))
+    cfg_path = write_config(tmp_path, local_data)
     out = tmp_path / "h.json"
     assert (
         main(
