@@ -26,7 +26,7 @@ from fedloom.eval import EvalContext, HeldoutEvaluator, generate_answers, run_su
 from fedloom.models import attach_lora, get_adapter_state, load_model, set_adapter_state
 from fedloom.models.loader import LoadedModel
 from fedloom.train import LocalTrainer, adapter_parameters, cosine_lr, draw_examples
-from fedloom.utils import rng_for, state_nbytes
+from fedloom.utils import StateDict, rng_for, state_nbytes
 
 
 @dataclass
@@ -88,7 +88,13 @@ class Federation:
         )
         adapter = get_adapter_state(self.model)
         extras, self.client_states[cid] = self.strategy.client_finish(bc, state, adapter, steps, lr)
-        metrics = {"loss": res.mean_loss, "seconds": res.seconds, "tokens": float(res.tokens)}
+        metrics = {
+            "loss": res.mean_loss,
+            "seconds": res.seconds,
+            "tokens": float(res.tokens),
+            "bytes_down": float(_message_bytes(bc.adapter, bc.extras)),
+            "bytes_up": float(_message_bytes(adapter, extras)),
+        }
         return ClientUpdate(cid, adapter, len(shard), extras, metrics)
 
     def benchmarks(self, base: bool = False) -> dict[str, dict[str, Any]]:
@@ -174,9 +180,8 @@ def run(
             lr = cosine_lr(rnd, fc.rounds, cfg.train.lr, cfg.train.min_lr)
             sampled = strategy.sample(sampler, fc.sample_clients)
             clients_task = progress.add_task(f"round {rnd + 1} clients", total=len(sampled))
-            updates, bytes_down = [], 0
+            updates = []
             for cid in sampled:
-                bytes_down += _broadcast_bytes(strategy, cid)
                 updates.append(fed.fit_client(rnd, cid, lr))
                 progress.advance(clients_task)
             progress.remove_task(clients_task)
@@ -188,16 +193,13 @@ def run(
                 "lr": lr,
                 "train_loss": sum(u.metrics["loss"] for u in updates) / len(updates),
                 "client_loss": {str(u.client_id): u.metrics["loss"] for u in updates},
-                "bytes_up": sum(
-                    state_nbytes(u.adapter) + sum(state_nbytes(e) for e in u.extras.values())
-                    for u in updates
-                ),
-                "bytes_down": bytes_down,
+                "bytes_up": int(sum(u.metrics["bytes_up"] for u in updates)),
+                "bytes_down": int(sum(u.metrics["bytes_down"] for u in updates)),
             }
             if cfg.eval.every and ((rnd + 1) % cfg.eval.every == 0 or rnd + 1 == fc.rounds):
                 evals = fed.evaluate()
-                row["eval_loss"] = _mean_eval(evals)["all"]
                 row["eval_loss_by_domain"] = _mean_eval(evals)
+                row["eval_loss"] = row["eval_loss_by_domain"]["all"]
                 if len(evals) > 1:
                     row["eval_loss_by_client"] = {k: v["all"] for k, v in evals.items()}
             row["seconds"] = time.perf_counter() - t0
@@ -266,9 +268,9 @@ def _headline(metrics: dict[str, float]) -> str:
     return f"{key} {metrics[key]:.3f} [{metrics['ci95_low']:.3f}, {metrics['ci95_high']:.3f}]"
 
 
-def _broadcast_bytes(strategy: Strategy, cid: int) -> int:
-    bc = strategy.broadcast(cid)
-    return state_nbytes(bc.adapter) + sum(state_nbytes(e) for e in bc.extras.values())
+def _message_bytes(adapter: StateDict, extras: dict[str, StateDict]) -> int:
+    """Bytes of one message: the adapter tensors plus any extra tensors (SCAFFOLD controls)."""
+    return state_nbytes(adapter) + sum(state_nbytes(e) for e in extras.values())
 
 
 def _sample_records(data: FederatedData, n: int) -> list[InstructionRecord]:
