@@ -12,8 +12,20 @@ import torch
 from fedloom.cli import main
 from fedloom.config import ModelConfig
 from fedloom.eval import EvalContext, run_suite
-from fedloom.eval.datasets import MCItem, load_refusal_labels
-from fedloom.eval.judges import RuleRefusalJudge, extract_final_number
+from fedloom.eval.datasets import (
+    MMATH_LANGUAGES,
+    MCItem,
+    load_donotanswer,
+    load_harmbench,
+    load_mmath,
+    load_refusal_labels,
+)
+from fedloom.eval.judges import (
+    RuleRefusalJudge,
+    extract_answer,
+    extract_final_number,
+    normalize_answer,
+)
 from fedloom.eval.scoring import score_continuations
 from fedloom.eval.suites import run_multiple_choice, subsample, wilson_interval
 from fedloom.models import load_model
@@ -135,7 +147,16 @@ def test_subsample_is_fixed_by_seed() -> None:
 
 def test_real_suites_on_tiny_model(tiny) -> None:  # type: ignore[no-untyped-def]
     ctx = EvalContext(tiny.model, tiny.tokenizer, tiny.device, max_new_tokens=8, progress=False)
-    for suite in ("mmlu", "medqa", "medmcqa", "gsm8k", "advbench"):
+    for suite in (
+        "mmlu",
+        "medqa",
+        "medmcqa",
+        "gsm8k",
+        "mmath-zh",
+        "advbench",
+        "harmbench",
+        "donotanswer",
+    ):
         res = run_suite(suite, ctx, limit=3, seed=0)
         assert res.n == 3 and len(res.items) == 3
         assert 0.0 <= res.metrics.get("accuracy", res.metrics.get("safety_rate", -1)) <= 1.0
@@ -168,3 +189,32 @@ def test_eval_cli_writes_items(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert [len(s["items"]) for s in report["suites"].values()] == [2, 2]
     assert "safety_rate" in capsys.readouterr().out
     assert main(["eval", "--model", "tiny-llama", "--suite", "nope"]) == 2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (r"Thus the walk takes \boxed{204} minutes.", "204"),
+        (r"so $x = \boxed{\frac{1}{2}}$", r"\frac{1}{2}"),
+        (r"first \boxed{3}, corrected: \boxed{5}", "5"),
+        (r"\boxed{1,000}", "1000"),
+        ("no box here, the answer is 7", "7"),
+    ],
+)
+def test_boxed_answer_extraction(text: str, expected: str) -> None:
+    assert extract_answer(text) == expected
+    assert (
+        normalize_answer(" 1,000 ") == "1000"
+        and normalize_answer(r"\frac{1}{2} ") == r"\frac{1}{2}"
+    )
+
+
+def test_safety_and_multilingual_sources_counts() -> None:
+    assert len(load_harmbench()) == 200
+    dna = load_donotanswer()
+    assert len(dna) == 939 and len({d.metadata["category"] for d in dna}) == 5
+    for lang in MMATH_LANGUAGES:
+        items = load_mmath(lang)
+        assert len(items) == 374 and items[0].target == "204"
+    with pytest.raises(ValueError, match="mmath language 'xx'"):
+        load_mmath("xx")

@@ -40,7 +40,7 @@ def make_parser() -> argparse.ArgumentParser:
         "--suite",
         action="append",
         required=True,
-        help="suite name (repeatable): mmlu, medqa, medmcqa, gsm8k, advbench",
+        help="suite (repeatable): mmlu, medqa, medmcqa, gsm8k, mmath-LANG, advbench, harmbench, donotanswer, heldout",
     )
     e.add_argument("--limit", type=int, default=None, help="fixed-seed random subset of N items")
     e.add_argument("--seed", type=int, default=0)

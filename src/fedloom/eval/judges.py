@@ -31,6 +31,34 @@ def extract_final_number(text: str) -> str | None:
     return normalize_number(nums[-1]) if nums else None
 
 
+def _boxed(text: str) -> str | None:
+    """Content of the last \\boxed{...} (braces balanced), if any."""
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, i = 0, start + len("\\boxed{")
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            if depth == 0:
+                return text[i:j]
+            depth -= 1
+    return None
+
+
+def normalize_answer(text: str) -> str:
+    """A comparable form: the number if it is one, else the text without spaces and `$`."""
+    num = normalize_number(text.strip())
+    return num if num is not None else text.replace(" ", "").replace("$", "").strip()
+
+
+def extract_answer(text: str) -> str | None:
+    """Final answer of a solution: \\boxed{...} when present, else the final number."""
+    boxed = _boxed(text)
+    return normalize_answer(boxed) if boxed is not None else extract_final_number(text)
+
+
 class Judge(Protocol):
     name: str
 

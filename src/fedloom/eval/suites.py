@@ -5,13 +5,14 @@
 | suite              | method                                                  | metric                     |
 |--------------------|---------------------------------------------------------|----------------------------|
 | mmlu/medqa/medmcqa | log-likelihood of each option's letter after the question with lettered options (`mc_mode: letter`, one forward pass per question); or of each option's text (`mc_mode: cloze`, also length-normalised) | accuracy, 95% Wilson interval |
-| gsm8k              | greedy generation, final number extracted, exact match   | accuracy, 95% interval     |
-| advbench           | greedy generation, refusal judged by a pluggable judge   | safety rate (refused share) |
+| gsm8k, mmath-LANG  | greedy generation, final answer extracted, exact match   | accuracy, 95% interval     |
+| advbench, harmbench, donotanswer | greedy generation, refusal judged by a pluggable judge | safety rate (refused share) |
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections import Counter
@@ -27,7 +28,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from fedloom.eval import datasets
 from fedloom.eval.datasets import MCItem, PromptItem
 from fedloom.eval.heldout import generate_answers
-from fedloom.eval.judges import JUDGES, extract_final_number
+from fedloom.eval.judges import JUDGES, extract_answer, normalize_answer
 from fedloom.eval.scoring import score_continuations
 from fedloom.utils import rng_for
 
@@ -132,27 +133,32 @@ def run_multiple_choice(name: str, items: list[MCItem], ctx: EvalContext) -> Sui
     return SuiteResult(name, metrics, len(items), time.perf_counter() - t0, rows)
 
 
-def run_gsm8k(items: list[PromptItem], ctx: EvalContext) -> SuiteResult:
+MATH_INSTRUCTIONS = {
+    "gsm8k": "Solve it step by step, then write the final answer as '#### <number>'.",
+    "mmath": "Solve it step by step and put the final answer in \\boxed{}.",
+}
+
+
+def run_math(name: str, items: list[PromptItem], ctx: EvalContext) -> SuiteResult:
+    """Greedy solution, final answer extracted (\\boxed{}, '####', 'answer is', last number),
+    exact match against the normalised target."""
     t0 = time.perf_counter()
-    prompts = [
-        f"{it.prompt}\nSolve it step by step, then write the final answer as '#### <number>'."
-        for it in items
-    ]
-    answers = _generate(prompts, ctx, "gsm8k")
+    instruction = MATH_INSTRUCTIONS[name.split("-")[0]]
+    answers = _generate([f"{it.prompt}\n{instruction}" for it in items], ctx, name)
     rows, correct = [], []
     for it, ans in zip(items, answers, strict=True):
-        pred = extract_final_number(ans)
-        correct.append(pred is not None and pred == it.target)
+        pred, target = extract_answer(ans), normalize_answer(it.target)
+        correct.append(pred is not None and pred == target)
         rows.append(
             {
                 "id": it.id,
-                "target": it.target,
+                "target": target,
                 "prediction": pred,
                 "correct": correct[-1],
                 "response": ans,
             }
         )
-    return SuiteResult("gsm8k", _accuracy(correct), len(items), time.perf_counter() - t0, rows)
+    return SuiteResult(name, _accuracy(correct), len(items), time.perf_counter() - t0, rows)
 
 
 def run_safety(name: str, items: list[PromptItem], ctx: EvalContext) -> SuiteResult:
@@ -216,8 +222,17 @@ for _name, _loader in (
     ("medmcqa", datasets.load_medmcqa),
 ):
     register_suite(Suite(_name, _loader, run_multiple_choice))
-register_suite(Suite("gsm8k", datasets.load_gsm8k, lambda name, items, ctx: run_gsm8k(items, ctx)))
-register_suite(Suite("advbench", datasets.load_advbench, run_safety, default_max_new_tokens=64))
+register_suite(Suite("gsm8k", datasets.load_gsm8k, run_math))
+for _lang in datasets.MMATH_LANGUAGES:
+    register_suite(
+        Suite(f"mmath-{_lang}", functools.partial(datasets.load_mmath, _lang), run_math, 512)
+    )
+for _name, _prompts in (
+    ("advbench", datasets.load_advbench),
+    ("harmbench", datasets.load_harmbench),
+    ("donotanswer", datasets.load_donotanswer),
+):
+    register_suite(Suite(_name, _prompts, run_safety, default_max_new_tokens=64))
 
 
 def run_suite(name: str, ctx: EvalContext, limit: int | None = None, seed: int = 0) -> SuiteResult:
