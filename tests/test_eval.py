@@ -191,6 +191,12 @@ def test_eval_cli_writes_items(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["eval", "--model", "tiny-llama", "--suite", "nope"]) == 2
 
 
+def test_strict_extraction_ignores_stray_numbers() -> None:
+    unfinished = "so the circle has 2 points and the answer is $k ="
+    assert extract_answer(unfinished) == "2" and extract_answer(unfinished, strict=True) is None
+    assert extract_answer("The final answer is 1.", strict=True) == "1"
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

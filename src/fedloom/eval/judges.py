@@ -20,13 +20,15 @@ def normalize_number(text: str) -> str | None:
     return str(int(value)) if value == int(value) else repr(value).rstrip("0").rstrip(".")
 
 
-def extract_final_number(text: str) -> str | None:
-    """The answer number of a math solution: after '####', else after 'answer is', else the
-    last number in the text. Commas, '$' and trailing units/periods are ignored."""
+def extract_final_number(text: str, strict: bool = False) -> str | None:
+    """The answer number of a math solution: after '####', else after 'answer is', else (unless
+    ``strict``) the last number in the text. Commas, '$' and trailing units/periods are ignored."""
     for pattern in (rf"####\s*({_NUM})", rf"answer is[:\s]*\**\s*({_NUM})"):
         m = re.findall(pattern, text, flags=re.IGNORECASE)
         if m:
             return normalize_number(m[-1])
+    if strict:
+        return None
     nums = re.findall(_NUM, text)
     return normalize_number(nums[-1]) if nums else None
 
@@ -53,10 +55,11 @@ def normalize_answer(text: str) -> str:
     return num if num is not None else text.replace(" ", "").replace("$", "").strip()
 
 
-def extract_answer(text: str) -> str | None:
-    """Final answer of a solution: \\boxed{...} when present, else the final number."""
+def extract_answer(text: str, strict: bool = False) -> str | None:
+    """Final answer of a solution: \\boxed{...} when present, else the final number
+    (``strict``: only a marked one — '####' or 'answer is' — never a stray last number)."""
     boxed = _boxed(text)
-    return normalize_answer(boxed) if boxed is not None else extract_final_number(text)
+    return normalize_answer(boxed) if boxed is not None else extract_final_number(text, strict)
 
 
 class Judge(Protocol):

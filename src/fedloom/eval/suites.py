@@ -140,14 +140,15 @@ MATH_INSTRUCTIONS = {
 
 
 def run_math(name: str, items: list[PromptItem], ctx: EvalContext) -> SuiteResult:
-    """Greedy solution, final answer extracted (\\boxed{}, '####', 'answer is', last number),
-    exact match against the normalised target."""
+    """Greedy solution, final answer extracted (\\boxed{}, '####', 'answer is', then for GSM8K
+    only the last number), exact match against the normalised target. Competition maths (mmath)
+    is strict: a stray last number in unfinished text would credit lucky small integers."""
     t0 = time.perf_counter()
     instruction = MATH_INSTRUCTIONS[name.split("-")[0]]
     answers = _generate([f"{it.prompt}\n{instruction}" for it in items], ctx, name)
     rows, correct = [], []
     for it, ans in zip(items, answers, strict=True):
-        pred, target = extract_answer(ans), normalize_answer(it.target)
+        pred, target = extract_answer(ans, strict=name != "gsm8k"), normalize_answer(it.target)
         correct.append(pred is not None and pred == target)
         rows.append(
             {
