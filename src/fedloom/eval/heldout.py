@@ -12,6 +12,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from fedloom.data.federated import FederatedData
 from fedloom.data.schema import InstructionRecord
 from fedloom.data.template import IGNORE_INDEX, collate, prompt_text
+from fedloom.utils import autocast
 
 
 class HeldoutEvaluator:
@@ -35,11 +36,6 @@ class HeldoutEvaluator:
             for d, idx in data.heldout_by_domain().items()
         }
 
-    def _autocast(self) -> contextlib.AbstractContextManager[None]:
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
     @torch.no_grad()
     def __call__(self, base: bool = False) -> dict[str, float]:
         """Held-out loss of the current adapter, or of the base model when ``base``."""
@@ -54,7 +50,7 @@ class HeldoutEvaluator:
                         k: v.to(self.device)
                         for k, v in collate(examples[i : i + self.batch_size], self.pad_id).items()
                     }
-                    with self._autocast():
+                    with autocast(self.device, self.autocast_dtype):
                         logits = self.model(
                             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
                         ).logits

@@ -7,13 +7,14 @@ one forward pass over the context yields all their log-probabilities; otherwise 
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from fedloom.utils import autocast
 
 
 @dataclass
@@ -22,12 +23,6 @@ class Scored:
     """Sum of the continuation tokens' log-probabilities."""
     n_tokens: int
     n_chars: int
-
-
-def _autocast(
-    device: torch.device, dtype: torch.dtype | None
-) -> contextlib.AbstractContextManager[None]:
-    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 @torch.no_grad()
@@ -46,7 +41,7 @@ def score_continuations(
         raise ValueError("an empty continuation cannot be scored")
     model.eval()
     if all(len(c) == 1 for c in conts):  # one pass: next-token distribution after the context
-        with _autocast(device, autocast_dtype):
+        with autocast(device, autocast_dtype):
             logits = model(input_ids=torch.tensor([ctx], device=device)).logits[0, -1].float()
         logp = torch.log_softmax(logits, dim=-1)
         return [
@@ -63,7 +58,7 @@ def score_continuations(
         for j, s in enumerate(seqs):
             ids[j, : len(s)] = torch.tensor(s)
             mask[j, : len(s)] = 1
-        with _autocast(device, autocast_dtype):
+        with autocast(device, autocast_dtype):
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
         logp = torch.log_softmax(logits, dim=-1)  # [B, T, V]
         for j, c in enumerate(chunk):

@@ -13,7 +13,6 @@ optimizer state leaks between clients or rounds.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import time
@@ -26,6 +25,7 @@ from peft import PeftModel
 
 from fedloom.config import TrainConfig
 from fedloom.data.template import TokenizedExample, collate
+from fedloom.utils import autocast
 
 
 class TrainHook(Protocol):
@@ -96,11 +96,6 @@ class LocalTrainer:
     def examples_per_round(self) -> int:
         return self.cfg.local_steps * self.cfg.grad_accum * self.cfg.batch_size
 
-    def autocast(self) -> contextlib.AbstractContextManager[None]:
-        if self.autocast_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
-
     def micro_batches(self, examples: list[TokenizedExample]) -> Iterator[dict[str, torch.Tensor]]:
         bs = self.cfg.batch_size
         for i in range(0, len(examples), bs):
@@ -145,7 +140,7 @@ class LocalTrainer:
         for _step in range(steps):
             for _micro in range(accum):
                 batch = next(batches)
-                with self.autocast():
+                with autocast(self.device, self.autocast_dtype):
                     out = self.model(**batch)
                 loss = out.loss.float()  # mean over this micro-batch's response tokens
                 losses.append(loss.item())
