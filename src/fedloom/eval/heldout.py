@@ -74,14 +74,15 @@ class HeldoutEvaluator:
 def generate_answers(
     model: PreTrainedModel | PeftModel,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
+    prompts: Sequence[str | list[dict[str, str]]],
     device: torch.device,
     max_new_tokens: int,
     base: bool = False,
     batch_size: int = 8,
 ) -> list[str]:
-    """Greedy answers to user prompts (chat-templated), batched with left padding + KV cache.
-    ``base`` disables the LoRA adapter (PEFT models only)."""
+    """Greedy answers to user prompts or to dialogues (lists of messages ending in a user turn),
+    chat-templated, batched with left padding + KV cache. ``base`` disables the LoRA adapter
+    (PEFT models only)."""
     model.eval()
     answers: list[str] = []
     side = tokenizer.padding_side
@@ -96,6 +97,10 @@ def generate_answers(
             for i in range(0, len(prompts), batch_size):
                 texts = [
                     prompt_text(tokenizer, InstructionRecord(instruction=p, response=""))
+                    if isinstance(p, str)
+                    else str(
+                        tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+                    )
                     for p in prompts[i : i + batch_size]
                 ]
                 enc = tokenizer(

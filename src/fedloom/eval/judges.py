@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Protocol
 
+from fedloom.data.catalog import last_boxed
+
 _NUM = r"-?\$?\s?-?\d[\d,]*(?:\.\d+)?"
 
 
@@ -33,22 +35,6 @@ def extract_final_number(text: str, strict: bool = False) -> str | None:
     return normalize_number(nums[-1]) if nums else None
 
 
-def _boxed(text: str) -> str | None:
-    """Content of the last \\boxed{...} (braces balanced), if any."""
-    start = text.rfind("\\boxed{")
-    if start < 0:
-        return None
-    depth, i = 0, start + len("\\boxed{")
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            if depth == 0:
-                return text[i:j]
-            depth -= 1
-    return None
-
-
 def normalize_answer(text: str) -> str:
     """A comparable form: the number if it is one, else the text without spaces and `$`."""
     num = normalize_number(text.strip())
@@ -58,7 +44,7 @@ def normalize_answer(text: str) -> str:
 def extract_answer(text: str, strict: bool = False) -> str | None:
     """Final answer of a solution: \\boxed{...} when present, else the final number
     (``strict``: only a marked one — '####' or 'answer is' — never a stray last number)."""
-    boxed = _boxed(text)
+    boxed = last_boxed(text)
     return normalize_answer(boxed) if boxed is not None else extract_final_number(text, strict)
 
 
@@ -125,3 +111,107 @@ class RuleRefusalJudge:
 
 
 JUDGES: dict[str, type[RuleRefusalJudge]] = {"rules": RuleRefusalJudge}
+
+
+# --- rating judges (MT-Bench) ------------------------------------------------------------------
+
+JUDGE_URL_ENV = "FEDLOOM_JUDGE_URL"
+JUDGE_MODEL_ENV = "FEDLOOM_JUDGE_MODEL"
+JUDGE_KEY_ENV = "FEDLOOM_JUDGE_API_KEY"
+
+
+class RatingJudge(Protocol):
+    name: str
+
+    def complete(self, system: str, prompt: str) -> str:
+        """The judge's reply to one judging prompt."""
+
+
+def parse_rating(text: str) -> float | None:
+    """The 1-10 rating in a judge's reply: "[[7]]" (FastChat's format), else "[7]"; None if
+    neither is there."""
+    for pattern in (r"\[\[(\d+\.?\d*)\]\]", r"\[(\d+\.?\d*)\]"):
+        m = re.findall(pattern, text)
+        if m:
+            return float(m[-1])
+    return None
+
+
+class OpenAIJudge:
+    """A judge behind an OpenAI-compatible ``/chat/completions`` endpoint (vLLM, llama.cpp
+    server, Ollama, OpenAI): ``FEDLOOM_JUDGE_URL`` (e.g. ``http://127.0.0.1:8000/v1``),
+    ``FEDLOOM_JUDGE_MODEL`` and, if the endpoint needs one, ``FEDLOOM_JUDGE_API_KEY``.
+    Greedy (temperature 0), as FastChat judges."""
+
+    def __init__(self, url: str, model: str, api_key: str = "", timeout: float = 300.0) -> None:
+        self.url = url.rstrip("/") + "/chat/completions"
+        self.model, self.api_key, self.timeout = model, api_key, timeout
+        self.name = f"openai:{model}"
+
+    def complete(self, system: str, prompt: str) -> str:
+        import json
+        import urllib.error
+        import urllib.request
+
+        body = {
+            "model": self.model,
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": prompt},
+            ],
+            "temperature": 0,
+            "max_tokens": 1024,
+        }
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        req = urllib.request.Request(self.url, json.dumps(body).encode(), headers)
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                reply = json.loads(resp.read())
+        except (urllib.error.URLError, TimeoutError) as e:
+            raise RuntimeError(f"judge endpoint {self.url} failed: {e}") from None
+        return str(reply["choices"][0]["message"]["content"])
+
+
+class LocalModelJudge:
+    """A judge model loaded locally (a name, HF folder or .gguf path), greedy decoding."""
+
+    def __init__(self, name: str, max_new_tokens: int = 512) -> None:
+        from fedloom.config import ModelConfig
+        from fedloom.models import load_model
+
+        self.loaded = load_model(ModelConfig(name=name))
+        self.max_new_tokens = max_new_tokens
+        self.name = f"local:{name}"
+
+    def complete(self, system: str, prompt: str) -> str:
+        from fedloom.eval.heldout import generate_answers
+
+        msgs = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
+        return generate_answers(
+            self.loaded.model,
+            self.loaded.tokenizer,
+            [msgs],
+            self.loaded.device,
+            self.max_new_tokens,
+        )[0]
+
+
+def make_rating_judge(spec: str | None) -> RatingJudge | None:
+    """``spec``: None -> the OpenAI-compatible endpoint when ``FEDLOOM_JUDGE_URL`` is set, else
+    no judge; ``openai`` -> that endpoint (an error if the variables are missing); anything
+    else -> a local judge model by name or path."""
+    import os
+
+    url, model = os.environ.get(JUDGE_URL_ENV), os.environ.get(JUDGE_MODEL_ENV)
+    if spec is None and not url:
+        return None
+    if spec in (None, "openai"):
+        if not url or not model:
+            raise ValueError(
+                f"an OpenAI-compatible judge needs {JUDGE_URL_ENV} (e.g. http://127.0.0.1:8000/v1) "
+                f"and {JUDGE_MODEL_ENV}; or pass a local judge model with --judge-model PATH"
+            )
+        return OpenAIJudge(url, model, os.environ.get(JUDGE_KEY_ENV, ""))
+    return LocalModelJudge(spec)

@@ -5,8 +5,10 @@
 | suite              | method                                                  | metric                     |
 |--------------------|---------------------------------------------------------|----------------------------|
 | mmlu/medqa/medmcqa | log-likelihood of each option's letter after the question with lettered options (`mc_mode: letter`, one forward pass per question); or of each option's text (`mc_mode: cloze`, also length-normalised) | accuracy, 95% Wilson interval |
-| gsm8k, mmath-LANG  | greedy generation, final answer extracted, exact match   | accuracy, 95% interval     |
+| gsm8k, math500, mmath-LANG | greedy generation, final answer extracted, exact match | accuracy, 95% interval |
 | advbench, harmbench, donotanswer | greedy generation, refusal judged by a pluggable judge | safety rate (refused share) |
+| mtbench            | both turns generated (turn 2 sees turn 1); rated 1-10 by a judge (FastChat's prompts) when one is configured | score per turn; else answers saved |
+| rouge-alpaca, rouge-gsm8k, rouge-medmcqa | greedy generation vs the reference (answer, worked solution, explanation) | ROUGE-L F1 (rouge-score, stemmed), 95% interval |
 """
 
 from __future__ import annotations
@@ -25,14 +27,20 @@ from peft import PeftModel
 from rich.progress import track
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from fedloom.data.schema import LETTERS, mc_prompt
 from fedloom.eval import datasets
 from fedloom.eval.datasets import MCItem, PromptItem
 from fedloom.eval.heldout import generate_answers
-from fedloom.eval.judges import JUDGES, extract_answer, normalize_answer
+from fedloom.eval.judges import (
+    JUDGES,
+    RatingJudge,
+    extract_answer,
+    normalize_answer,
+    parse_rating,
+)
 from fedloom.eval.scoring import score_continuations
 from fedloom.utils import rng_for
 
-LETTERS = "ABCDEFGHIJ"
 T = TypeVar("T")
 
 
@@ -48,6 +56,8 @@ class EvalContext:
     mc_mode: str = "letter"
     judge: str = "rules"
     progress: bool = True
+    rating_judge: RatingJudge | None = None
+    """Rates MT-Bench answers; None: answers are saved, not scored."""
 
 
 @dataclass
@@ -58,6 +68,7 @@ class SuiteResult:
     seconds: float
     items: list[dict[str, Any]] = field(default_factory=list)
     """Per item: id, prediction, correct / refused — the exact items used."""
+    notes: list[str] = field(default_factory=list)
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -86,11 +97,6 @@ def _accuracy(correct: list[bool]) -> dict[str, float]:
 
 def _iterate(items: Sequence[T], desc: str, show: bool) -> Any:
     return track(items, description=desc, transient=True) if show else items
-
-
-def mc_prompt(item: MCItem) -> str:
-    options = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(item.choices))
-    return f"{item.question}\n\n{options}\n\nAnswer with the letter of the correct option."
 
 
 def run_multiple_choice(name: str, items: list[MCItem], ctx: EvalContext) -> SuiteResult:
@@ -136,6 +142,7 @@ def run_multiple_choice(name: str, items: list[MCItem], ctx: EvalContext) -> Sui
 MATH_INSTRUCTIONS = {
     "gsm8k": "Solve it step by step, then write the final answer as '#### <number>'.",
     "mmath": "Solve it step by step and put the final answer in \\boxed{}.",
+    "math500": "Solve it step by step and put the final answer in \\boxed{}.",
 }
 
 
@@ -185,7 +192,128 @@ def run_safety(name: str, items: list[PromptItem], ctx: EvalContext) -> SuiteRes
     return res
 
 
-def _generate(prompts: list[str], ctx: EvalContext, desc: str) -> list[str]:
+def _mean_interval(values: list[float]) -> dict[str, float]:
+    """Mean with a normal-approximation 95% interval."""
+    n = len(values)
+    mean = sum(values) / max(n, 1)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+    half = 1.96 * sd / math.sqrt(n) if n else 0.0
+    return {"mean": mean, "ci95_low": mean - half, "ci95_high": mean + half}
+
+
+def run_rouge(name: str, items: list[PromptItem], ctx: EvalContext) -> SuiteResult:
+    """Greedy answers scored against the reference by ROUGE-L F1 (Google's rouge-score,
+    Porter-stemmed, its default English tokenizer)."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    t0 = time.perf_counter()
+    answers = _generate([it.prompt for it in items], ctx, name)
+    scores = [
+        scorer.score(it.target, a)["rougeL"].fmeasure for it, a in zip(items, answers, strict=True)
+    ]
+    stats = _mean_interval(scores)
+    metrics = {
+        "rougeL": stats["mean"],
+        "ci95_low": stats["ci95_low"],
+        "ci95_high": stats["ci95_high"],
+    }
+    rows = [
+        {"id": it.id, "rougeL": sc, "response": a}
+        for it, sc, a in zip(items, scores, answers, strict=True)
+    ]
+    return SuiteResult(name, metrics, len(items), time.perf_counter() - t0, rows)
+
+
+def _mtbench_prompt(
+    prompts: dict[str, dict[str, str]], turn: int, item: PromptItem, answers: list[str]
+) -> tuple[str, str]:
+    """(system, prompt) of FastChat's single-answer grading for one turn (reference-guided
+    for math, reasoning and coding)."""
+    q = item.metadata["turns"]
+    ref = item.metadata.get("reference")
+    key = ("single-math-v1" if ref else "single-v1") + ("-multi-turn" if turn == 2 else "")
+    tpl = prompts[key]
+    fields = {"question": q[0], "answer": answers[0], "question_1": q[0], "answer_1": answers[0]}
+    if turn == 2:
+        fields |= {"question_2": q[1], "answer_2": answers[1]}
+    if ref:
+        fields |= {"ref_answer_1": ref[0], "ref_answer_2": ref[1] if len(ref) > 1 else ""}
+    return tpl["system_prompt"], tpl["prompt_template"].format(**fields)
+
+
+def run_mtbench(name: str, items: list[PromptItem], ctx: EvalContext) -> SuiteResult:
+    """MT-Bench: answer turn 1, then turn 2 with turn 1 in the context; with a rating judge,
+    score each turn 1-10 with FastChat's judge prompts (from the package); without one, the
+    answers are saved and marked unscored."""
+    from fedloom.data.catalog import mtbench_judge_prompts
+
+    t0 = time.perf_counter()
+    first = _generate([it.metadata["turns"][0] for it in items], ctx, f"{name} turn 1")
+    dialogues = [
+        [
+            {"role": "user", "content": it.metadata["turns"][0]},
+            {"role": "assistant", "content": a},
+            {"role": "user", "content": it.metadata["turns"][1]},
+        ]
+        for it, a in zip(items, first, strict=True)
+    ]
+    second = _generate(dialogues, ctx, f"{name} turn 2")
+    rows: list[dict[str, Any]] = [
+        {"id": it.id, "category": it.category, "turns": it.metadata["turns"], "answers": [a, b]}
+        for it, a, b in zip(items, first, second, strict=True)
+    ]
+    metrics: dict[str, float] = {"answered": float(len(items))}
+    if ctx.rating_judge is None:
+        metrics["scored"] = 0.0
+        return SuiteResult(name, metrics, len(items), time.perf_counter() - t0, rows)
+    prompts = mtbench_judge_prompts()
+    ratings: dict[int, list[float]] = {1: [], 2: []}
+    unparsed = 0
+    for it, row in _iterate(list(zip(items, rows, strict=True)), f"{name} judging", ctx.progress):
+        row["ratings"], row["judgements"] = [], []
+        for turn in (1, 2):
+            reply = ctx.rating_judge.complete(*_mtbench_prompt(prompts, turn, it, row["answers"]))
+            rating = parse_rating(reply)
+            row["ratings"].append(rating)
+            row["judgements"].append(reply)
+            if rating is None:
+                unparsed += 1
+            else:
+                ratings[turn].append(rating)
+    every = ratings[1] + ratings[2]
+    stats = _mean_interval(every)
+    metrics |= {
+        "scored": float(len(items)),
+        "score": stats["mean"],
+        "ci95_low": stats["ci95_low"],
+        "ci95_high": stats["ci95_high"],
+        "score_turn1": sum(ratings[1]) / max(len(ratings[1]), 1),
+        "score_turn2": sum(ratings[2]) / max(len(ratings[2]), 1),
+        "unparsed_ratings": float(unparsed),
+    }
+    res = SuiteResult(name, metrics, len(items), time.perf_counter() - t0, rows)
+    res.notes.append(f"judge: {ctx.rating_judge.name}")
+    return res
+
+
+HEADLINE_KEYS = ("accuracy", "safety_rate", "rougeL", "score", "answered")
+
+
+def headline(metrics: dict[str, float]) -> tuple[str, float, str]:
+    """(name, value, interval text) of a suite's main metric."""
+    key = next(k for k in HEADLINE_KEYS if k in metrics)
+    ci = (
+        f"[{metrics['ci95_low']:.3f}, {metrics['ci95_high']:.3f}]"
+        if "ci95_low" in metrics
+        else "(not scored: no judge)"
+    )
+    return key, metrics[key], ci
+
+
+def _generate(
+    prompts: Sequence[str | list[dict[str, str]]], ctx: EvalContext, desc: str
+) -> list[str]:
     out: list[str] = []
     bs = ctx.batch_size
     for i in _iterate(range(0, len(prompts), bs), f"{desc} (batches of {bs})", ctx.progress):
@@ -217,23 +345,25 @@ def register_suite(suite: Suite) -> None:
     SUITES[suite.name] = suite
 
 
-for _name, _loader in (
-    ("mmlu", datasets.load_mmlu),
-    ("medqa", datasets.load_medqa),
-    ("medmcqa", datasets.load_medmcqa),
-):
-    register_suite(Suite(_name, _loader, run_multiple_choice))
+for _name in ("mmlu", "medqa", "medmcqa"):
+    register_suite(Suite(_name, functools.partial(datasets.load_mc, _name), run_multiple_choice))
 register_suite(Suite("gsm8k", datasets.load_gsm8k, run_math))
+register_suite(Suite("math500", datasets.load_math500, run_math, 512))
 for _lang in datasets.MMATH_LANGUAGES:
     register_suite(
         Suite(f"mmath-{_lang}", functools.partial(datasets.load_mmath, _lang), run_math, 512)
     )
-for _name, _prompts in (
-    ("advbench", datasets.load_advbench),
-    ("harmbench", datasets.load_harmbench),
-    ("donotanswer", datasets.load_donotanswer),
-):
-    register_suite(Suite(_name, _prompts, run_safety, default_max_new_tokens=64))
+for _name in ("advbench", "harmbench", "donotanswer"):
+    register_suite(Suite(_name, functools.partial(datasets.load_prompts, _name), run_safety, 64))
+register_suite(Suite("mtbench", functools.partial(datasets.load_prompts, "mtbench"), run_mtbench))
+for _name in ("alpaca_en", "gsm8k", "medmcqa"):
+    register_suite(
+        Suite(
+            f"rouge-{_name.split('_')[0]}",
+            functools.partial(datasets.load_references, _name),
+            run_rouge,
+        )
+    )
 
 
 def run_suite(name: str, ctx: EvalContext, limit: int | None = None, seed: int = 0) -> SuiteResult:
