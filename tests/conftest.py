@@ -64,8 +64,84 @@ def tiny_config(data_path: Path, **overrides: Any) -> RunConfig:
     }
     for key, value in overrides.items():
         node = raw
+        if "." not in key:
+            raw[key] = value
+            continue
         *parents, last = key.split(".")
         for p in parents:
             node = node[p]
         node[last] = value
     return config_from_dict(raw)
+
+
+def _pairs() -> list[dict[str, Any]]:
+    """Preference pairs with a learnable rule: the chosen answer is polite and correct."""
+    rows = []
+    for i in range(48):
+        a, b = i % 7, i % 5
+        rows.append(
+            {
+                "prompt": f"What is {a} plus {b}?",
+                "chosen": f"Happy to help: {a} + {b} = {a + b}.",
+                "rejected": f"{a + b + 1}, obviously.",
+                "topic": "math" if i % 2 else "chat",
+            }
+        )
+    return rows
+
+
+def _conversations() -> list[dict[str, Any]]:
+    rows = []
+    for i in range(40):
+        rows.append(
+            {
+                "messages": [
+                    {"role": "user", "content": f"Hi, I am user {i}."},
+                    {"role": "assistant", "content": f"Hello user {i}, how can I help?"},
+                    {"role": "user", "content": f"What is {i} times 2?"},
+                    {"role": "assistant", "content": f"{i} times 2 is {2 * i}."},
+                ],
+                "lang": "en" if i % 3 else "fr",
+            }
+        )
+    return rows
+
+
+@pytest.fixture(scope="session")
+def pair_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("pairs") / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in _pairs()) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def conversation_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("conv") / "conv.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in _conversations()) + "\n")
+    return path
+
+
+def dpo_config(pair_path: Path, **overrides: Any) -> RunConfig:
+    source = {
+        "name": "local",
+        "path": str(pair_path),
+        "schema": "preference",
+        "columns": {"domain": "topic"},
+    }
+    return tiny_config(
+        pair_path,
+        **{"task": "dpo", "data.sources": [source], "train.lr": 2e-2, **overrides},
+    )
+
+
+def multiturn_config(conv_path: Path, **overrides: Any) -> RunConfig:
+    source = {"name": "local", "path": str(conv_path), "schema": "conversation", "domain": "chat"}
+    return tiny_config(
+        conv_path,
+        **{
+            "data.sources": [source],
+            "partition.strategy": "natural",
+            "partition.key": "lang",
+            **overrides,
+        },
+    )

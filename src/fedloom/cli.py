@@ -98,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = run(cfg, out)
     base, final = summary["base_eval_loss"], summary["final_eval_loss"]
-    print(f"\nheld-out loss   {'domain':<10} {'base':>8} {'final':>8}")
+    if "base_preference" in summary:
+        base, final = summary["base_preference"], summary["final_preference"]
+        print(f"\nheld-out preference {'metric':<16} {'base':>8} {'final':>8}")
+    else:
+        print(f"\nheld-out loss   {'domain':<10} {'base':>8} {'final':>8}")
     for k in base:
         print(f"                {k:<10} {base[k]:>8.4f} {final[k]:>8.4f}")
     from fedloom.eval.suites import headline
@@ -176,27 +180,32 @@ def _split(args: argparse.Namespace) -> int:
     return 0
 
 
-def _heldout(args: argparse.Namespace, model: Any, loaded: Any) -> dict[str, Any]:
-    """Loss and perplexity per domain on the held-out split of a run config's data."""
+def _heldout(args: argparse.Namespace, model: Any, loaded: Any, suite: str) -> dict[str, Any]:
+    """On the held-out split of a run config's data: loss and perplexity per domain
+    (``heldout``), or preference accuracy, reward margin and chosen log-likelihood on
+    preference pairs (``preference``; the config's data must hold pairs)."""
     import math
 
     from fedloom.config import load_config
     from fedloom.data import build_federated_data
     from fedloom.eval import HeldoutEvaluator
+    from fedloom.eval.preference import PreferenceEvaluator
 
     cfg = load_config(args.config)
-    data = build_federated_data(cfg.data, cfg.partition, loaded.tokenizer, cfg.seed, pooled=True)
+    task = "dpo" if suite == "preference" else "sft"
+    tok = loaded.tokenizer
+    data = build_federated_data(cfg.data, cfg.partition, tok, cfg.seed, pooled=True, task=task)
     limit = args.limit or cfg.eval.max_examples
-    evaluator = HeldoutEvaluator(
-        model,
-        data,
-        int(loaded.tokenizer.pad_token_id),
-        loaded.device,
-        loaded.autocast_dtype,
-        limit,
-        args.batch_size,
-    )
-    losses = evaluator()
+    common = (model, data, int(tok.pad_token_id), loaded.device, loaded.autocast_dtype, limit)
+    if suite == "preference":
+        metrics = PreferenceEvaluator(*common, args.batch_size, beta=cfg.train.beta)(
+            base=args.adapter is None
+        )
+        for k, v in metrics.items():
+            if k != "all":
+                print(f"{'preference':<13} {len(data.heldout):>5}  {k:<15} {v:>8.4f}")
+        return {"limit_per_domain": limit, "n": len(data.heldout), "metrics": metrics}
+    losses = HeldoutEvaluator(*common, args.batch_size)()
     for dom, loss in losses.items():
         print(
             f"{'heldout':<10} {dom:>5}  {'loss':<14} {loss:>7.4f}  perplexity {math.exp(loss):.2f}"
@@ -216,19 +225,22 @@ def _eval(args: argparse.Namespace) -> int:
     from fedloom.eval import SUITES, EvalContext, run_suite
     from fedloom.models import load_model
 
-    unknown = [s for s in args.suite if s not in SUITES and s != "heldout"]
+    unknown = [s for s in args.suite if s not in SUITES and s not in ("heldout", "preference")]
     if unknown:
         print(
-            f"fedloom: unknown suite(s) {unknown}; choose from {sorted(SUITES) + ['heldout']}",
+            f"fedloom: unknown suite(s) {unknown}; choose from "
+            f"{sorted(SUITES) + ['heldout', 'preference']}",
             file=sys.stderr,
         )
         return 2
-    if "heldout" in args.suite and not args.config:
-        print(
-            "fedloom: suite `heldout` needs --config RUN.yaml (its data section defines the split)",
-            file=sys.stderr,
-        )
-        return 2
+    for needs_cfg in ("heldout", "preference"):
+        if needs_cfg in args.suite and not args.config:
+            print(
+                f"fedloom: suite `{needs_cfg}` needs --config RUN.yaml (its data section defines "
+                "the held-out split)",
+                file=sys.stderr,
+            )
+            return 2
     if args.limit is not None and args.limit < 1:
         print("fedloom: --limit must be >= 1", file=sys.stderr)
         return 2
@@ -264,8 +276,8 @@ def _eval(args: argparse.Namespace) -> int:
     }
     print(f"{'suite':<13} {'n':>5}  {'metric':<12} {'value':>7}  95% CI            seconds")
     for name in args.suite:
-        if name == "heldout":
-            report["suites"]["heldout"] = _heldout(args, model, loaded)
+        if name in ("heldout", "preference"):
+            report["suites"][name] = _heldout(args, model, loaded, name)
             continue
         res = run_suite(name, ctx, args.limit, args.seed)
         key, value, ci = headline(res.metrics)

@@ -189,8 +189,11 @@ class TrainConfig:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     """Gradient clipping; 0 disables."""
+    beta: float = 0.1
+    """DPO's β (`task: dpo`): strength of the pull towards the reference (base) model."""
 
     def __post_init__(self) -> None:
+        _require(self.beta > 0, f"`train.beta` must be > 0 (got {self.beta})")
         for name in ("local_steps", "batch_size", "grad_accum"):
             _require(getattr(self, name) >= 1, f"`train.{name}` must be >= 1")
         _require(self.lr > 0, f"`train.lr` must be > 0 (got {self.lr})")
@@ -235,6 +238,9 @@ class EvalConfig:
 @dataclass
 class RunConfig:
     seed: int = 0
+    task: str = "sft"
+    """`sft`: instruction and multi-turn conversation tuning (loss on every assistant turn);
+    `dpo`: direct preference optimisation on preference pairs."""
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     data: DataConfig = field(default_factory=DataConfig)
@@ -244,6 +250,7 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
+        _require(self.task in ("sft", "dpo"), f"`task` is {self.task!r}: use sft or dpo")
         n = self.partition.num_clients
         if n is not None and self.federation.algorithm != "central":
             _require(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -11,18 +12,19 @@ from transformers import PreTrainedTokenizerBase
 
 from fedloom.config import DataConfig, PartitionConfig
 from fedloom.data.partition import partition
-from fedloom.data.schema import InstructionRecord, as_instruction
+from fedloom.data.schema import Record, for_task
 from fedloom.data.sources import LoadReport, load_source_report
-from fedloom.data.template import TokenizedExample, TokenizeReport, tokenize_all
+from fedloom.data.template import TokenizeReport, tokenize_all
 from fedloom.utils import rng_for
 
 
 @dataclass
 class FederatedData:
-    train: list[TokenizedExample]
-    train_records: list[InstructionRecord]
-    heldout: list[TokenizedExample]
-    heldout_records: list[InstructionRecord]
+    train: list[Any]
+    """TokenizedExample (sft) or TokenizedPair (dpo) per training record."""
+    train_records: list[Record]
+    heldout: list[Any]
+    heldout_records: list[Record]
     clients: list[list[int]]
     """Indices into ``train`` per client (shared storage: no per-client copies)."""
     report: dict[str, TokenizeReport] = field(default_factory=dict)
@@ -40,13 +42,14 @@ class FederatedData:
 
 
 def load_records(
-    cfg: DataConfig, seed: int, reports: list[LoadReport] | None = None
-) -> tuple[list[InstructionRecord], list[InstructionRecord]]:
-    """All sources' records as instructions (multiple-choice questions become lettered
-    questions answered with the option and its explanation), split per source into
-    (train, held-out) by a seeded shuffle."""
-    train: list[InstructionRecord] = []
-    heldout: list[InstructionRecord] = []
+    cfg: DataConfig, seed: int, reports: list[LoadReport] | None = None, task: str = "sft"
+) -> tuple[list[Record], list[Record]]:
+    """All sources' records in the task's form (sft: instructions and conversations, with
+    multiple-choice questions as lettered questions answered with the option and its
+    explanation; dpo: preference pairs), split per source into (train, held-out) by a seeded
+    shuffle."""
+    train: list[Record] = []
+    heldout: list[Record] = []
     for src in cfg.sources:
         loaded, rep = load_source_report(
             src.name, src.domain, src.path, src.columns, src.schema, src.skip_malformed
@@ -54,7 +57,7 @@ def load_records(
         if reports is not None:
             reports.append(rep)
         try:
-            records = [as_instruction(r) for r in loaded]
+            records = [for_task(r, task) for r in loaded]
         except TypeError as e:
             raise ValueError(f"source {src.name!r}: {e}") from None
         order = list(range(len(records)))
@@ -77,11 +80,12 @@ def build_federated_data(
     tokenizer: PreTrainedTokenizerBase,
     seed: int,
     pooled: bool = False,
+    task: str = "sft",
 ) -> FederatedData:
     """Load, split, tokenise and partition. ``pooled`` puts all training data on one client
     (the centralized baseline) while keeping the same held-out set."""
     reports: list[LoadReport] = []
-    train_recs, held_recs = load_records(data_cfg, seed, reports)
+    train_recs, held_recs = load_records(data_cfg, seed, reports, task)
     train, train_recs, train_rep = tokenize_all(tokenizer, train_recs, data_cfg.max_seq_len)
     held, held_recs, held_rep = tokenize_all(tokenizer, held_recs, data_cfg.max_seq_len)
     if pooled:
@@ -124,7 +128,8 @@ def summary_table(data: FederatedData, key: str, console: Console) -> None:
             console.print(f"[yellow]{src_rep.summary()}[/yellow]")
     for split, rep in data.report.items():
         if rep.truncated or rep.dropped:
+            cut = f" ({rep.turns_cut} whole assistant turns cut)" if rep.turns_cut else ""
             console.print(
-                f"[yellow]{split}: {rep.truncated} examples truncated to max_seq_len, "
+                f"[yellow]{split}: {rep.truncated} examples truncated to max_seq_len{cut}, "
                 f"{rep.dropped} dropped (prompt alone exceeds max_seq_len)[/yellow]"
             )

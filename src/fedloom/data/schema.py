@@ -117,6 +117,38 @@ def mc_prompt(item: MultipleChoiceRecord) -> str:
     return f"{item.question}\n\n{options}\n\nAnswer with the letter of the correct option."
 
 
+def for_task(record: Record, task: str) -> Record:
+    """The record a task trains on: ``sft`` takes instructions and conversations (and
+    multiple-choice questions as instructions); ``dpo`` takes preference pairs. Else TypeError."""
+    if task == "dpo":
+        if not isinstance(record, PreferenceRecord):
+            raise TypeError(
+                f"`task: dpo` trains on preference pairs, not {type(record).__name__}s "
+                "(use a preference source such as dpo_en, or a local file with schema preference)"
+            )
+        return record
+    if isinstance(record, ConversationRecord):
+        return record
+    return as_instruction(record)
+
+
+def record_prompt(record: Record) -> str | list[dict[str, str]]:
+    """What a model is asked when this record's answer is generated: the user prompt, or the
+    dialogue up to the first assistant turn (conversations) / the prompt turn (preferences)."""
+    if isinstance(record, InstructionRecord):
+        return record.prompt()
+    if isinstance(record, ConversationRecord):
+        k = next(i for i, m in enumerate(record.messages) if m["role"] == "assistant")
+        return record.messages[:k]
+    if isinstance(record, PreferenceRecord):
+        return [*record.history, {"role": "user", "content": record.prompt}]
+    if isinstance(record, MultipleChoiceRecord):
+        return mc_prompt(record)
+    if isinstance(record, PromptRecord):
+        return record.prompt
+    return record.text
+
+
 def as_instruction(record: Record) -> InstructionRecord:
     """Records SFT can train on: instructions as they are; a multiple-choice question as its
     lettered prompt answered by "X. option" plus the explanation when the source has one."""
@@ -132,7 +164,7 @@ def as_instruction(record: Record) -> InstructionRecord:
     raise TypeError(
         f"a {kind} cannot be used for instruction tuning; "
         + {
-            "ConversationRecord": "conversation sources train with `task: multiturn`",
+            "ConversationRecord": "conversation sources train with `task: sft` (multi-turn)",
             "PreferenceRecord": "preference sources train with `task: dpo`",
             "PromptRecord": "prompt-only sources are for evaluation (they have no responses)",
             "TextRecord": "raw text sources feed data generation, not SFT",

@@ -21,12 +21,15 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fedloom.algorithms import ALGORITHMS, ClientUpdate, Strategy, build_strategy
 from fedloom.config import RunConfig
-from fedloom.data import FederatedData, InstructionRecord, build_federated_data, summary_table
+from fedloom.data import FederatedData, build_federated_data, summary_table
+from fedloom.data.schema import Record, record_prompt
 from fedloom.eval import EvalContext, HeldoutEvaluator, generate_answers, run_suite
+from fedloom.eval.preference import PreferenceEvaluator
 from fedloom.eval.suites import headline
 from fedloom.models import attach_lora, get_adapter_state, load_model, set_adapter_state
 from fedloom.models.loader import LoadedModel
 from fedloom.train import LocalTrainer, adapter_parameters, cosine_lr, draw_examples
+from fedloom.train.objectives import build_objective
 from fedloom.utils import StateDict, rng_for, state_nbytes
 
 
@@ -41,7 +44,8 @@ class Federation:
     data: FederatedData
     strategy: Strategy
     trainer: LocalTrainer
-    evaluator: HeldoutEvaluator
+    evaluator: HeldoutEvaluator | PreferenceEvaluator
+    """Held-out loss per domain (sft) or preference metrics (dpo)."""
     client_states: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
@@ -50,7 +54,7 @@ class Federation:
         model = attach_lora(loaded.model, cfg.lora, seed=cfg.seed)
         pooled = ALGORITHMS[cfg.federation.algorithm].pooled_data
         data = build_federated_data(
-            cfg.data, cfg.partition, loaded.tokenizer, cfg.seed, pooled=pooled
+            cfg.data, cfg.partition, loaded.tokenizer, cfg.seed, pooled=pooled, task=cfg.task
         )
         if console is not None:
             summary_table(data, cfg.partition.key, console)
@@ -59,15 +63,16 @@ class Federation:
         )
         strategy.initialize(get_adapter_state(model))
         pad = int(loaded.tokenizer.pad_token_id)
-        trainer = LocalTrainer(model, cfg.train, pad, loaded.device, loaded.autocast_dtype)
-        evaluator = HeldoutEvaluator(
-            model,
-            data,
-            pad,
-            loaded.device,
-            loaded.autocast_dtype,
-            cfg.eval.max_examples,
-            cfg.eval.batch_size,
+        objective = build_objective(cfg.task, cfg.train.beta)
+        trainer = LocalTrainer(
+            model, cfg.train, pad, loaded.device, loaded.autocast_dtype, objective
+        )
+        ev_args = (model, data, pad, loaded.device, loaded.autocast_dtype)
+        ev_args_tail = (cfg.eval.max_examples, cfg.eval.batch_size)
+        evaluator: HeldoutEvaluator | PreferenceEvaluator = (
+            PreferenceEvaluator(*ev_args, *ev_args_tail, beta=cfg.train.beta)
+            if cfg.task == "dpo"
+            else HeldoutEvaluator(*ev_args, *ev_args_tail)
         )
         return cls(cfg, loaded, model, data, strategy, trainer, evaluator)
 
@@ -159,7 +164,7 @@ def run(
         generate_answers(
             fed.model,
             fed.loaded.tokenizer,
-            [r.prompt() for r in samples],
+            [record_prompt(r) for r in samples],
             fed.loaded.device,
             cfg.eval.max_new_tokens,
             base=True,
@@ -172,6 +177,7 @@ def run(
     for name, b in bench_before.items():
         console.print(f"base model {name}: {_headline(b['metrics'])} (n={b['n']})")
     sampler = rng_for(cfg.seed, "client-sampling")
+    eval_key = "eval_preference" if cfg.task == "dpo" else "eval_loss_by_domain"
     metrics_path = (out / "metrics.jsonl").open("w")
     history: list[dict[str, Any]] = []
     with _progress(console) as progress:
@@ -199,8 +205,8 @@ def run(
             }
             if cfg.eval.every and ((rnd + 1) % cfg.eval.every == 0 or rnd + 1 == fc.rounds):
                 evals = fed.evaluate()
-                row["eval_loss_by_domain"] = _mean_eval(evals)
-                row["eval_loss"] = row["eval_loss_by_domain"]["all"]
+                row[eval_key] = _mean_eval(evals)
+                row["eval_loss"] = row[eval_key]["all"]
                 if len(evals) > 1:
                     row["eval_loss_by_client"] = {k: v["all"] for k, v in evals.items()}
                 if cfg.eval.suites and rnd + 1 < fc.rounds:  # the last round's: after the loop
@@ -227,11 +233,12 @@ def run(
         after = generate_answers(
             fed.model,
             fed.loaded.tokenizer,
-            [r.prompt() for r in samples],
+            [record_prompt(r) for r in samples],
             fed.loaded.device,
             cfg.eval.max_new_tokens,
         )
-    summary = {
+    summary: dict[str, Any] = {
+        "task": cfg.task,
         "algorithm": fc.algorithm,
         "model": cfg.model.name,
         "rounds": fc.rounds,
@@ -258,10 +265,14 @@ def run(
             for name, b in bench_before.items()
         },
         "samples": [
-            {"prompt": r.prompt(), "domain": r.metadata.get("domain"), "base": b, "final": a}
+            {"prompt": record_prompt(r), "domain": r.metadata.get("domain"), "base": b, "final": a}
             for r, b, a in zip(samples, before, after, strict=True)
         ],
     }
+    if cfg.task == "dpo":  # the evaluator's dict holds preference metrics, "all" its DPO loss
+        summary["base_preference"], summary["final_preference"] = base_eval, final
+        summary["base_eval_loss"] = {"all": base_eval["all"]}
+        summary["final_eval_loss"] = {"all": final["all"]}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     _plot(history, base_eval, out / "plots" / "loss.png", fc.algorithm)
     return summary
@@ -277,7 +288,7 @@ def _message_bytes(adapter: StateDict, extras: dict[str, StateDict]) -> int:
     return state_nbytes(adapter) + sum(state_nbytes(e) for e in extras.values())
 
 
-def _sample_records(data: FederatedData, n: int) -> list[InstructionRecord]:
+def _sample_records(data: FederatedData, n: int) -> list[Record]:
     """n held-out records, cycling through domains so each domain is shown."""
     groups = list(data.heldout_by_domain().values())
     picked = []

@@ -2,7 +2,7 @@
 
     for step in range(local_steps):              # one optimizer step
         for micro in range(grad_accum):          # micro-batches of batch_size examples
-            loss = lm_loss(batch) + Σ hook.loss_term()      # FedProx adds (μ/2)‖θ − x‖²
+            loss = objective(batch) + Σ hook.loss_term()    # SFT or DPO; FedProx adds (μ/2)‖θ − x‖²
             (loss / grad_accum).backward()
         clip, optimizer.step()
         hook.after_step(lr)                      # SCAFFOLD: θ ← θ − lr·(c − c_i)
@@ -18,14 +18,13 @@ import random
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from peft import PeftModel
 
 from fedloom.config import TrainConfig
-from fedloom.data.template import TokenizedExample, collate
-from fedloom.utils import autocast
+from fedloom.train.objectives import Objective, SFTObjective
 
 
 class TrainHook(Protocol):
@@ -48,7 +47,7 @@ class LocalTrainResult:
     """Tokens that carried loss (response tokens)."""
     input_tokens: int
     mean_loss: float
-    """Mean language-model loss over the micro-batches (hook terms excluded)."""
+    """Mean objective loss (LM loss or DPO loss) over the micro-batches (hook terms excluded)."""
     seconds: float
 
 
@@ -85,7 +84,9 @@ class LocalTrainer:
         pad_id: int,
         device: torch.device,
         autocast_dtype: torch.dtype | None,
+        objective: Objective | None = None,
     ) -> None:
+        self.objective = objective or SFTObjective()
         self.model = model
         self.cfg = cfg
         self.pad_id = pad_id
@@ -96,8 +97,8 @@ class LocalTrainer:
     def examples_per_round(self) -> int:
         return self.cfg.local_steps * self.cfg.grad_accum * self.cfg.batch_size
 
-    def micro_batches(self, examples: list[TokenizedExample]) -> Iterator[dict[str, torch.Tensor]]:
-        bs = self.cfg.batch_size
+    def micro_batches(self, examples: list[Any]) -> Iterator[dict[str, torch.Tensor]]:
+        bs, collate = self.cfg.batch_size, self.objective.collate
         for i in range(0, len(examples), bs):
             yield {
                 k: v.to(self.device) for k, v in collate(examples[i : i + bs], self.pad_id).items()
@@ -105,7 +106,7 @@ class LocalTrainer:
 
     def train(
         self,
-        examples: list[TokenizedExample],
+        examples: list[Any],
         lr: float,
         hooks: Sequence[TrainHook] = (),
         steps: int | None = None,
@@ -124,7 +125,7 @@ class LocalTrainer:
             )
 
     def _train(
-        self, examples: list[TokenizedExample], lr: float, hooks: Sequence[TrainHook], steps: int
+        self, examples: list[Any], lr: float, hooks: Sequence[TrainHook], steps: int
     ) -> LocalTrainResult:
         accum = self.cfg.grad_accum
         needed = steps * accum * self.cfg.batch_size
@@ -140,9 +141,7 @@ class LocalTrainer:
         for _step in range(steps):
             for _micro in range(accum):
                 batch = next(batches)
-                with autocast(self.device, self.autocast_dtype):
-                    out = self.model(**batch)
-                loss = out.loss.float()  # mean over this micro-batch's response tokens
+                loss = self.objective.loss(self.model, batch, self.autocast_dtype)
                 losses.append(loss.item())
                 for h in hooks:
                     extra = h.loss_term()

@@ -1,0 +1,131 @@
+"""Training objectives: what a micro-batch looks like and what loss it gives. The round loop,
+sampling, aggregation and checkpointing are shared; only these differ between tasks.
+
+| task  | examples           | loss                                                             |
+|-------|--------------------|------------------------------------------------------------------|
+| sft   | TokenizedExample   | mean cross-entropy over response tokens (every assistant turn)   |
+| dpo   | TokenizedPair      | DPO (Rafailov et al. 2023), sigmoid form, reference = base model with the adapter disabled |
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+import torch.nn.functional as F
+from peft import PeftModel
+
+from fedloom.data.template import IGNORE_INDEX, collate, collate_pairs
+from fedloom.utils import autocast
+
+
+class Objective(Protocol):
+    name: str
+
+    def collate(self, examples: list[Any], pad_id: int) -> dict[str, torch.Tensor]: ...
+
+    def loss(
+        self, model: PeftModel, batch: dict[str, torch.Tensor], dtype: torch.dtype | None
+    ) -> torch.Tensor:
+        """The micro-batch loss (a scalar with grad)."""
+        ...
+
+
+class SFTObjective:
+    name = "sft"
+
+    def collate(self, examples: list[Any], pad_id: int) -> dict[str, torch.Tensor]:
+        return collate(examples, pad_id)
+
+    def loss(
+        self, model: PeftModel, batch: dict[str, torch.Tensor], dtype: torch.dtype | None
+    ) -> torch.Tensor:
+        with autocast(batch["input_ids"].device, dtype):
+            out = model(**batch)
+        return out.loss.float()  # mean over this micro-batch's response tokens
+
+
+def sequence_logps(
+    model: PeftModel | torch.nn.Module, batch: dict[str, torch.Tensor], dtype: torch.dtype | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: the summed log-probability of the label tokens, and their count."""
+    with autocast(batch["input_ids"].device, dtype):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logits, labels = logits[:, :-1].float(), batch["labels"][:, 1:]
+    mask = labels != IGNORE_INDEX
+    logp = torch.gather(
+        F.log_softmax(logits, dim=-1), 2, labels.clamp(min=0).unsqueeze(-1)
+    ).squeeze(-1)
+    return (logp * mask).sum(-1), mask.sum(-1)
+
+
+def dpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DPO's sigmoid loss per pair, and the implicit rewards.
+
+        r_c = β·(log π(y_c|x) − log π_ref(y_c|x)),  r_r likewise
+        loss = −log σ(r_c − r_r)
+
+    Log-probabilities are sums over response tokens (as TRL's ``DPOTrainer`` with
+    ``loss_type="sigmoid"``, no label smoothing)."""
+    chosen_rewards = beta * (policy_chosen - ref_chosen)
+    rejected_rewards = beta * (policy_rejected - ref_rejected)
+    losses = -F.logsigmoid(chosen_rewards - rejected_rewards)
+    return losses, chosen_rewards.detach(), rejected_rewards.detach()
+
+
+@dataclass
+class PairScores:
+    policy_chosen: torch.Tensor
+    policy_rejected: torch.Tensor
+    ref_chosen: torch.Tensor
+    ref_rejected: torch.Tensor
+    chosen_tokens: torch.Tensor
+
+
+def score_pairs(
+    model: PeftModel, batch: dict[str, torch.Tensor], dtype: torch.dtype | None, grad: bool
+) -> PairScores:
+    """Policy and reference log-probs of a collated pair batch (chosen rows, then rejected).
+    The reference is the same model with its adapter disabled: no second copy of the weights."""
+    b = batch["input_ids"].shape[0] // 2
+    off = model.disable_adapter() if isinstance(model, PeftModel) else contextlib.nullcontext()
+    with torch.no_grad(), off:
+        ref, _ = sequence_logps(model, batch, dtype)
+    with contextlib.nullcontext() if grad else torch.no_grad():
+        pol, n_tok = sequence_logps(model, batch, dtype)
+    return PairScores(pol[:b], pol[b:], ref[:b], ref[b:], n_tok[:b])
+
+
+class DPOObjective:
+    name = "dpo"
+
+    def __init__(self, beta: float) -> None:
+        self.beta = beta
+
+    def collate(self, examples: list[Any], pad_id: int) -> dict[str, torch.Tensor]:
+        return collate_pairs(examples, pad_id)
+
+    def loss(
+        self, model: PeftModel, batch: dict[str, torch.Tensor], dtype: torch.dtype | None
+    ) -> torch.Tensor:
+        s = score_pairs(model, batch, dtype, grad=True)
+        losses, _, _ = dpo_loss(
+            s.policy_chosen, s.policy_rejected, s.ref_chosen, s.ref_rejected, self.beta
+        )
+        return losses.mean()
+
+
+def build_objective(task: str, beta: float = 0.1) -> Objective:
+    if task == "sft":
+        return SFTObjective()
+    if task == "dpo":
+        return DPOObjective(beta)
+    raise ValueError(f"unknown task {task!r}; choose sft or dpo")
