@@ -176,3 +176,15 @@ def test_eval_preference_suite_cli(
     m = json.loads(out.read_text())["suites"]["preference"]["metrics"]
     assert m["reward_accuracy"] == 0.0 and 0 <= m["accuracy"] <= 1
     assert "reward_accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("name", ["tiny-dpo.yaml", "tiny-multiturn.yaml"])
+def test_shipped_tiny_alignment_configs_on_real_data(name: str, tmp_path: Path) -> None:
+    """dpo_en pairs and ShareGPT conversations from their PyPI packages, tiny-llama."""
+    from fedloom.config import load_config
+    from tests.conftest import ROOT
+
+    s = run(load_config(ROOT / "configs" / name), tmp_path)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(math.isfinite(r["eval_loss"]) for r in rows)
+    assert s["task"] == ("dpo" if "dpo" in name else "sft")

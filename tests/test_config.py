@@ -83,3 +83,15 @@ def test_overrides_and_roundtrip(tmp_path: Path) -> None:
 def test_missing_config_file() -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         load_config("/nonexistent/run.yaml")
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path: Path) -> None:
+    assert load_config(path).federation.rounds >= 1
+
+
+def test_task_and_beta_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="`task` is 'rlhf': use sft or dpo"):
+        load_config(ROOT / "configs" / "tiny.yaml", ["task=rlhf"])
+    with pytest.raises(ConfigError, match=r"`train.beta` must be > 0"):
+        load_config(ROOT / "configs" / "tiny-dpo.yaml", ["train.beta=0"])

@@ -21,7 +21,13 @@ def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fedloom", description="Federated LoRA fine-tuning of LLMs.")
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a federated fine-tuning job from a YAML config")
-    r.add_argument("config", help="YAML run config (see configs/)")
+    r.add_argument("config", nargs="?", help="YAML run config (see configs/)")
+    r.add_argument(
+        "--resume",
+        metavar="DIR",
+        default=None,
+        help="continue an interrupted run from DIR/checkpoint.pt (its config.yaml is used)",
+    )
     r.add_argument(
         "--set",
         dest="overrides",
@@ -88,15 +94,31 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "data":
         return _data(args)
 
+    if args.resume:
+        if args.config or args.overrides or args.out:
+            print(
+                "fedloom: --resume DIR continues DIR with its own config.yaml; "
+                "drop the config, --set and --out arguments",
+                file=sys.stderr,
+            )
+            return 2
+        args.config, out = str(Path(args.resume) / "config.yaml"), args.resume
+        if not (Path(args.resume) / "checkpoint.pt").exists():
+            print(f"fedloom: no checkpoint.pt in {args.resume}: nothing to resume", file=sys.stderr)
+            return 2
+    elif not args.config:
+        print("fedloom: `run` needs a CONFIG.yaml (or --resume DIR)", file=sys.stderr)
+        return 2
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as e:
         print(f"fedloom: config error: {e}", file=sys.stderr)
         return 2
-    out = args.out or f"runs/{Path(args.config).stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    if not args.resume:
+        out = args.out or f"runs/{Path(args.config).stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
     from fedloom.engine import run
 
-    summary = run(cfg, out)
+    summary = run(cfg, out, resume=bool(args.resume))
     base, final = summary["base_eval_loss"], summary["final_eval_loss"]
     if "base_preference" in summary:
         base, final = summary["base_preference"], summary["final_preference"]

@@ -81,6 +81,23 @@ class Strategy:
     def aggregate(self, round_idx: int, updates: Sequence[ClientUpdate]) -> None:
         raise NotImplementedError
 
+    # -- checkpointing ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """All server state (global adapter, moments, controls, per-client adapters): every
+        attribute but the config, deep-copied, for a checkpoint."""
+        import copy
+
+        return {
+            k: copy.deepcopy(v) for k, v in vars(self).items() if k not in ("cfg", "num_clients")
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        unknown = sorted(set(state) - set(vars(self)))
+        if unknown:
+            raise ValueError(f"checkpoint has state {unknown} that {self.name} does not keep")
+        for k, v in state.items():
+            setattr(self, k, v)
+
     def eval_targets(self) -> dict[str, StateDict]:
         """Adapters the engine evaluates and saves: the global one, or one per client (local)."""
         return {"global": self.global_adapter}

@@ -460,7 +460,7 @@ def load_source_report(
             if domain or "domain" not in r.metadata:
                 r.metadata["domain"] = domain or src.domain
     report.kept = len(recs)
-    if report.skipped:
+    if report.skipped and name == "local":  # a package source's drops are documented and fixed
         warnings.warn(report.summary() + "; e.g. " + "; ".join(report.examples), DataWarning, 2)
     return recs, report
 

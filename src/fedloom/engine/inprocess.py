@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from peft import PeftModel
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -145,44 +148,43 @@ def run(
     console: Console | None = None,
     on_round: Callable[[dict[str, Any]], None] | None = None,
     federation: Federation | None = None,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Run a federated fine-tuning job; write config, metrics, summary, adapter and plot to out_dir.
 
-    ``federation`` may be passed pre-built (from the same ``cfg``); after the run it holds the
-    final strategy state (``federation.strategy.global_adapter``).
+    After every round the server state (strategy state, client states, sampling RNG, metrics
+    so far) is checkpointed atomically to ``out_dir/checkpoint.pt``; ``resume`` continues from
+    it and ends with the same adapter as an uninterrupted run. ``federation`` may be passed
+    pre-built (from the same ``cfg``); after the run it holds the final strategy state.
     """
     console = console or Console()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out / "config.yaml")
+    ckpt = _load_checkpoint(out) if resume else None
+    if ckpt is None:
+        cfg.save(out / "config.yaml")
     t_start = time.perf_counter()
     fed = federation or Federation.build(cfg, console)
     fc, strategy = cfg.federation, fed.strategy
-    base_eval = fed.evaluator(base=True)
     samples = _sample_records(fed.data, cfg.eval.sample_prompts)
-    before = (
-        generate_answers(
-            fed.model,
-            fed.loaded.tokenizer,
-            [record_prompt(r) for r in samples],
-            fed.loaded.device,
-            cfg.eval.max_new_tokens,
-            base=True,
-        )
-        if samples
-        else []
-    )
-    console.print(f"base model held-out loss: { {k: round(v, 4) for k, v in base_eval.items()} }")
-    bench_before = fed.benchmarks(base=True)
-    for name, b in bench_before.items():
-        console.print(f"base model {name}: {_headline(b['metrics'])} (n={b['n']})")
     sampler = rng_for(cfg.seed, "client-sampling")
+    history: list[dict[str, Any]] = []
+    if ckpt is None:
+        baseline = _baseline(fed, samples, console)
+    else:
+        strategy.load_state_dict(ckpt["strategy"])
+        fed.client_states = ckpt["client_states"]
+        sampler.setstate(ckpt["sampler"])
+        history, baseline = ckpt["history"], ckpt["baseline"]
+        console.print(f"resuming {out} after round {ckpt['round']} of {fc.rounds}")
+    base_eval, bench_before, before = baseline["eval"], baseline["benchmarks"], baseline["answers"]
     eval_key = "eval_preference" if cfg.task == "dpo" else "eval_loss_by_domain"
     metrics_path = (out / "metrics.jsonl").open("w")
-    history: list[dict[str, Any]] = []
+    for past in history:  # the rounds a resumed run already has
+        metrics_path.write(json.dumps(past) + "\n")
     with _progress(console) as progress:
-        rounds_task = progress.add_task("rounds", total=fc.rounds)
-        for rnd in range(fc.rounds):
+        rounds_task = progress.add_task("rounds", total=fc.rounds, completed=len(history))
+        for rnd in range(len(history), fc.rounds):
             t0 = time.perf_counter()
             lr = cosine_lr(rnd, fc.rounds, cfg.train.lr, cfg.train.min_lr)
             sampled = strategy.sample(sampler, fc.sample_clients)
@@ -213,9 +215,10 @@ def run(
                     set_adapter_state(fed.model, next(iter(strategy.eval_targets().values())))
                     row["benchmarks"] = {k: b["metrics"] for k, b in fed.benchmarks().items()}
             row["seconds"] = time.perf_counter() - t0
+            history.append(row)
+            _save_checkpoint(out, rnd + 1, fed, sampler, history, baseline)
             metrics_path.write(json.dumps(row) + "\n")
             metrics_path.flush()
-            history.append(row)
             if on_round:
                 on_round(row)
             progress.advance(rounds_task)
@@ -276,6 +279,66 @@ def run(
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     _plot(history, base_eval, out / "plots" / "loss.png", fc.algorithm)
     return summary
+
+
+def _baseline(fed: Federation, samples: list[Record], console: Console) -> dict[str, Any]:
+    """The base model (adapter disabled): held-out evaluation, suites, sample answers."""
+    base_eval = fed.evaluator(base=True)
+    console.print(f"base model held-out loss: { {k: round(v, 4) for k, v in base_eval.items()} }")
+    answers = (
+        generate_answers(
+            fed.model,
+            fed.loaded.tokenizer,
+            [record_prompt(r) for r in samples],
+            fed.loaded.device,
+            fed.cfg.eval.max_new_tokens,
+            base=True,
+        )
+        if samples
+        else []
+    )
+    bench = fed.benchmarks(base=True)
+    for name, b in bench.items():
+        console.print(f"base model {name}: {_headline(b['metrics'])} (n={b['n']})")
+    return {"eval": base_eval, "benchmarks": bench, "answers": answers}
+
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def _save_checkpoint(
+    out: Path,
+    done_rounds: int,
+    fed: Federation,
+    sampler: random.Random,
+    history: list[dict[str, Any]],
+    baseline: dict[str, Any],
+) -> None:
+    """Write then rename: a kill at any moment leaves the previous checkpoint or the new one."""
+    state = {
+        "round": done_rounds,
+        "strategy": fed.strategy.state_dict(),
+        "client_states": fed.client_states,
+        "sampler": sampler.getstate(),
+        "history": history,
+        "baseline": baseline,
+    }
+    tmp = out / (CHECKPOINT + ".tmp")
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, out / CHECKPOINT)
+
+
+def _load_checkpoint(out: Path) -> dict[str, Any]:
+    path = out / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(
+            f"no {CHECKPOINT} in {out}: nothing to resume (a run writes one after each round)"
+        )
+    # our own file: it holds Python objects (RNG state, metrics rows) besides tensors
+    return dict(torch.load(path, weights_only=False))
 
 
 def _headline(metrics: dict[str, float]) -> str:

@@ -47,9 +47,8 @@ class PreferenceEvaluator:
                 k: v.to(self.device)
                 for k, v in self.collate(self.pairs[i : i + self.batch_size], self.pad_id).items()
             }
-            s = score_pairs(self.model, batch, self.autocast_dtype, grad=False)
-            if base:  # the base model is its own reference
-                s.policy_chosen, s.policy_rejected = s.ref_chosen, s.ref_rejected
+            # the base model is its own reference: one pass
+            s = score_pairs(self.model, batch, self.autocast_dtype, grad=False, policy=not base)
             losses, rc, rr = dpo_loss(
                 s.policy_chosen, s.policy_rejected, s.ref_chosen, s.ref_rejected, self.beta
             )

@@ -91,16 +91,23 @@ class PairScores:
 
 
 def score_pairs(
-    model: PeftModel, batch: dict[str, torch.Tensor], dtype: torch.dtype | None, grad: bool
+    model: PeftModel,
+    batch: dict[str, torch.Tensor],
+    dtype: torch.dtype | None,
+    grad: bool,
+    policy: bool = True,
 ) -> PairScores:
     """Policy and reference log-probs of a collated pair batch (chosen rows, then rejected).
-    The reference is the same model with its adapter disabled: no second copy of the weights."""
+    The reference is the same model with its adapter disabled: no second copy of the weights.
+    ``policy=False`` scores the reference only (the policy is then the reference)."""
     b = batch["input_ids"].shape[0] // 2
     off = model.disable_adapter() if isinstance(model, PeftModel) else contextlib.nullcontext()
     with torch.no_grad(), off:
-        ref, _ = sequence_logps(model, batch, dtype)
-    with contextlib.nullcontext() if grad else torch.no_grad():
-        pol, n_tok = sequence_logps(model, batch, dtype)
+        ref, n_tok = sequence_logps(model, batch, dtype)
+    pol = ref
+    if policy:
+        with contextlib.nullcontext() if grad else torch.no_grad():
+            pol, _ = sequence_logps(model, batch, dtype)
     return PairScores(pol[:b], pol[b:], ref[:b], ref[b:], n_tok[:b])
 
 
