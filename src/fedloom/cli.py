@@ -2,6 +2,9 @@
 
 fedloom run CONFIG.yaml [--set key=value ...] [--out DIR]
 fedloom eval --model NAME [--adapter DIR] --suite SUITE [--limit N] [--out FILE]
+fedloom server CONFIG [--address HOST:PORT] [--certificates DIR]   Flower SuperLink + run
+fedloom client CONFIG --client-id I --server HOST:PORT               Flower SuperNode
+fedloom certs DIR [--host H]  self-signed CA + server certificate for trying TLS
 fedloom algorithms          list FL algorithms and their parameters
 fedloom data list           list data sources
 """
@@ -37,6 +40,12 @@ def make_parser() -> argparse.ArgumentParser:
         help="override a config value, e.g. --set federation.rounds=3 (repeatable)",
     )
     r.add_argument("--out", default=None, help="output folder (default runs/<config>-<time>)")
+    r.add_argument(
+        "--engine",
+        choices=["inprocess", "flower-sim"],
+        default="inprocess",
+        help="inprocess (default) or Flower's Simulation Runtime (Ray actors as SuperNodes)",
+    )
     e = sub.add_parser("eval", help="evaluate a model (+ adapter) on offline benchmark suites")
     e.add_argument(
         "--model", default="smollm2-135m-instruct", help="model name, HF folder or .gguf"
@@ -66,6 +75,24 @@ def make_parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--config", default=None, help="run config whose held-out split `heldout` scores"
     )
+    sv = sub.add_parser("server", help="start a Flower SuperLink and run CONFIG on its SuperNodes")
+    sv.add_argument("config", help="YAML run config")
+    sv.add_argument("--address", default="127.0.0.1:9092", help="HOST:PORT to serve on")
+    sv.add_argument(
+        "--certificates", default=None, help="folder with ca.pem, server.pem, server.key"
+    )
+    sv.add_argument("--out", default=None, help="output folder (default runs/<config>-flower)")
+    sv.add_argument("--resume", action="store_true", help="continue OUT from its checkpoint")
+    cl = sub.add_parser("client", help="run a Flower SuperNode holding one client's partition")
+    cl.add_argument("config", help="YAML run config (its data and partition define client I)")
+    cl.add_argument("--client-id", type=int, required=True, help="partition index I")
+    cl.add_argument("--server", required=True, help="SuperLink HOST:PORT")
+    cl.add_argument("--certificates", default=None, help="folder with the CA's ca.pem")
+    ce = sub.add_parser(
+        "certs", help="create a self-signed CA + server certificate (for trying TLS)"
+    )
+    ce.add_argument("directory")
+    ce.add_argument("--host", action="append", default=[], help="server IP or name (repeatable)")
     sub.add_parser("algorithms", help="list FL algorithms and their parameters")
     d = sub.add_parser("data", help="data sources: list | show NAME | split CONFIG")
     d.add_argument("action", choices=["list", "show", "split"])
@@ -93,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         return _eval(args)
     if args.command == "data":
         return _data(args)
+    if args.command in ("server", "client", "certs"):
+        return _flower(args)
 
     if args.resume:
         if args.config or args.overrides or args.out:
@@ -116,9 +145,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.resume:
         out = args.out or f"runs/{Path(args.config).stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    from fedloom.engine import run
+    if args.engine == "flower-sim":
+        from fedloom.flower.simulation import run_simulation
 
-    summary = run(cfg, out, resume=bool(args.resume))
+        summary = run_simulation(cfg, out, resume=bool(args.resume))
+    else:
+        from fedloom.engine import run
+
+        summary = run(cfg, out, resume=bool(args.resume))
     base, final = summary["base_eval_loss"], summary["final_eval_loss"]
     if "base_preference" in summary:
         base, final = summary["base_preference"], summary["final_preference"]
@@ -134,6 +168,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name} {key} (n={b['n']}): base {base_v:.3f} -> final {b['final'][key]:.3f}")
     print(f"wall time {summary['wall_seconds']:.1f}s · outputs in {out}/")
     return 0
+
+
+def _flower(args: argparse.Namespace) -> int:
+    from fedloom.config import ConfigError, load_config
+    from fedloom.flower import deploy
+
+    if args.command == "certs":
+        for path in deploy.make_certs(args.directory, args.host):
+            print(f"wrote {path}")
+        print("SuperLink: --certificates DIR; SuperNodes need DIR/ca.pem (copy it to them)")
+        return 0
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as e:
+        print(f"fedloom: config error: {e}", file=sys.stderr)
+        return 2
+    try:
+        if args.command == "server":
+            out = args.out or f"runs/{Path(args.config).stem}-flower"
+            return deploy.serve(args.config, args.address, args.certificates, out, args.resume)
+        n = cfg.partition.num_clients
+        if args.client_id < 0 or (n is not None and args.client_id >= n):
+            print(f"fedloom: --client-id must be in [0, {n})", file=sys.stderr)
+            return 2
+        return deploy.run_client(args.config, args.client_id, args.server, args.certificates)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"fedloom: {e}", file=sys.stderr)
+        return 2
 
 
 def _data(args: argparse.Namespace) -> int:

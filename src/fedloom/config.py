@@ -155,9 +155,28 @@ class FederationConfig:
     """Clients sampled per round (the `local` baseline trains the same schedule)."""
     params: dict[str, Any] = field(default_factory=dict)
     """Algorithm hyper-parameters, validated by the algorithm's own config (e.g. `mu`, `server_lr`)."""
+    min_clients: int = 1
+    """Flower engine: a round aggregates when at least this many sampled clients replied."""
+    client_timeout: float | None = None
+    """Flower engine: seconds to wait for a round's replies; a client that has not replied by
+    then (crashed, disconnected, too slow) is recorded as failed. None: wait indefinitely."""
+    round_retries: int = 1
+    """Flower engine: times a round with fewer than `min_clients` replies is retried before the
+    run stops."""
 
     def __post_init__(self) -> None:
         _require(self.rounds >= 1, f"`federation.rounds` must be >= 1 (got {self.rounds})")
+        _require(self.min_clients >= 1, "`federation.min_clients` must be >= 1")
+        _require(
+            self.min_clients <= self.sample_clients,
+            f"`federation.min_clients` ({self.min_clients}) must be <= `sample_clients` "
+            f"({self.sample_clients})",
+        )
+        _require(
+            self.client_timeout is None or self.client_timeout > 0,
+            "`federation.client_timeout` must be > 0 seconds (or null: no limit)",
+        )
+        _require(self.round_retries >= 0, "`federation.round_retries` must be >= 0")
         _require(
             self.sample_clients >= 1,
             f"`federation.sample_clients` must be >= 1 (got {self.sample_clients})",

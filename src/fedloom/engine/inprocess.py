@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from peft import PeftModel
@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fedloom.algorithms import ALGORITHMS, ClientUpdate, Strategy, build_strategy
+from fedloom.algorithms.base import Broadcast
 from fedloom.config import RunConfig
 from fedloom.data import FederatedData, build_federated_data, summary_table
 from fedloom.data.schema import Record, record_prompt
@@ -79,9 +80,12 @@ class Federation:
         )
         return cls(cfg, loaded, model, data, strategy, trainer, evaluator)
 
-    def fit_client(self, round_idx: int, cid: int, lr: float) -> ClientUpdate:
-        """One client's round: receive, draw a fresh sample, train, report."""
-        bc = self.strategy.broadcast(cid)
+    def fit_client(
+        self, round_idx: int, cid: int, lr: float, bc: Broadcast | None = None
+    ) -> ClientUpdate:
+        """One client's round: receive (``bc``, by default the strategy's broadcast), draw a
+        fresh sample, train, report. A Flower ClientApp calls this with the received message."""
+        bc = bc if bc is not None else self.strategy.broadcast(cid)
         set_adapter_state(self.model, bc.adapter)
         steps = self.cfg.train.local_steps * (
             self.cfg.federation.sample_clients if self.strategy.pooled_data else 1
@@ -137,6 +141,34 @@ class Federation:
         return out
 
 
+class ClientRunner(Protocol):
+    """Runs a round's sampled clients: in this process, or on Flower SuperNodes."""
+
+    def fit(
+        self, round_idx: int, cids: list[int], lr: float, done: Callable[[], None]
+    ) -> tuple[list[ClientUpdate], dict[int, str]]:
+        """Updates of the clients that replied, and ``{client: reason}`` for those that failed."""
+        ...
+
+
+@dataclass
+class InProcessClients:
+    fed: Federation
+
+    def fit(
+        self, round_idx: int, cids: list[int], lr: float, done: Callable[[], None]
+    ) -> tuple[list[ClientUpdate], dict[int, str]]:
+        updates = []
+        for cid in cids:
+            updates.append(self.fed.fit_client(round_idx, cid, lr))
+            done()
+        return updates, {}
+
+
+class RoundFailed(RuntimeError):
+    """Too few clients replied to a round, even after the retries."""
+
+
 def _mean_eval(evals: dict[str, dict[str, float]]) -> dict[str, float]:
     keys = next(iter(evals.values())).keys()
     return {k: sum(e[k] for e in evals.values()) / len(evals) for k in keys}
@@ -149,6 +181,7 @@ def run(
     on_round: Callable[[dict[str, Any]], None] | None = None,
     federation: Federation | None = None,
     resume: bool = False,
+    clients: ClientRunner | None = None,
 ) -> dict[str, Any]:
     """Run a federated fine-tuning job; write config, metrics, summary, adapter and plot to out_dir.
 
@@ -156,6 +189,8 @@ def run(
     so far) is checkpointed atomically to ``out_dir/checkpoint.pt``; ``resume`` continues from
     it and ends with the same adapter as an uninterrupted run. ``federation`` may be passed
     pre-built (from the same ``cfg``); after the run it holds the final strategy state.
+    ``clients`` runs the sampled clients (default: in this process; Flower's runner sends them
+    to SuperNodes, where a client may fail: see ``federation.min_clients``).
     """
     console = console or Console()
     out = Path(out_dir)
@@ -166,6 +201,7 @@ def run(
     t_start = time.perf_counter()
     fed = federation or Federation.build(cfg, console)
     fc, strategy = cfg.federation, fed.strategy
+    runner = clients or InProcessClients(fed)
     samples = _sample_records(fed.data, cfg.eval.sample_prompts)
     sampler = rng_for(cfg.seed, "client-sampling")
     history: list[dict[str, Any]] = []
@@ -189,10 +225,9 @@ def run(
             lr = cosine_lr(rnd, fc.rounds, cfg.train.lr, cfg.train.min_lr)
             sampled = strategy.sample(sampler, fc.sample_clients)
             clients_task = progress.add_task(f"round {rnd + 1} clients", total=len(sampled))
-            updates = []
-            for cid in sampled:
-                updates.append(fed.fit_client(rnd, cid, lr))
-                progress.advance(clients_task)
+            updates, failed = _fit_round(
+                runner, rnd, sampled, lr, fc, console, progress, clients_task
+            )
             progress.remove_task(clients_task)
             strategy.aggregate(rnd, updates)
             row: dict[str, Any] = {
@@ -205,6 +240,8 @@ def run(
                 "bytes_up": int(sum(u.metrics["bytes_up"] for u in updates)),
                 "bytes_down": int(sum(u.metrics["bytes_down"] for u in updates)),
             }
+            if failed:
+                row["failed_clients"] = {str(c): why for c, why in failed.items()}
             if cfg.eval.every and ((rnd + 1) % cfg.eval.every == 0 or rnd + 1 == fc.rounds):
                 evals = fed.evaluate()
                 row[eval_key] = _mean_eval(evals)
@@ -279,6 +316,34 @@ def run(
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     _plot(history, base_eval, out / "plots" / "loss.png", fc.algorithm)
     return summary
+
+
+def _fit_round(
+    runner: ClientRunner,
+    rnd: int,
+    sampled: list[int],
+    lr: float,
+    fc: Any,
+    console: Console,
+    progress: Progress,
+    task: Any,
+) -> tuple[list[ClientUpdate], dict[int, str]]:
+    """Run the sampled clients; a round with fewer than ``min_clients`` replies is retried
+    (``round_retries`` times) and then stops the run with the failures named."""
+    failed_all: dict[int, str] = {}
+    for attempt in range(fc.round_retries + 1):
+        updates, failed = runner.fit(rnd, sampled, lr, lambda: progress.advance(task))
+        failed_all |= {c: f"attempt {attempt + 1}: {why}" for c, why in failed.items()}
+        for c, why in failed.items():
+            console.print(f"[yellow]round {rnd + 1}: client {c} failed ({why})[/yellow]")
+        if len(updates) >= fc.min_clients:
+            return updates, failed_all
+    raise RoundFailed(
+        f"round {rnd + 1}: only {len(updates)} of {len(sampled)} clients replied "
+        f"(federation.min_clients = {fc.min_clients}) after {fc.round_retries + 1} attempt(s); "
+        f"failures: {failed_all}. The last completed round is checkpointed: fix the clients "
+        "and continue with `fedloom run --resume DIR`."
+    )
 
 
 def _baseline(fed: Federation, samples: list[Record], console: Console) -> dict[str, Any]:

@@ -1,0 +1,179 @@
+"""The Flower ServerApp and ClientApp.
+
+Server: builds the same :class:`~fedloom.engine.Federation` as the in-process engine (model,
+held-out data, strategy with its state) and runs the same round loop
+(:func:`fedloom.engine.run`), with :class:`FlowerClients` sending each sampled client a
+``train`` message instead of training it in-process.
+
+Client: on a ``train`` message, loads its persistent state (SCAFFOLD's c_i) from
+``Context.state``, runs :meth:`Federation.fit_client` on its own partition with the received
+adapter, stores the new state and replies with the adapter, the algorithm's extra tensors and
+metrics. One implementation of each algorithm serves both engines.
+
+Configuration: in simulation the apps are built around the run config
+(:func:`make_server_app`, :func:`make_client_app`); in a deployment (``fedloom server`` /
+``fedloom client``) the module-level ``server_app`` reads the run config path from Flower's
+run config (``fedloom-config``, ``fedloom-out``, ``fedloom-resume``) and ``client_app`` reads
+its own config path and client id from the SuperNode's node config (``fedloom-config``,
+``partition-id``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+import fedloom.flower  # noqa: F401  (offline Flower settings)
+from fedloom.algorithms.base import ClientUpdate
+from fedloom.config import RunConfig, load_config
+from fedloom.engine.inprocess import Federation, run
+from fedloom.flower.records import (
+    load_client_state,
+    read_train,
+    read_update,
+    save_client_state,
+    scalar,
+    train_content,
+    update_content,
+)
+
+
+class FlowerClients:
+    """The engine's ClientRunner over a Flower Grid: client i is the SuperNode whose
+    ``partition-id`` is i (asked once with a ``query`` message)."""
+
+    def __init__(self, grid: Grid, fed: Federation, wait_for_nodes: float = 300.0) -> None:
+        self.grid, self.fed = grid, fed
+        self.timeout = fed.cfg.federation.client_timeout
+        self.node_of = self._discover(len(fed.data.clients), wait_for_nodes)
+
+    def _discover(self, n: int, wait: float) -> dict[int, int]:
+        deadline = time.monotonic() + wait
+        node_of: dict[int, int] = {}
+        while True:
+            asked = [nid for nid in self.grid.get_node_ids() if nid not in node_of.values()]
+            msgs = [
+                Message(RecordDict(), dst_node_id=nid, message_type=MessageType.QUERY)
+                for nid in asked
+            ]
+            for reply in self.grid.send_and_receive(msgs, timeout=30) if msgs else []:
+                if reply.has_error():
+                    continue
+                pid = int(scalar(reply.content.config_records["info"]["partition-id"]))
+                if pid in node_of:
+                    raise RuntimeError(f"two SuperNodes claim client {pid}")
+                node_of[pid] = reply.metadata.src_node_id
+            if len(node_of) >= n or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        missing = sorted(set(range(n)) - set(node_of))
+        if missing:
+            raise RuntimeError(
+                f"no SuperNode for client(s) {missing} after {wait:.0f} s: start them with "
+                "`fedloom client CONFIG --client-id I --server HOST:PORT`"
+            )
+        return node_of
+
+    def fit(
+        self, round_idx: int, cids: list[int], lr: float, done: Callable[[], None]
+    ) -> tuple[list[ClientUpdate], dict[int, str]]:
+        strategy = self.fed.strategy
+        msgs = [
+            Message(
+                train_content(strategy.broadcast(c), round_idx, c, lr),
+                dst_node_id=self.node_of[c],
+                message_type=MessageType.TRAIN,
+                group_id=str(round_idx),
+            )
+            for c in cids
+        ]
+        replies = self.grid.send_and_receive(msgs, timeout=self.timeout)
+        client_of = {self.node_of[c]: c for c in cids}
+        updates: dict[int, ClientUpdate] = {}
+        failed: dict[int, str] = {}
+        for reply in replies:
+            cid = client_of[reply.metadata.src_node_id]
+            if reply.has_error():
+                failed[cid] = f"client error: {reply.error.reason}"[:500]
+            else:
+                updates[cid] = read_update(reply.content)
+            done()
+        for cid in cids:
+            if cid not in updates and cid not in failed:
+                failed[cid] = f"no reply within client_timeout ({self.timeout} s)"
+        # sampled order, as in-process: the aggregation sums in this order
+        return [updates[c] for c in cids if c in updates], failed
+
+
+def make_server_app(cfg: RunConfig, out: str | Path, resume: bool = False) -> ServerApp:
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        fed = Federation.build(cfg)
+        run(cfg, out, federation=fed, clients=FlowerClients(grid, fed), resume=resume)
+
+    return app
+
+
+_FEDERATIONS: dict[str, Federation] = {}
+
+
+def _client_federation(cfg: RunConfig) -> Federation:
+    """One Federation per config per process (SuperNode / simulation actor), built lazily."""
+    key = repr(cfg.to_dict())
+    if key not in _FEDERATIONS:
+        _FEDERATIONS[key] = Federation.build(cfg)
+    return _FEDERATIONS[key]
+
+
+def make_client_app(get_cfg: Callable[[Context], RunConfig]) -> ClientApp:
+    app = ClientApp()
+
+    @app.query()
+    def query(msg: Message, context: Context) -> Message:
+        pid = int(context.node_config["partition-id"])
+        return Message(RecordDict({"info": ConfigRecord({"partition-id": pid})}), reply_to=msg)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        fed = _client_federation(get_cfg(context))
+        bc, round_idx, cid, lr = read_train(msg.content)
+        pid = int(context.node_config["partition-id"])
+        if cid != pid:
+            raise RuntimeError(f"message for client {cid} reached the SuperNode of client {pid}")
+        fed.client_states[cid] = load_client_state(context.state)
+        update = fed.fit_client(round_idx, cid, lr, bc)
+        save_client_state(context.state, fed.client_states.pop(cid))
+        return Message(update_content(update), reply_to=msg)
+
+    return app
+
+
+def _cfg_from(config: Any, where: str) -> RunConfig:
+    path = config.get("fedloom-config")
+    if not path:
+        raise RuntimeError(f"`fedloom-config` (path of the run config) missing from the {where}")
+    return load_config(str(path))
+
+
+# deployment entry points (referenced from the app's pyproject.toml by `fedloom server`)
+server_app = ServerApp()
+
+
+@server_app.main()
+def _deployed_server(grid: Grid, context: Context) -> None:
+    cfg = _cfg_from(context.run_config, "run config")
+    out = str(context.run_config.get("fedloom-out") or "runs/flower")
+    fed = Federation.build(cfg)
+    resume = bool(context.run_config.get("fedloom-resume", False))
+    run(cfg, out, federation=fed, clients=FlowerClients(grid, fed), resume=resume)
+
+
+client_app = make_client_app(lambda ctx: _cfg_from(ctx.node_config, "node config"))

@@ -1,0 +1,45 @@
+"""``fedloom run CONFIG --engine flower-sim``: Flower's Simulation Runtime on this machine
+(Ray actors run the ClientApps; one virtual SuperNode per client)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import fedloom.flower  # noqa: F401  (offline Flower settings)
+from fedloom.config import RunConfig
+from fedloom.data import build_federated_data
+from fedloom.models.loader import load_tokenizer
+from fedloom.utils import available_cores
+
+
+def num_clients(cfg: RunConfig) -> int:
+    if cfg.partition.num_clients is not None:
+        return cfg.partition.num_clients
+    data = build_federated_data(
+        cfg.data, cfg.partition, load_tokenizer(cfg.model.name), cfg.seed, task=cfg.task
+    )
+    return len(data.clients)
+
+
+def run_simulation(cfg: RunConfig, out: str | Path, resume: bool = False) -> dict[str, Any]:
+    from flwr.simulation import run_simulation as flwr_run_simulation
+
+    from fedloom.flower.apps import make_client_app, make_server_app
+
+    logging.getLogger("flwr").setLevel(logging.WARNING)
+    flwr_run_simulation(
+        server_app=make_server_app(cfg, out, resume),
+        client_app=make_client_app(lambda ctx: cfg),
+        num_supernodes=num_clients(cfg),
+        backend_config={
+            "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+            "init_args": {"num_cpus": available_cores(), "include_dashboard": False},
+        },
+    )
+    summary_path = Path(out) / "summary.json"
+    if not summary_path.exists():
+        raise RuntimeError(f"the Flower simulation ended without a summary in {out} (see its log)")
+    return dict(json.loads(summary_path.read_text()))

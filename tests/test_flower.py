@@ -1,0 +1,166 @@
+"""Flower runtime: deployment on loopback (a SuperLink and SuperNodes as subprocesses, plain and
+TLS) equals the in-process engine; the Simulation Runtime runs every algorithm; a killed client
+is recorded as failed and the round completes with the others. Every process is started and
+stopped here, with bounded timeouts."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from fedloom.algorithms import ALGORITHMS
+from fedloom.engine import run
+from fedloom.flower.deploy import free_port, stop_group, superlink
+from tests.conftest import tiny_config
+
+FEDLOOM = [sys.executable, "-m", "fedloom.cli"]
+
+
+def _adapter(d: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(d / "adapter" / "adapter_model.safetensors"))
+
+
+def _assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5)
+
+
+def _start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as f:
+        return subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _deploy(
+    cfg_path: Path, out: Path, n: int, extra: list[str], kill_after_round: int | None = None
+):  # type: ignore[no-untyped-def]
+    port = free_port()
+    server = _start(
+        [
+            *FEDLOOM,
+            "server",
+            str(cfg_path),
+            "--address",
+            f"127.0.0.1:{port}",
+            "--out",
+            str(out),
+            *extra,
+        ],
+        out.parent / f"{out.name}-server.log",
+    )
+    clients = [
+        _start(
+            [
+                *FEDLOOM,
+                "client",
+                str(cfg_path),
+                "--client-id",
+                str(i),
+                "--server",
+                f"127.0.0.1:{port}",
+                *extra,
+            ],
+            out.parent / f"{out.name}-client{i}.log",
+        )
+        for i in range(n)
+    ]
+    try:
+        deadline = time.monotonic() + 420
+        while server.poll() is None and time.monotonic() < deadline:
+            metrics = out / "metrics.jsonl"
+            if (
+                kill_after_round is not None
+                and metrics.exists()
+                and len(metrics.read_text().splitlines()) >= kill_after_round
+            ):
+                stop_group(clients[-1], grace=2)  # the last client's SuperNode dies
+                kill_after_round = None
+            time.sleep(0.5)
+        assert server.poll() is not None, "the deployment did not finish within 420 s"
+        log = (out.parent / f"{out.name}-server.log").read_text()
+        assert server.returncode == 0, log[-3000:]
+    finally:
+        for p in [server, *clients]:
+            stop_group(p, grace=5)
+
+
+@pytest.fixture()
+def two_clients(local_data: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+    def make(**over):  # type: ignore[no-untyped-def]
+        cfg = tiny_config(local_data, **{"federation.rounds": 2, **over})
+        path = tmp_path / "cfg.yaml"
+        cfg.save(path)
+        return cfg, path
+
+    return make
+
+
+def test_deployment_on_loopback_equals_inprocess(two_clients, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # SCAFFOLD: its client control c_i must persist in the SuperNode's Context.state
+    cfg, path = two_clients(**{"federation.algorithm": "scaffold"})
+    run(cfg, tmp_path / "inproc")
+    _deploy(path, tmp_path / "flower", 2, [])
+    _assert_close(_adapter(tmp_path / "flower"), _adapter(tmp_path / "inproc"))
+    rows = [json.loads(x) for x in (tmp_path / "flower" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [1, 2] and all(r["bytes_up"] > 0 for r in rows)
+
+
+def test_deployment_with_tls(two_clients, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    certs = tmp_path / "certs"
+    assert subprocess.run([*FEDLOOM, "certs", str(certs)], timeout=60).returncode == 0
+    cfg, path = two_clients()
+    run(cfg, tmp_path / "inproc")
+    _deploy(path, tmp_path / "tls", 2, ["--certificates", str(certs)])
+    _assert_close(_adapter(tmp_path / "tls"), _adapter(tmp_path / "inproc"))
+    # the SuperLink speaks TLS with the generated certificate: verified handshake with the CA,
+    # and a plain-text request gets no HTTP answer
+    port = free_port()
+    with superlink(f"127.0.0.1:{port}", certs, tmp_path / "probe.log"):
+        ctx = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            assert tls.version() is not None
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as plain:
+            plain.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert not plain.recv(64).startswith(b"HTTP/")
+
+
+def test_killed_client_is_recorded_and_rounds_go_on(two_clients, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    _, path = two_clients(
+        **{"federation.rounds": 3, "federation.min_clients": 1, "federation.client_timeout": 20}
+    )
+    _deploy(path, tmp_path / "faulty", 2, [], kill_after_round=1)
+    rows = [json.loads(x) for x in (tmp_path / "faulty" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [1, 2, 3]
+    assert "failed_clients" not in rows[0]
+    for r in rows[1:]:
+        assert set(r["failed_clients"]) == {"1"} and "no reply" in r["failed_clients"]["1"]
+        assert list(r["client_loss"]) == ["0"]
+
+
+@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+def test_simulation_runtime_every_algorithm(
+    local_data: Path, tmp_path: Path, algorithm: str
+) -> None:
+    from fedloom.flower.simulation import run_simulation
+
+    cfg = tiny_config(
+        local_data, **{"federation.algorithm": algorithm, "federation.rounds": 3, "eval.every": 3}
+    )
+    s = run_simulation(cfg, tmp_path / "sim")
+    rows = [json.loads(x) for x in (tmp_path / "sim" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [1, 2, 3] and "eval_loss" in rows[-1]
+    assert s["algorithm"] == algorithm
+    inproc = run(cfg, tmp_path / "inproc")
+    assert s["final_eval_loss"]["all"] == pytest.approx(inproc["final_eval_loss"]["all"], abs=1e-5)
