@@ -38,6 +38,8 @@ check: lint
 
 bench: setup
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/engine_overhead.py
+	$(BIN)/python benchmarks/compression.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -163,6 +163,11 @@ class FederationConfig:
     round_retries: int = 1
     """Flower engine: times a round with fewer than `min_clients` replies is retried before the
     run stops."""
+    compression: str = "none"
+    """Client-to-server update encoding: none, fp16, int8 (per-row absmax) or topk (with error
+    feedback); see `fedloom.compression`."""
+    topk_fraction: float = 0.1
+    """For `compression: topk`: share of each tensor's entries sent."""
 
     def __post_init__(self) -> None:
         _require(self.rounds >= 1, f"`federation.rounds` must be >= 1 (got {self.rounds})")
@@ -177,6 +182,15 @@ class FederationConfig:
             "`federation.client_timeout` must be > 0 seconds (or null: no limit)",
         )
         _require(self.round_retries >= 0, "`federation.round_retries` must be >= 0")
+        codecs = ("none", "fp16", "int8", "topk")
+        _require(
+            self.compression in codecs,
+            f"`federation.compression` is {self.compression!r}; choose one of {list(codecs)}",
+        )
+        _require(
+            0 < self.topk_fraction <= 1,
+            f"`federation.topk_fraction` must be in (0, 1] (got {self.topk_fraction})",
+        )
         _require(
             self.sample_clients >= 1,
             f"`federation.sample_clients` must be >= 1 (got {self.sample_clients})",

@@ -48,6 +48,9 @@ class ClientUpdate:
     """Full shard size n_i (the aggregation weight), not the examples drawn this round."""
     extras: dict[str, StateDict] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    payload: StateDict = field(default_factory=dict)
+    """What the client sent for its adapter (encoded by the run's codec); the server decodes
+    it into ``adapter``."""
 
 
 class Strategy:

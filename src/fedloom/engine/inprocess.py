@@ -23,7 +23,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fedloom.algorithms import ALGORITHMS, ClientUpdate, Strategy, build_strategy
+from fedloom.algorithms.aggregate import add_scaled, subtract
 from fedloom.algorithms.base import Broadcast
+from fedloom.compression.codecs import Codec, NoCompression, get_codec
 from fedloom.config import RunConfig
 from fedloom.data import FederatedData, build_federated_data, summary_table
 from fedloom.data.schema import Record, record_prompt
@@ -50,6 +52,8 @@ class Federation:
     trainer: LocalTrainer
     evaluator: HeldoutEvaluator | PreferenceEvaluator
     """Held-out loss per domain (sft) or preference metrics (dpo)."""
+    codec: Codec = field(default_factory=NoCompression)
+    """Encodes client uploads (`federation.compression`)."""
     client_states: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
@@ -78,7 +82,9 @@ class Federation:
             if cfg.task == "dpo"
             else HeldoutEvaluator(*ev_args, *ev_args_tail)
         )
-        return cls(cfg, loaded, model, data, strategy, trainer, evaluator)
+        fc = cfg.federation
+        codec = get_codec(fc.compression, fc.topk_fraction)
+        return cls(cfg, loaded, model, data, strategy, trainer, evaluator, codec)
 
     def fit_client(
         self, round_idx: int, cid: int, lr: float, bc: Broadcast | None = None
@@ -100,15 +106,26 @@ class Federation:
             [self.data.train[i] for i in picked], lr, hooks, steps=steps, seed=seed
         )
         adapter = get_adapter_state(self.model)
-        extras, self.client_states[cid] = self.strategy.client_finish(bc, state, adapter, steps, lr)
+        extras, state = self.strategy.client_finish(bc, state, adapter, steps, lr)
+        # what travels: the adapter, or its update encoded by the configured codec
+        sent = subtract(adapter, bc.adapter) if self.codec.sends_update else adapter
+        payload, self.client_states[cid] = self.codec.encode(sent, state)
         metrics = {
             "loss": res.mean_loss,
             "seconds": res.seconds,
             "tokens": float(res.tokens),
             "bytes_down": float(_message_bytes(bc.adapter, bc.extras)),
-            "bytes_up": float(_message_bytes(adapter, extras)),
+            "bytes_up": float(_message_bytes(payload, extras)),
         }
-        return ClientUpdate(cid, adapter, len(shard), extras, metrics)
+        return ClientUpdate(cid, {}, len(shard), extras, metrics, payload)
+
+    def receive(self, update: ClientUpdate) -> ClientUpdate:
+        """Server side: decode an update's payload into the client's adapter (the codec's
+        update added to the adapter this client was sent)."""
+        sent = self.strategy.broadcast(update.client_id).adapter
+        decoded = self.codec.decode(update.payload, sent)
+        update.adapter = add_scaled(sent, decoded, 1.0) if self.codec.sends_update else decoded
+        return update
 
     def benchmarks(self, base: bool = False) -> dict[str, dict[str, Any]]:
         """Score ``eval.suites`` on the loaded adapter (or the base model, adapter disabled)."""
@@ -160,7 +177,7 @@ class InProcessClients:
     ) -> tuple[list[ClientUpdate], dict[int, str]]:
         updates = []
         for cid in cids:
-            updates.append(self.fed.fit_client(round_idx, cid, lr))
+            updates.append(self.fed.receive(self.fed.fit_client(round_idx, cid, lr)))
             done()
         return updates, {}
 
@@ -349,7 +366,8 @@ def _fit_round(
 def _baseline(fed: Federation, samples: list[Record], console: Console) -> dict[str, Any]:
     """The base model (adapter disabled): held-out evaluation, suites, sample answers."""
     base_eval = fed.evaluator(base=True)
-    console.print(f"base model held-out loss: { {k: round(v, 4) for k, v in base_eval.items()} }")
+    what = "preference" if fed.cfg.task == "dpo" else "loss"
+    console.print(f"base model held-out {what}: { {k: round(v, 4) for k, v in base_eval.items()} }")
     answers = (
         generate_answers(
             fed.model,

@@ -102,7 +102,7 @@ class FlowerClients:
             if reply.has_error():
                 failed[cid] = f"client error: {reply.error.reason}"[:500]
             else:
-                updates[cid] = read_update(reply.content)
+                updates[cid] = self.fed.receive(read_update(reply.content))
             done()
         for cid in cids:
             if cid not in updates and cid not in failed:

@@ -50,7 +50,8 @@ def read_train(content: RecordDict) -> tuple[Broadcast, int, int, float]:
 
 
 def update_content(update: ClientUpdate) -> RecordDict:
-    content = RecordDict({"adapter": to_record(update.adapter)})
+    """The client's reply: its encoded adapter payload, extras, metrics."""
+    content = RecordDict({"payload": to_record(update.payload)})
     for name, tensors in update.extras.items():
         content[EXTRA + name] = to_record(tensors)
     content["metrics"] = MetricRecord(
@@ -68,7 +69,8 @@ def read_update(content: RecordDict) -> ClientUpdate:
     }
     cid, n = int(scalar(m.pop("client-id"))), int(scalar(m.pop("num-examples")))
     metrics = {k: scalar(v) for k, v in m.items()}
-    return ClientUpdate(cid, from_record(content.array_records["adapter"]), n, extras, metrics)
+    payload = from_record(content.array_records["payload"])
+    return ClientUpdate(cid, {}, n, extras, metrics, payload)
 
 
 def load_client_state(state: RecordDict) -> dict[str, Any]:
