@@ -37,9 +37,7 @@ check: lint
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python benchmarks/train_throughput.py
-	$(BIN)/python benchmarks/engine_overhead.py
-	$(BIN)/python benchmarks/compression.py
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -12,7 +12,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,6 +29,7 @@ from fedloom.compression.codecs import Codec, NoCompression, get_codec
 from fedloom.config import RunConfig
 from fedloom.data import FederatedData, build_federated_data, summary_table
 from fedloom.data.schema import Record, record_prompt
+from fedloom.engine.client_states import ClientStates
 from fedloom.eval import EvalContext, HeldoutEvaluator, generate_answers, run_suite
 from fedloom.eval.preference import PreferenceEvaluator
 from fedloom.eval.suites import headline
@@ -54,7 +55,8 @@ class Federation:
     """Held-out loss per domain (sft) or preference metrics (dpo)."""
     codec: Codec = field(default_factory=NoCompression)
     """Encodes client uploads (`federation.compression`)."""
-    client_states: dict[int, dict[str, Any]] = field(default_factory=dict)
+    client_states: MutableMapping[int, dict[str, Any]] = field(default_factory=dict)
+    """Per-client algorithm state; `run` keeps it on disk (:class:`ClientStates`)."""
 
     @classmethod
     def build(cls, cfg: RunConfig, console: Console | None = None) -> Federation:
@@ -221,12 +223,14 @@ def run(
     runner = clients or InProcessClients(fed)
     samples = _sample_records(fed.data, cfg.eval.sample_prompts)
     sampler = rng_for(cfg.seed, "client-sampling")
+    index = ckpt["client_states"] if ckpt is not None else None
+    fed.client_states = ClientStates(out / "client_states", index)
+    fed.client_states.collect()  # drop files of a round that was cut short
     history: list[dict[str, Any]] = []
     if ckpt is None:
         baseline = _baseline(fed, samples, console)
     else:
         strategy.load_state_dict(ckpt["strategy"])
-        fed.client_states = ckpt["client_states"]
         sampler.setstate(ckpt["sampler"])
         history, baseline = ckpt["history"], ckpt["baseline"]
         console.print(f"resuming {out} after round {ckpt['round']} of {fc.rounds}")
@@ -256,6 +260,7 @@ def run(
                 "client_loss": {str(u.client_id): u.metrics["loss"] for u in updates},
                 "bytes_up": int(sum(u.metrics["bytes_up"] for u in updates)),
                 "bytes_down": int(sum(u.metrics["bytes_down"] for u in updates)),
+                "client_train_seconds": sum(u.metrics["seconds"] for u in updates),
             }
             if failed:
                 row["failed_clients"] = {str(c): why for c, why in failed.items()}
@@ -401,7 +406,9 @@ def _save_checkpoint(
     state = {
         "round": done_rounds,
         "strategy": fed.strategy.state_dict(),
-        "client_states": fed.client_states,
+        "client_states": fed.client_states.index()
+        if isinstance(fed.client_states, ClientStates)
+        else dict(fed.client_states),
         "sampler": sampler.getstate(),
         "history": history,
         "baseline": baseline,
@@ -412,6 +419,8 @@ def _save_checkpoint(
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, out / CHECKPOINT)
+    if isinstance(fed.client_states, ClientStates):
+        fed.client_states.collect()
 
 
 def _load_checkpoint(out: Path) -> dict[str, Any]:

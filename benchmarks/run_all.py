@@ -1,0 +1,41 @@
+"""`make bench`: run every benchmark, print its output and collect it in benchmarks/results.md."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = (
+    "train_throughput.py",
+    "federation_overhead.py",
+    "compression.py",
+    "scale_clients.py",
+    "engine_overhead.py",
+)
+
+
+def main() -> None:
+    parts = [
+        f"# fedloom benchmarks\n\n{dt.datetime.now():%Y-%m-%d %H:%M}, {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}. Each section is a script's own output.\n"
+    ]
+    for name in SCRIPTS:
+        print(f"== {name}", flush=True)
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, str(HERE / name)], capture_output=True, text=True)
+        out = proc.stdout + (
+            f"\n[exit {proc.returncode}]\n{proc.stderr[-2000:]}" if proc.returncode else ""
+        )
+        print(out, flush=True)
+        parts.append(f"## {name} ({time.perf_counter() - t0:.0f} s)\n\n```\n{out.strip()}\n```\n")
+    (HERE / "results.md").write_text("\n".join(parts))
+    print(f"wrote {HERE / 'results.md'}")
+
+
+if __name__ == "__main__":
+    main()
