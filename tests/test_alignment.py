@@ -75,7 +75,7 @@ def test_dpo_runs_change_adapter_keep_base_and_write_preference(
     assert {"accuracy", "reward_accuracy", "margin", "chosen_logp"} <= set(
         rows[0]["eval_preference"]
     )
-    assert summary["task"] == "dpo" and summary["base_preference"]["reward_accuracy"] == 0.0
+    assert summary["task"] == "dpo" and summary["base_preference"]["reward_accuracy"] == 0.5
     assert summary["base_preference"]["loss"] == pytest.approx(math.log(2), abs=1e-5)
 
 
@@ -174,7 +174,7 @@ def test_eval_preference_suite_cli(
     ]
     assert main(argv) == 0
     m = json.loads(out.read_text())["suites"]["preference"]["metrics"]
-    assert m["reward_accuracy"] == 0.0 and 0 <= m["accuracy"] <= 1
+    assert m["reward_accuracy"] == 0.5 and 0 <= m["accuracy"] <= 1
     assert "reward_accuracy" in capsys.readouterr().out
 
 

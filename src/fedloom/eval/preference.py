@@ -4,8 +4,8 @@ On held-out pairs, with the adapter loaded (or disabled, for the base model):
 - ``accuracy``: share of pairs where the policy gives the chosen response a higher
   log-likelihood than the rejected one (log π(y_c|x) > log π(y_r|x), sums over tokens);
 - ``reward_accuracy``: share where DPO's implicit reward prefers the chosen one,
-  β·(log π − log π_ref)(y_c) > (same)(y_r), the reference being the base model (0 for the
-  base model itself: its rewards are all zero);
+  β·(log π − log π_ref)(y_c) > (same)(y_r), the reference being the base model; a tie counts
+  half, so the base model itself (all rewards zero) scores exactly 0.5 — chance;
 - ``margin``: mean implicit reward margin r_c − r_r;
 - ``chosen_logp``: mean per-token log-likelihood of the chosen responses;
 - ``loss`` (also ``all``): mean DPO loss.
@@ -54,7 +54,7 @@ class PreferenceEvaluator:
             )
             sums["loss"] += losses.sum().item()
             sums["accuracy"] += (s.policy_chosen > s.policy_rejected).sum().item()
-            sums["reward_accuracy"] += (rc > rr).sum().item()
+            sums["reward_accuracy"] += ((rc > rr).float() + 0.5 * (rc == rr).float()).sum().item()
             sums["margin"] += (rc - rr).sum().item()
             sums["chosen_logp"] += (s.policy_chosen / s.chosen_tokens).sum().item()
         n = max(len(self.pairs), 1)
