@@ -9,8 +9,10 @@ Prints each round's wall time for both engines, their means and the ratio flower
 both engines (from sampling to the round's metrics row); the deployment's start-up (SuperLink,
 SuperNodes, the first query) is reported separately. Note the trade on one machine: the
 in-process engine trains the sampled clients one after another with all cores; the deployment
-trains them at once, one process per client sharing the cores, and every message starts a
-fresh ClientApp process that rebuilds its model and data.
+trains them at once, one process per client, so each SuperNode gets cores / clients-per-round
+threads (`fedloom client --threads`; without it two SuperNodes oversubscribe the cores and
+training runs ~5x slower), and every message starts a fresh ClientApp process that rebuilds
+its model and data.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 from fedloom.config import load_config
 from fedloom.engine import run
 from fedloom.flower.deploy import free_port, stop_group
+from fedloom.utils import available_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +37,7 @@ def rounds(out: Path) -> list[float]:
     return [json.loads(x)["seconds"] for x in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def deploy(cfg_path: Path, out: Path, n_clients: int) -> float:
+def deploy(cfg_path: Path, out: Path, n_clients: int, threads: int) -> float:
     port = free_port()
     fedloom = [sys.executable, "-m", "fedloom.cli"]
     logs = out.parent
@@ -87,7 +90,9 @@ def main() -> None:
     summary = run(cfg, work / "inprocess")
     t_in = time.perf_counter() - t0
     n_clients = summary["num_clients"]
-    t_fl = deploy(cfg_path, work / "flower", n_clients)
+    # the sampled clients train at once on this one machine: share the cores between them
+    threads = max(1, available_cores() // cfg.federation.sample_clients)
+    t_fl = deploy(cfg_path, work / "flower", n_clients, threads)
 
     a, b = rounds(work / "inprocess"), rounds(work / "flower")
     print(

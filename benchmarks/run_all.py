@@ -10,12 +10,24 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = (
-    "train_throughput.py",
-    "federation_overhead.py",
-    "compression.py",
-    "scale_clients.py",
-    "engine_overhead.py",
+ROOT = HERE.parent
+SCRIPTS: tuple[tuple[str, ...], ...] = (
+    ("train_throughput.py",),
+    ("federation_overhead.py",),
+    ("compression.py",),
+    ("scale_clients.py",),
+    # a real-model round (SmolLM2, 2 clients x 2 local steps) on both engines
+    (
+        "engine_overhead.py",
+        "--config",
+        str(ROOT / "configs" / "demo.yaml"),
+        "--rounds",
+        "2",
+        "--set",
+        "train.local_steps=2",
+        "--set",
+        "eval.max_examples=4",
+    ),
 )
 
 
@@ -24,10 +36,12 @@ def main() -> None:
         f"# fedloom benchmarks\n\n{dt.datetime.now():%Y-%m-%d %H:%M}, {platform.processor() or platform.machine()}, "
         f"Python {platform.python_version()}. Each section is a script's own output.\n"
     ]
-    for name in SCRIPTS:
-        print(f"== {name}", flush=True)
+    for name, *args in SCRIPTS:
+        print(f"== {name} {' '.join(args)}", flush=True)
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, str(HERE / name)], capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, str(HERE / name), *args], capture_output=True, text=True
+        )
         out = proc.stdout + (
             f"\n[exit {proc.returncode}]\n{proc.stderr[-2000:]}" if proc.returncode else ""
         )

@@ -138,7 +138,7 @@ def test_deployment_with_tls(two_clients, tmp_path: Path) -> None:  # type: igno
 
 def test_killed_client_is_recorded_and_rounds_go_on(two_clients, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     _, path = two_clients(
-        **{"federation.rounds": 3, "federation.min_clients": 1, "federation.client_timeout": 20}
+        **{"federation.rounds": 3, "federation.min_clients": 1, "federation.client_timeout": 45}
     )
     _deploy(path, tmp_path / "faulty", 2, [], kill_after_round=1)
     rows = [json.loads(x) for x in (tmp_path / "faulty" / "metrics.jsonl").read_text().splitlines()]

@@ -88,6 +88,13 @@ def make_parser() -> argparse.ArgumentParser:
     cl.add_argument("--client-id", type=int, required=True, help="partition index I")
     cl.add_argument("--server", required=True, help="SuperLink HOST:PORT")
     cl.add_argument("--certificates", default=None, help="folder with the CA's ca.pem")
+    cl.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for this client's training (default: all cores; set it when several "
+        "SuperNodes share a machine, e.g. cores / clients per round)",
+    )
     ce = sub.add_parser(
         "certs", help="create a self-signed CA + server certificate (for trying TLS)"
     )
@@ -192,7 +199,12 @@ def _flower(args: argparse.Namespace) -> int:
         if args.client_id < 0 or (n is not None and args.client_id >= n):
             print(f"fedloom: --client-id must be in [0, {n})", file=sys.stderr)
             return 2
-        return deploy.run_client(args.config, args.client_id, args.server, args.certificates)
+        if args.threads is not None and args.threads < 1:
+            print("fedloom: --threads must be >= 1", file=sys.stderr)
+            return 2
+        return deploy.run_client(
+            args.config, args.client_id, args.server, args.certificates, args.threads
+        )
     except (FileNotFoundError, ValueError) as e:
         print(f"fedloom: {e}", file=sys.stderr)
         return 2

@@ -36,6 +36,10 @@ def state_nbytes(state: StateDict) -> int:
 
 
 def available_cores() -> int:
+    """CPU threads to use: ``FEDLOOM_THREADS`` if set (e.g. several SuperNodes sharing one
+    machine: ``fedloom client --threads``), else the cores this process may run on."""
+    if os.environ.get("FEDLOOM_THREADS"):
+        return max(1, int(os.environ["FEDLOOM_THREADS"]))
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux

@@ -216,11 +216,17 @@ def client_command(
     return cmd
 
 
-def run_client(config: str, client_id: int, server: str, certificates: str | None) -> int:
-    """Run a SuperNode for client ``client_id`` in the foreground (Ctrl-C stops it)."""
+def run_client(
+    config: str, client_id: int, server: str, certificates: str | None, threads: int | None = None
+) -> int:
+    """Run a SuperNode for client ``client_id`` in the foreground (Ctrl-C stops it).
+    ``threads`` caps the CPU threads its training uses (several SuperNodes on one machine)."""
     cmd = client_command(config, client_id, server, certificates)
     print(f"SuperNode for client {client_id} -> {server}")
-    proc = subprocess.Popen(cmd, env=flower_env(), start_new_session=True)
+    env = flower_env()
+    if threads is not None:
+        env |= {"FEDLOOM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     try:
         return proc.wait()
     except KeyboardInterrupt:
