@@ -93,20 +93,30 @@ class FlowerClients:
             )
             for c in cids
         ]
-        replies = self.grid.send_and_receive(msgs, timeout=self.timeout)
-        client_of = {self.node_of[c]: c for c in cids}
+        # push, then pull by message id: a reply is matched to its client through the id of the
+        # message it answers (an error for a dead node comes from the SuperLink, not the node)
+        ids = list(self.grid.push_messages(msgs))
+        client_of = dict(zip(ids, cids, strict=True))
+        pending = set(ids)
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
         updates: dict[int, ClientUpdate] = {}
         failed: dict[int, str] = {}
-        for reply in replies:
-            cid = client_of[reply.metadata.src_node_id]
-            if reply.has_error():
-                failed[cid] = f"client error: {reply.error.reason}"[:500]
-            else:
-                updates[cid] = self.fed.receive(read_update(reply.content))
-            done()
-        for cid in cids:
-            if cid not in updates and cid not in failed:
-                failed[cid] = f"no reply within client_timeout ({self.timeout} s)"
+        while pending and (deadline is None or time.monotonic() < deadline):
+            for reply in self.grid.pull_messages(list(pending)):
+                mid = reply.metadata.reply_to_message_id
+                if mid not in pending:
+                    continue
+                pending.discard(mid)
+                cid = client_of[mid]
+                if reply.has_error():
+                    failed[cid] = f"client error: {reply.error.reason}"[:500]
+                else:
+                    updates[cid] = self.fed.receive(read_update(reply.content))
+                done()
+            if pending:
+                time.sleep(0.2)
+        for mid in pending:
+            failed[client_of[mid]] = f"no reply within client_timeout ({self.timeout} s)"
         # sampled order, as in-process: the aggregation sums in this order
         return [updates[c] for c in cids if c in updates], failed
 
