@@ -476,12 +476,5 @@ def load_source(
     return load_source_report(name, domain, path, columns, schema, skip_malformed)[0]
 
 
-def source_schema(name: str, schema: str = "instruction") -> str:
-    """The schema a source's records have (``schema`` for a local file)."""
-    import fedloom.data.catalog  # noqa: F401
-
-    return schema if name == "local" else SOURCES[name].schema
-
-
 def clear_cache() -> None:  # pragma: no cover - convenience for users
     shutil.rmtree(cache_dir() / "data", ignore_errors=True)
