@@ -152,14 +152,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.resume:
         out = args.out or f"runs/{Path(args.config).stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    if args.engine == "flower-sim":
-        from fedloom.flower.simulation import run_simulation
+    try:
+        if args.engine == "flower-sim":
+            from fedloom.flower.simulation import run_simulation
 
-        summary = run_simulation(cfg, out, resume=bool(args.resume))
-    else:
-        from fedloom.engine import run
+            summary = run_simulation(cfg, out, resume=bool(args.resume))
+        else:
+            from fedloom.engine import run
 
-        summary = run(cfg, out, resume=bool(args.resume))
+            summary = run(cfg, out, resume=bool(args.resume))
+    except ConfigError as e:  # found while building the run (e.g. an unreachable ε target)
+        print(f"fedloom: config error: {e}", file=sys.stderr)
+        return 2
     base, final = summary["base_eval_loss"], summary["final_eval_loss"]
     if "base_preference" in summary:
         base, final = summary["base_preference"], summary["final_preference"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -268,6 +269,159 @@ class EvalConfig:
         _require(self.sample_prompts >= 0, "`eval.sample_prompts` must be >= 0")
 
 
+ACCOUNTANTS = ("rdp", "prv")
+
+
+def _check_delta(delta: float | None, where: str) -> None:
+    _require(
+        delta is None or 0 < delta < 1,
+        f"`{where}.delta` must be in (0, 1) (got {delta}); leave it empty for 1/n",
+    )
+
+
+def _check_sigma_or_epsilon(sigma: float | None, eps: float | None, where: str) -> None:
+    _require(
+        not (sigma is not None and eps is not None),
+        f"`{where}`: give either `noise_multiplier` or `target_epsilon`, not both "
+        "(the noise multiplier is derived from the target)",
+    )
+    _require(
+        sigma is not None or eps is not None,
+        f"`{where}`: give `noise_multiplier` (σ) or `target_epsilon` (ε, the noise is calibrated)",
+    )
+    _require(sigma is None or sigma >= 0, f"`{where}.noise_multiplier` must be >= 0 (got {sigma})")
+    _require(eps is None or eps > 0, f"`{where}.target_epsilon` must be > 0 (got {eps})")
+
+
+@dataclass
+class ClientDPConfig:
+    """Sample-level DP-SGD on each client (Opacus): every step clips each example's gradient of
+    the trainable (LoRA) parameters to `max_grad_norm` and adds N(0, (σ·C)²) to their sum."""
+
+    noise_multiplier: float | None = None
+    """σ. Give this or `target_epsilon`, not both."""
+    target_epsilon: float | None = None
+    """ε each client may spend over the run; σ is calibrated per client to reach it."""
+    delta: float | None = None
+    """δ; default 1/n with n the client's number of training examples."""
+    max_grad_norm: float = 1.0
+    """Per-example clipping norm C."""
+    accountant: str = "rdp"
+    """`rdp` (Rényi DP, Mironov 2017) or `prv` (privacy random variables, Gopi et al. 2021)."""
+    sampling: str = "poisson"
+    """`poisson`: each step takes every example of the client independently with probability
+    q = batch/n (the accountants' assumption); `shuffle`: fixed-size batches from a shuffle
+    (accounted with the same q, the common approximation)."""
+    calibrate_for: str = "all_rounds"
+    """With `target_epsilon`: calibrate σ for a client taking part in `all_rounds` (the budget
+    is never spent) or the `expected` number of rounds, rounds·sample_clients/num_clients
+    (less noise; a client sampled more often spends its budget and stops taking part)."""
+    max_epsilon: float | None = None
+    """With `noise_multiplier`: a budget after which a client stops taking part (none: no stop)."""
+    seeded_noise: bool = True
+    """Draw noise and Poisson batches from the run's seed (reproducible). Set false to draw them
+    from OS entropy, as a deployment should: a predictable noise stream gives no privacy."""
+
+    def __post_init__(self) -> None:
+        w = "privacy.client_dp"
+        _check_sigma_or_epsilon(self.noise_multiplier, self.target_epsilon, w)
+        _check_delta(self.delta, w)
+        _require(
+            self.max_grad_norm > 0,
+            f"`{w}.max_grad_norm` (C) must be > 0 (got {self.max_grad_norm})",
+        )
+        _require(
+            self.accountant in ACCOUNTANTS,
+            f"`{w}.accountant` is {self.accountant!r}; choose one of {list(ACCOUNTANTS)}",
+        )
+        _require(
+            self.sampling in ("poisson", "shuffle"),
+            f"`{w}.sampling` is {self.sampling!r}; choose poisson or shuffle",
+        )
+        _require(
+            self.calibrate_for in ("all_rounds", "expected"),
+            f"`{w}.calibrate_for` is {self.calibrate_for!r}; choose all_rounds or expected",
+        )
+        _require(
+            self.max_epsilon is None or self.target_epsilon is None,
+            f"`{w}.max_epsilon` goes with `noise_multiplier`; with `target_epsilon` the target "
+            "is the budget",
+        )
+        _require(self.max_epsilon is None or self.max_epsilon > 0, f"`{w}.max_epsilon` must be > 0")
+
+    @property
+    def budget(self) -> float | None:
+        return self.target_epsilon if self.target_epsilon is not None else self.max_epsilon
+
+
+@dataclass
+class CentralDPConfig:
+    """Client-level DP at the server: each client's update is clipped to norm C, the updates
+    are averaged with equal weights and N(0, (σ·C/|S|)²) is added to the average."""
+
+    noise_multiplier: float | None = None
+    """σ. Give this or `target_epsilon`, not both."""
+    target_epsilon: float | None = None
+    """ε over the run (client level, sampling rate sample_clients/num_clients per round)."""
+    delta: float | None = None
+    """δ; default 1/N with N the number of clients."""
+    clip_norm: float = 0.1
+    """C: the largest L2 norm of a client's adapter update (initial value when `adaptive`)."""
+    adaptive: bool = False
+    """Adaptive clipping (Andrew et al. 2021): C follows the `target_quantile` of update norms."""
+    target_quantile: float = 0.5
+    clip_lr: float = 0.2
+    """Step size of the geometric update C ← C·exp(−lr·(b̃ − quantile))."""
+    count_noise: float | None = None
+    """σ_b of the noisy clipped-update count; default |S|/20 (Andrew et al.)."""
+    accountant: str = "rdp"
+
+    def __post_init__(self) -> None:
+        w = "privacy.central_dp"
+        _check_sigma_or_epsilon(self.noise_multiplier, self.target_epsilon, w)
+        _check_delta(self.delta, w)
+        _require(self.clip_norm > 0, f"`{w}.clip_norm` (C) must be > 0 (got {self.clip_norm})")
+        _require(0 < self.target_quantile < 1, f"`{w}.target_quantile` must be in (0, 1)")
+        _require(self.clip_lr > 0, f"`{w}.clip_lr` must be > 0")
+        _require(self.count_noise is None or self.count_noise > 0, f"`{w}.count_noise` must be > 0")
+        _require(
+            self.accountant in ACCOUNTANTS,
+            f"`{w}.accountant` is {self.accountant!r}; choose one of {list(ACCOUNTANTS)}",
+        )
+
+
+@dataclass
+class SecAggConfig:
+    """SecAgg+ (Bell et al. 2020) under the Flower engines: the server learns only the sum of the
+    sampled clients' updates. Values are quantised to integers for masking."""
+
+    num_shares: int = 3
+    """Shares of each client's secret (the size of its neighbourhood)."""
+    reconstruction_threshold: int = 2
+    """Shares needed to reconstruct a dropped client's mask."""
+    clipping_range: float = 8.0
+    """Each update value is clipped to [-range, range] before quantisation."""
+    quantization_range: int = 4194304
+    """Integers per [-range, range]: the resolution is 2·range / quantization_range."""
+
+    def __post_init__(self) -> None:
+        w = "privacy.secagg"
+        _require(self.num_shares >= 2, f"`{w}.num_shares` must be >= 2")
+        _require(
+            1 <= self.reconstruction_threshold <= self.num_shares,
+            f"`{w}.reconstruction_threshold` must be in [1, num_shares]",
+        )
+        _require(self.clipping_range > 0, f"`{w}.clipping_range` must be > 0")
+        _require(self.quantization_range >= 2, f"`{w}.quantization_range` must be >= 2")
+
+
+@dataclass
+class PrivacyConfig:
+    client_dp: ClientDPConfig | None = None
+    central_dp: CentralDPConfig | None = None
+    secagg: SecAggConfig | None = None
+
+
 @dataclass
 class RunConfig:
     seed: int = 0
@@ -281,9 +435,59 @@ class RunConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def __post_init__(self) -> None:
         _require(self.task in ("sft", "dpo"), f"`task` is {self.task!r}: use sft or dpo")
+        p, algo = self.privacy, self.federation.algorithm
+        if p.client_dp is not None:
+            _require(
+                not self.model.gradient_checkpointing,
+                "`privacy.client_dp` needs per-example activations: set "
+                "`model.gradient_checkpointing: false`",
+            )
+            if self.lora.dropout != 0:
+                warnings.warn(
+                    f"privacy.client_dp: lora.dropout set from {self.lora.dropout} to 0 "
+                    "(DP-SGD runs without dropout)",
+                    stacklevel=2,
+                )
+                self.lora.dropout = 0.0
+        if p.central_dp is not None:
+            _require(
+                algo not in ("scaffold", "local", "central"),
+                f"`privacy.central_dp` wraps algorithms whose server step reads only the mean "
+                f"client update (fedavg, fedprox, fedavgm, fedadam, fedyogi, fedadagrad); "
+                f"{algo!r} {'also uploads control variates' if algo == 'scaffold' else 'does not average client updates'}",
+            )
+            c = p.central_dp
+            count_noise = c.count_noise or self.federation.sample_clients / 20
+            _require(
+                not c.adaptive
+                or c.noise_multiplier is None
+                or 0 < c.noise_multiplier < 2 * count_noise,
+                f"`privacy.central_dp`: adaptive clipping spends part of the privacy on the "
+                f"noisy count of unclipped updates (count_noise σ_b = {count_noise:g}); the "
+                f"update noise left is (σ⁻² − (2σ_b)⁻²)^(-1/2), which needs 0 < noise_multiplier "
+                f"< 2·count_noise = {2 * count_noise:g}; raise count_noise, lower "
+                "noise_multiplier, or turn adaptive off",
+            )
+        if p.secagg is not None:
+            _require(
+                p.central_dp is None,
+                "`privacy.secagg` hides individual updates from the server, so the server "
+                "cannot clip them for `privacy.central_dp`; use one of the two (or client_dp "
+                "with secagg)",
+            )
+            _require(
+                algo in ("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad"),
+                f"`privacy.secagg` needs an algorithm that reads only the sum of client "
+                f"updates; {algo!r} does not",
+            )
+            _require(
+                self.federation.compression == "none",
+                "`privacy.secagg` masks full updates: set `federation.compression: none`",
+            )
         n = self.partition.num_clients
         if n is not None and self.federation.algorithm != "central":
             _require(

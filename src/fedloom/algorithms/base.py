@@ -17,7 +17,7 @@ in-process or on a remote client.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -68,9 +68,11 @@ class Strategy:
     def initialize(self, adapter: StateDict) -> None:
         self.global_adapter = clone(adapter)
 
-    def sample(self, rng: random.Random, k: int) -> list[int]:
-        """Clients for this round: k distinct ids drawn with the engine's sampling RNG."""
-        return sorted(rng.sample(range(self.num_clients), min(k, self.num_clients)))
+    def sample(self, rng: random.Random, k: int, exclude: Collection[int] = ()) -> list[int]:
+        """Clients for this round: k distinct ids drawn with the engine's sampling RNG, from
+        those not in ``exclude`` (clients that spent their privacy budget)."""
+        pool = [c for c in range(self.num_clients) if c not in exclude]
+        return sorted(rng.sample(pool, min(k, len(pool))))
 
     def broadcast(self, client_id: int) -> Broadcast:
         return Broadcast(self.global_adapter)

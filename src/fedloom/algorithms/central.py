@@ -8,6 +8,7 @@ the global adapter. This is the upper reference a federated algorithm is measure
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 
 from fedloom.algorithms.base import register_algorithm
 from fedloom.algorithms.fedavg import FedAvg
@@ -17,5 +18,5 @@ from fedloom.algorithms.fedavg import FedAvg
 class Central(FedAvg):
     pooled_data = True
 
-    def sample(self, rng: random.Random, k: int) -> list[int]:
-        return [0]
+    def sample(self, rng: random.Random, k: int, exclude: Collection[int] = ()) -> list[int]:
+        return [] if 0 in exclude else [0]

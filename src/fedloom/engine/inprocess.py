@@ -35,6 +35,7 @@ from fedloom.eval.preference import PreferenceEvaluator
 from fedloom.eval.suites import headline
 from fedloom.models import attach_lora, get_adapter_state, load_model, set_adapter_state
 from fedloom.models.loader import LoadedModel
+from fedloom.privacy import CentralDP, ClientDP, PrivacyBudgetSpent
 from fedloom.train import LocalTrainer, adapter_parameters, cosine_lr, draw_examples
 from fedloom.train.objectives import build_objective
 from fedloom.utils import StateDict, rng_for, state_nbytes
@@ -57,6 +58,8 @@ class Federation:
     """Encodes client uploads (`federation.compression`)."""
     client_states: MutableMapping[int, dict[str, Any]] = field(default_factory=dict)
     """Per-client algorithm state; `run` keeps it on disk (:class:`ClientStates`)."""
+    client_dp: ClientDP | None = None
+    """DP-SGD for local training (`privacy.client_dp`)."""
 
     @classmethod
     def build(cls, cfg: RunConfig, console: Console | None = None) -> Federation:
@@ -68,9 +71,12 @@ class Federation:
         )
         if console is not None:
             summary_table(data, cfg.partition.key, console)
-        strategy = build_strategy(
-            cfg.federation.algorithm, cfg.federation.params, len(data.clients)
-        )
+        fc = cfg.federation
+        strategy = build_strategy(fc.algorithm, fc.params, len(data.clients))
+        if cfg.privacy.central_dp is not None:
+            strategy = CentralDP(
+                strategy, cfg.privacy.central_dp, fc.rounds, fc.sample_clients, cfg.seed
+            )
         strategy.initialize(get_adapter_state(model))
         pad = int(loaded.tokenizer.pad_token_id)
         objective = build_objective(cfg.task, cfg.train.beta)
@@ -84,9 +90,14 @@ class Federation:
             if cfg.task == "dpo"
             else HeldoutEvaluator(*ev_args, *ev_args_tail)
         )
-        fc = cfg.federation
         codec = get_codec(fc.compression, fc.topk_fraction)
-        return cls(cfg, loaded, model, data, strategy, trainer, evaluator, codec)
+        dp = cfg.privacy.client_dp
+        client_dp = (
+            ClientDP(dp, fc.rounds, fc.sample_clients / len(data.clients), cfg.seed)
+            if dp is not None
+            else None
+        )
+        return cls(cfg, loaded, model, data, strategy, trainer, evaluator, codec, {}, client_dp)
 
     def fit_client(
         self, round_idx: int, cid: int, lr: float, bc: Broadcast | None = None
@@ -99,14 +110,27 @@ class Federation:
             self.cfg.federation.sample_clients if self.strategy.pooled_data else 1
         )
         shard = self.data.clients[cid]
-        n = steps * self.cfg.train.grad_accum * self.cfg.train.batch_size
-        picked = draw_examples(shard, n, rng_for(self.cfg.seed, "examples", round_idx, cid))
         state = self.client_states.get(cid, {})
         hooks = self.strategy.client_hooks(bc, state, adapter_parameters(self.model))
-        seed = rng_for(self.cfg.seed, "dropout", round_idx, cid).getrandbits(63)
-        res = self.trainer.train(
-            [self.data.train[i] for i in picked], lr, hooks, steps=steps, seed=seed
-        )
+        dp_metrics: dict[str, float] = {}
+        if self.client_dp is not None:  # DP-SGD samples its own batches from the whole shard
+            res, dp_metrics, state = self.client_dp.train(
+                self.trainer,
+                [self.data.train[i] for i in shard],
+                lr,
+                hooks,
+                steps,
+                state,
+                round_idx,
+                cid,
+            )
+        else:
+            n = steps * self.cfg.train.grad_accum * self.cfg.train.batch_size
+            picked = draw_examples(shard, n, rng_for(self.cfg.seed, "examples", round_idx, cid))
+            seed = rng_for(self.cfg.seed, "dropout", round_idx, cid).getrandbits(63)
+            res = self.trainer.train(
+                [self.data.train[i] for i in picked], lr, hooks, steps=steps, seed=seed
+            )
         adapter = get_adapter_state(self.model)
         extras, state = self.strategy.client_finish(bc, state, adapter, steps, lr)
         # what travels: the adapter, or its update encoded by the configured codec
@@ -118,6 +142,7 @@ class Federation:
             "tokens": float(res.tokens),
             "bytes_down": float(_message_bytes(bc.adapter, bc.extras)),
             "bytes_up": float(_message_bytes(payload, extras)),
+            **dp_metrics,
         }
         return ClientUpdate(cid, {}, len(shard), extras, metrics, payload)
 
@@ -177,11 +202,14 @@ class InProcessClients:
     def fit(
         self, round_idx: int, cids: list[int], lr: float, done: Callable[[], None]
     ) -> tuple[list[ClientUpdate], dict[int, str]]:
-        updates = []
+        updates, failed = [], {}
         for cid in cids:
-            updates.append(self.fed.receive(self.fed.fit_client(round_idx, cid, lr)))
+            try:
+                updates.append(self.fed.receive(self.fed.fit_client(round_idx, cid, lr)))
+            except PrivacyBudgetSpent as e:  # a client's refusal, as a remote one would reply
+                failed[cid] = str(e)
             done()
-        return updates, {}
+        return updates, failed
 
 
 class RoundFailed(RuntimeError):
@@ -234,6 +262,7 @@ def run(
         sampler.setstate(ckpt["sampler"])
         history, baseline = ckpt["history"], ckpt["baseline"]
         console.print(f"resuming {out} after round {ckpt['round']} of {fc.rounds}")
+    privacy = _PrivacyLedger.from_history(history)
     base_eval, bench_before, before = baseline["eval"], baseline["benchmarks"], baseline["answers"]
     eval_key = "eval_preference" if cfg.task == "dpo" else "eval_loss_by_domain"
     metrics_path = (out / "metrics.jsonl").open("w")
@@ -244,7 +273,13 @@ def run(
         for rnd in range(len(history), fc.rounds):
             t0 = time.perf_counter()
             lr = cosine_lr(rnd, fc.rounds, cfg.train.lr, cfg.train.min_lr)
-            sampled = strategy.sample(sampler, fc.sample_clients)
+            sampled = strategy.sample(sampler, fc.sample_clients, exclude=privacy.retired)
+            if not sampled:
+                console.print(
+                    f"[yellow]every client has spent its privacy budget: the run stops after "
+                    f"round {rnd} of {fc.rounds}[/yellow]"
+                )
+                break
             clients_task = progress.add_task(f"round {rnd + 1} clients", total=len(sampled))
             updates, failed = _fit_round(
                 runner, rnd, sampled, lr, fc, console, progress, clients_task
@@ -264,6 +299,7 @@ def run(
             }
             if failed:
                 row["failed_clients"] = {str(c): why for c, why in failed.items()}
+            row |= privacy.record(updates, strategy, console)
             if cfg.eval.every and ((rnd + 1) % cfg.eval.every == 0 or rnd + 1 == fc.rounds):
                 evals = fed.evaluate()
                 row[eval_key] = _mean_eval(evals)
@@ -304,6 +340,7 @@ def run(
         "algorithm": fc.algorithm,
         "model": cfg.model.name,
         "rounds": fc.rounds,
+        "rounds_completed": len(history),
         "num_clients": len(fed.data.clients),
         "client_sizes": fed.data.client_sizes(),
         "precision": str(fed.loaded.autocast_dtype or "fp32").replace("torch.", ""),
@@ -331,6 +368,12 @@ def run(
             for r, b, a in zip(samples, before, after, strict=True)
         ],
     }
+    if history and ("epsilon_by_client" in history[-1] or "central_dp" in history[-1]):
+        summary["privacy"] = {
+            k: history[-1][k]
+            for k in ("epsilon_by_client", "epsilon_max", "retired_clients", "central_dp")
+            if k in history[-1]
+        }
     if cfg.task == "dpo":  # the evaluator's dict holds preference metrics, "all" its DPO loss
         summary["base_preference"], summary["final_preference"] = base_eval, final
         summary["base_eval_loss"] = {"all": base_eval["all"]}
@@ -338,6 +381,45 @@ def run(
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     _plot(history, base_eval, out / "plots" / "loss.png", fc.algorithm)
     return summary
+
+
+@dataclass
+class _PrivacyLedger:
+    """What the server learns of privacy spending, round by round: each client's ε (reported
+    by its DP-SGD accountant), the clients whose budget is spent (never sampled again), and the
+    central-DP wrapper's ε and clipping figures."""
+
+    epsilon: dict[str, float] = field(default_factory=dict)
+    retired: set[int] = field(default_factory=set)
+
+    @classmethod
+    def from_history(cls, history: list[dict[str, Any]]) -> _PrivacyLedger:
+        last = history[-1] if history else {}
+        return cls(dict(last.get("epsilon_by_client", {})), set(last.get("retired_clients", [])))
+
+    def record(
+        self, updates: list[ClientUpdate], strategy: Strategy, console: Console
+    ) -> dict[str, Any]:
+        row: dict[str, Any] = {}
+        this_round = {
+            str(u.client_id): u.metrics["epsilon"] for u in updates if "epsilon" in u.metrics
+        }
+        if this_round:
+            self.epsilon |= this_round
+            row["epsilon"] = this_round
+            row["epsilon_by_client"] = dict(sorted(self.epsilon.items(), key=lambda kv: int(kv[0])))
+            row["epsilon_max"] = max(self.epsilon.values())
+            for u in updates:
+                if u.metrics.get("dp_exhausted") and u.client_id not in self.retired:
+                    self.retired.add(u.client_id)
+                    console.print(
+                        f"[yellow]client {u.client_id} has spent its privacy budget "
+                        f"(ε = {u.metrics['epsilon']:.3f}): it takes no further part[/yellow]"
+                    )
+            row["retired_clients"] = sorted(self.retired)
+        if isinstance(strategy, CentralDP):
+            row["central_dp"] = dict(strategy.last)
+        return row
 
 
 def _fit_round(
@@ -466,6 +548,10 @@ def _save_adapters(fed: Federation, out: Path) -> None:
 
 def _round_line(row: dict[str, Any]) -> str:
     ev = f"  eval {row['eval_loss']:.4f}" if "eval_loss" in row else ""
+    if "epsilon_max" in row:
+        ev += f"  ε≤{row['epsilon_max']:.2f}"
+    if "central_dp" in row:
+        ev += f"  central ε {row['central_dp']['epsilon']:.2f}"
     for name, m in row.get("benchmarks", {}).items():
         ev += f"  {name} {_headline(m)}"
     return (

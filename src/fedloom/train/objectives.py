@@ -32,6 +32,13 @@ class Objective(Protocol):
         """The micro-batch loss (a scalar with grad)."""
         ...
 
+    def per_example_loss(
+        self, model: PeftModel, batch: dict[str, torch.Tensor], dtype: torch.dtype | None
+    ) -> torch.Tensor:
+        """One loss per example (shape [examples]) such that example i's gradient comes from
+        row i alone: what DP-SGD clips. A DPO pair is one example."""
+        ...
+
 
 class SFTObjective:
     name = "sft"
@@ -45,6 +52,24 @@ class SFTObjective:
         with autocast(batch["input_ids"].device, dtype):
             out = model(**batch)
         return out.loss.float()  # mean over this micro-batch's response tokens
+
+    def per_example_loss(
+        self, model: PeftModel, batch: dict[str, torch.Tensor], dtype: torch.dtype | None
+    ) -> torch.Tensor:
+        """Each row's mean cross-entropy over its own response tokens."""
+        with autocast(batch["input_ids"].device, dtype):
+            logits = model(
+                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+            ).logits
+        labels = batch["labels"][:, 1:]
+        tok = F.cross_entropy(
+            logits[:, :-1].float().transpose(1, 2),
+            labels,
+            ignore_index=IGNORE_INDEX,
+            reduction="none",
+        )
+        mask = labels != IGNORE_INDEX
+        return (tok * mask).sum(-1) / mask.sum(-1).clamp(min=1)
 
 
 def sequence_logps(
@@ -128,6 +153,20 @@ class DPOObjective:
             s.policy_chosen, s.policy_rejected, s.ref_chosen, s.ref_rejected, self.beta
         )
         return losses.mean()
+
+    def per_example_loss(
+        self, model: PeftModel, batch: dict[str, torch.Tensor], dtype: torch.dtype | None
+    ) -> torch.Tensor:
+        """Per pair. Chosen and rejected rows go through the model in two forward passes of
+        equal size, so Opacus sums row i of each into pair i's gradient (one example)."""
+        b = batch["input_ids"].shape[0] // 2
+        halves = [{k: v[:b] for k, v in batch.items()}, {k: v[b:] for k, v in batch.items()}]
+        off = model.disable_adapter() if isinstance(model, PeftModel) else contextlib.nullcontext()
+        with torch.no_grad(), off:
+            ref = [sequence_logps(model, h, dtype)[0] for h in halves]
+        pol = [sequence_logps(model, h, dtype)[0] for h in halves]
+        losses, _, _ = dpo_loss(pol[0], pol[1], ref[0], ref[1], self.beta)
+        return losses
 
 
 def build_objective(task: str, beta: float = 0.1) -> Objective:
