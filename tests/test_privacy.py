@@ -277,8 +277,9 @@ def test_client_dp_run_reports_epsilon_and_keeps_base(
 
 
 def test_budget_spent_client_stops_taking_part(local_data: Path, tmp_path: Path) -> None:
-    """σ calibrated for the expected participation (1 of 2 rounds... here 2 clients sampled 1
-    per round over 4 rounds: 2 expected); a client that took part twice has spent its budget."""
+    """2 clients, 1 sampled per round, 4 rounds: σ is calibrated for the expected 2
+    participations, so a client that took part twice has spent its budget, is retired with a
+    message and is never sampled again; the run stops when no client can take part."""
     cfg = tiny_config(
         local_data,
         privacy={"client_dp": {"target_epsilon": 4.0, "calibrate_for": "expected"}},
@@ -295,3 +296,55 @@ def test_budget_spent_client_stops_taking_part(local_data: Path, tmp_path: Path)
     assert max(taken.values()) == 2
     assert summary["privacy"]["retired_clients"]
     assert summary["rounds_completed"] == len(rows) <= 4
+
+
+# -- audit --------------------------------------------------------------------------------------
+def test_canary_exposure_ranks_a_memorised_secret_first(local_data: Path) -> None:
+    """Exposure is log2(|R|+1) − log2(rank): a model trained hard on one canary ranks its
+    secret first (maximal exposure) and greedy decoding extracts it."""
+    from fedloom.privacy.audit import exposure, extracted, make_canaries, plant
+
+    cfg = tiny_config(local_data, **{"train.lr": 5e-2, "lora.r": 8})
+    fed = Federation.build(cfg)
+    (canary,) = make_canaries(1, 4, seed=0)
+    plant(fed, [canary], client=0, repeats=4)
+    ex = fed.data.train[-1]
+    fed.trainer.train([ex] * 2 * 40, 5e-2, steps=40)
+    exp, rank = exposure(fed.model, fed.loaded.tokenizer, canary, 30, 96, fed.loaded.device, 0)
+    assert rank == 1 and exp == pytest.approx(math.log2(31))
+    assert extracted(fed.model, fed.loaded.tokenizer, canary, fed.loaded.device)
+
+
+def test_audit_dp_lowers_exposure(local_data: Path, tmp_path: Path) -> None:
+    """Fixed seed: the same canaries, the same schedule; client DP-SGD (ε = 4) leaves them much
+    less exposed than training without DP. Writes the table and the plot."""
+    from fedloom.privacy.audit import default_settings, run_audit
+
+    cfg = tiny_config(
+        local_data,
+        **{
+            "train.lr": 5e-2,
+            "train.local_steps": 10,
+            "federation.rounds": 3,
+            "eval.every": 0,
+            "lora.r": 8,
+        },
+    )
+    rows = run_audit(
+        cfg,
+        tmp_path,
+        default_settings([4.0], None, None),
+        canaries=2,
+        repeats=20,
+        digits=4,
+        candidates=60,
+    )
+    by = {r["setting"]: r for r in rows}
+    base, plain, dp = by["base model (untrained)"], by["no DP"], by["client DP ε=4"]
+    assert plain["exposure_mean"] > base["exposure_mean"] + 1.5  # training exposes the canaries
+    assert dp["exposure_mean"] < plain["exposure_mean"] - 1.0  # DP-SGD hides them
+    assert 3.5 < dp["epsilon"] <= 4.0
+    table = (tmp_path / "audit.md").read_text()
+    assert "| client DP ε=4 |" in table and (tmp_path / "audit.png").stat().st_size > 10_000
+    saved = json.loads((tmp_path / "audit.json").read_text())
+    assert saved["meta"]["repeats"] == 20 and len(saved["rows"]) == 3

@@ -101,6 +101,40 @@ def make_parser() -> argparse.ArgumentParser:
     ce.add_argument("directory")
     ce.add_argument("--host", action="append", default=[], help="server IP or name (repeatable)")
     sub.add_parser("algorithms", help="list FL algorithms and their parameters")
+    a = sub.add_parser(
+        "audit",
+        help="privacy audit: plant canaries in one client, train without DP / with client DP "
+        "at each ε / with central DP, measure exposure and extraction",
+    )
+    a.add_argument("config", help="YAML run config (its `privacy` section is replaced per setting)")
+    a.add_argument("--out", default=None, help="output folder (default runs/<config>-audit)")
+    a.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    a.add_argument(
+        "--epsilon",
+        type=float,
+        action="append",
+        default=None,
+        help="client DP-SGD target ε per setting (repeatable; default 8 and 2)",
+    )
+    a.add_argument(
+        "--central-noise",
+        type=float,
+        default=1.0,
+        help="central DP noise multiplier σ (default 1.0; 0 to leave central DP out)",
+    )
+    a.add_argument(
+        "--central-clip",
+        type=float,
+        default=None,
+        help="central DP clip norm C (default: the median client update norm of the no-DP run)",
+    )
+    a.add_argument("--canaries", type=int, default=3, help="secrets planted (default 3)")
+    a.add_argument("--repeats", type=int, default=10, help="copies of each (default 10)")
+    a.add_argument("--digits", type=int, default=6, help="digits per secret (default 6)")
+    a.add_argument(
+        "--candidates", type=int, default=200, help="random secrets ranked against each (200)"
+    )
+    a.add_argument("--client", type=int, default=0, help="the client holding the canaries")
     d = sub.add_parser("data", help="data sources: list | show NAME | split CONFIG")
     d.add_argument("action", choices=["list", "show", "split"])
     d.add_argument("target", nargs="?", help="source name (show) or run config (split)")
@@ -127,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         return _eval(args)
     if args.command == "data":
         return _data(args)
+    if args.command == "audit":
+        return _audit(args)
     if args.command in ("server", "client", "certs"):
         return _flower(args)
 
@@ -178,6 +214,43 @@ def main(argv: list[str] | None = None) -> int:
         key, base_v, _ = headline(b["base"])
         print(f"{name} {key} (n={b['n']}): base {base_v:.3f} -> final {b['final'][key]:.3f}")
     print(f"wall time {summary['wall_seconds']:.1f}s · outputs in {out}/")
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from fedloom.config import ConfigError, load_config
+    from fedloom.privacy.audit import default_settings, run_audit
+
+    for name in ("canaries", "repeats", "digits", "candidates"):
+        if getattr(args, name) < 1:
+            print(f"fedloom: --{name} must be >= 1", file=sys.stderr)
+            return 2
+    if args.central_noise < 0 or (args.central_clip is not None and args.central_clip <= 0):
+        print("fedloom: --central-noise must be >= 0 and --central-clip > 0", file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config(args.config, args.overrides)
+        settings = default_settings(
+            args.epsilon or [8.0, 2.0], args.central_noise or None, args.central_clip
+        )
+        out = args.out or f"runs/{Path(args.config).stem}-audit"
+        rows = run_audit(
+            cfg,
+            out,
+            settings,
+            args.canaries,
+            args.repeats,
+            args.digits,
+            args.candidates,
+            args.client,
+        )
+    except (ConfigError, ValueError) as e:
+        print(f"fedloom: {e}", file=sys.stderr)
+        return 2
+    from fedloom.privacy.audit import table_markdown
+
+    print(Path(out, "audit.md").read_text() if rows else table_markdown([], {}))
+    print(f"outputs in {out}/ (audit.json, audit.md, audit.png, one run folder per setting)")
     return 0
 
 

@@ -406,10 +406,11 @@ class SecAggConfig:
 
     def __post_init__(self) -> None:
         w = "privacy.secagg"
-        _require(self.num_shares >= 2, f"`{w}.num_shares` must be >= 2")
+        _require(self.num_shares >= 3, f"`{w}.num_shares` must be >= 3 (got {self.num_shares})")
         _require(
-            1 <= self.reconstruction_threshold <= self.num_shares,
-            f"`{w}.reconstruction_threshold` must be in [1, num_shares]",
+            2 <= self.reconstruction_threshold < self.num_shares,
+            f"`{w}.reconstruction_threshold` must be in [2, num_shares) (got "
+            f"{self.reconstruction_threshold})",
         )
         _require(self.clipping_range > 0, f"`{w}.clipping_range` must be > 0")
         _require(self.quantization_range >= 2, f"`{w}.quantization_range` must be >= 2")
@@ -487,6 +488,11 @@ class RunConfig:
             _require(
                 self.federation.compression == "none",
                 "`privacy.secagg` masks full updates: set `federation.compression: none`",
+            )
+            _require(
+                self.federation.sample_clients >= 2,
+                "`privacy.secagg` needs at least 2 clients per round: set "
+                "`federation.sample_clients` >= 2 (a sum over one client is that client's update)",
             )
         n = self.partition.num_clients
         if n is not None and self.federation.algorithm != "central":

@@ -26,7 +26,7 @@ from fedloom.algorithms import ALGORITHMS, ClientUpdate, Strategy, build_strateg
 from fedloom.algorithms.aggregate import add_scaled, subtract
 from fedloom.algorithms.base import Broadcast
 from fedloom.compression.codecs import Codec, NoCompression, get_codec
-from fedloom.config import RunConfig
+from fedloom.config import ConfigError, RunConfig
 from fedloom.data import FederatedData, build_federated_data, summary_table
 from fedloom.data.schema import Record, record_prompt
 from fedloom.engine.client_states import ClientStates
@@ -35,7 +35,7 @@ from fedloom.eval.preference import PreferenceEvaluator
 from fedloom.eval.suites import headline
 from fedloom.models import attach_lora, get_adapter_state, load_model, set_adapter_state
 from fedloom.models.loader import LoadedModel
-from fedloom.privacy import CentralDP, ClientDP, PrivacyBudgetSpent
+from fedloom.privacy import CentralDP, ClientDP, PrivacyBudgetSpent, update_norm
 from fedloom.train import LocalTrainer, adapter_parameters, cosine_lr, draw_examples
 from fedloom.train.objectives import build_objective
 from fedloom.utils import StateDict, rng_for, state_nbytes
@@ -142,6 +142,7 @@ class Federation:
             "tokens": float(res.tokens),
             "bytes_down": float(_message_bytes(bc.adapter, bc.extras)),
             "bytes_up": float(_message_bytes(payload, extras)),
+            "update_norm": update_norm(subtract(adapter, bc.adapter)),
             **dp_metrics,
         }
         return ClientUpdate(cid, {}, len(shard), extras, metrics, payload)
@@ -248,6 +249,11 @@ def run(
     t_start = time.perf_counter()
     fed = federation or Federation.build(cfg, console)
     fc, strategy = cfg.federation, fed.strategy
+    if clients is None and cfg.privacy.secagg is not None:
+        raise ConfigError(
+            "`privacy.secagg` runs on the Flower engines (`fedloom run --engine flower-sim`, or "
+            "`fedloom server` + `fedloom client`): in one process there is nothing to hide"
+        )
     runner = clients or InProcessClients(fed)
     samples = _sample_records(fed.data, cfg.eval.sample_prompts)
     sampler = rng_for(cfg.seed, "client-sampling")
@@ -293,6 +299,11 @@ def run(
                 "lr": lr,
                 "train_loss": sum(u.metrics["loss"] for u in updates) / len(updates),
                 "client_loss": {str(u.client_id): u.metrics["loss"] for u in updates},
+                "client_update_norm": {
+                    str(u.client_id): u.metrics["update_norm"]
+                    for u in updates
+                    if "update_norm" in u.metrics
+                },
                 "bytes_up": int(sum(u.metrics["bytes_up"] for u in updates)),
                 "bytes_down": int(sum(u.metrics["bytes_down"] for u in updates)),
                 "client_train_seconds": sum(u.metrics["seconds"] for u in updates),

@@ -42,6 +42,7 @@ from fedloom.flower.records import (
     train_content,
     update_content,
 )
+from fedloom.privacy.secagg import secagg_mod_when_configured, secagg_round, secagg_train
 
 
 class FlowerClients:
@@ -83,6 +84,14 @@ class FlowerClients:
     def fit(
         self, round_idx: int, cids: list[int], lr: float, done: Callable[[], None]
     ) -> tuple[list[ClientUpdate], dict[int, str]]:
+        secagg = self.fed.cfg.privacy.secagg
+        if secagg is not None:  # the round runs as Flower's SecAgg+ workflow
+            result = secagg_round(
+                self.grid, self.fed, secagg, self.node_of, round_idx, cids, lr, self.timeout
+            )
+            for _ in cids:
+                done()
+            return result
         strategy = self.fed.strategy
         msgs = [
             Message(
@@ -145,20 +154,26 @@ def _client_federation(cfg: RunConfig) -> Federation:
 
 def make_client_app(get_cfg: Callable[[Context], RunConfig]) -> ClientApp:
     app = ClientApp()
+    secagg_mod = secagg_mod_when_configured(get_cfg)
 
     @app.query()
     def query(msg: Message, context: Context) -> Message:
         pid = int(context.node_config["partition-id"])
         return Message(RecordDict({"info": ConfigRecord({"partition-id": pid})}), reply_to=msg)
 
-    @app.train()
+    @app.train(mods=[secagg_mod])
     def train(msg: Message, context: Context) -> Message:
-        fed = _client_federation(get_cfg(context))
-        bc, round_idx, cid, lr = read_train(msg.content)
+        cfg = get_cfg(context)
+        fed = _client_federation(cfg)
         pid = int(context.node_config["partition-id"])
+        fed.client_states[pid] = load_client_state(context.state)
+        if cfg.privacy.secagg is not None:  # legacy FitIns/FitRes, masked by the mod
+            reply = secagg_train(fed, msg, pid, cfg.privacy.secagg)
+            save_client_state(context.state, fed.client_states.pop(pid))
+            return reply
+        bc, round_idx, cid, lr = read_train(msg.content)
         if cid != pid:
             raise RuntimeError(f"message for client {cid} reached the SuperNode of client {pid}")
-        fed.client_states[cid] = load_client_state(context.state)
         update = fed.fit_client(round_idx, cid, lr, bc)
         save_client_state(context.state, fed.client_states.pop(cid))
         return Message(update_content(update), reply_to=msg)
