@@ -19,7 +19,7 @@ demo: setup
 	$(BIN)/python scripts/demo.py
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
@@ -34,7 +34,7 @@ format: setup
 
 check: lint
 	$(BIN)/mypy src/fedloom
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py

@@ -151,7 +151,13 @@ def test_killed_client_is_recorded_and_rounds_go_on(two_clients, tmp_path: Path)
         assert list(r["client_loss"]) == ["0"]
 
 
-@pytest.mark.parametrize("algorithm", sorted(ALGORITHMS))
+@pytest.mark.parametrize(
+    "algorithm",
+    [
+        a if a in ("fedavg", "scaffold", "fedadam") else pytest.param(a, marks=pytest.mark.slow)
+        for a in sorted(ALGORITHMS)
+    ],
+)
 def test_simulation_runtime_every_algorithm(
     local_data: Path, tmp_path: Path, algorithm: str
 ) -> None:

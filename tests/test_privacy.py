@@ -301,7 +301,8 @@ def test_budget_spent_client_stops_taking_part(local_data: Path, tmp_path: Path)
 # -- audit --------------------------------------------------------------------------------------
 def test_canary_exposure_ranks_a_memorised_secret_first(local_data: Path) -> None:
     """Exposure is log2(|R|+1) − log2(rank): a model trained hard on one canary ranks its
-    secret first (maximal exposure) and greedy decoding extracts it."""
+    secret first (maximal exposure). Extraction reads the digits greedy decoding produces after
+    the answer's lead (here from a stand-in model that answers a fixed continuation)."""
     from fedloom.privacy.audit import exposure, extracted, make_canaries, plant
 
     cfg = tiny_config(local_data, **{"train.lr": 5e-2, "lora.r": 8})
@@ -312,7 +313,21 @@ def test_canary_exposure_ranks_a_memorised_secret_first(local_data: Path) -> Non
     fed.trainer.train([ex] * 2 * 40, 5e-2, steps=40)
     exp, rank = exposure(fed.model, fed.loaded.tokenizer, canary, 30, 96, fed.loaded.device, 0)
     assert rank == 1 and exp == pytest.approx(math.log2(31))
-    assert extracted(fed.model, fed.loaded.tokenizer, canary, fed.loaded.device)
+
+    tok = fed.loaded.tokenizer
+
+    class Says:  # generate() returns the prompt followed by a fixed continuation
+        def __init__(self, text: str) -> None:
+            self.text = text
+
+        def generate(self, input_ids: torch.Tensor, **kw: object) -> torch.Tensor:
+            more = tok(self.text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+            return torch.cat([input_ids, more], dim=1)
+
+    dev = fed.loaded.device
+    assert extracted(Says(f" {canary.secret}."), tok, canary, dev)  # type: ignore[arg-type]
+    assert not extracted(Says(" 0000."), tok, canary, dev)  # type: ignore[arg-type]
+    assert not extracted(Says(f" {canary.secret[:-1]}."), tok, canary, dev)  # type: ignore[arg-type]
 
 
 def test_audit_dp_lowers_exposure(local_data: Path, tmp_path: Path) -> None:
