@@ -179,16 +179,17 @@ def test_secagg_deployment_equals_fedavg_within_quantisation(
 ) -> None:  # type: ignore[no-untyped-def]
     """SecAgg+ over a loopback deployment (SuperLink + 2 SuperNodes): the server unmasks only
     the weighted sum, and the final adapter equals plain in-process FedAvg up to SecAgg+'s
-    integer quantisation. Each client's reported update carries the aggregate, not its own."""
+    integer quantisation (one round: later rounds would compound the rounding through training).
+    No client's own update norm reaches the server."""
     from fedloom.privacy.secagg import secagg_tolerance
 
     secagg = {"clipping_range": 0.5}
-    cfg, path = two_clients(privacy={"secagg": secagg})
+    cfg, path = two_clients(privacy={"secagg": secagg}, **{"federation.rounds": 1})
     _deploy(path, tmp_path / "sa", 2, [])
-    plain = tiny_config(local_data, **{"federation.rounds": 2})
+    plain = tiny_config(local_data, **{"federation.rounds": 1})
     run(plain, tmp_path / "plain")
     a, b = _adapter(tmp_path / "sa"), _adapter(tmp_path / "plain")
-    tol = secagg_tolerance(cfg.privacy.secagg, 2) * cfg.federation.rounds * 4
+    tol = secagg_tolerance(cfg.privacy.secagg, 2)
     diffs = [float((a[k] - b[k]).abs().max()) for k in a]
     assert max(diffs) <= tol, (max(diffs), tol)
     assert max(diffs) > 0  # quantised: not bit-identical, so the masked path really ran

@@ -225,7 +225,8 @@ def secagg_train(fed: Any, msg: Message, cid_of_node: int, secagg: SecAggConfig)
 
 
 def secagg_tolerance(secagg: SecAggConfig, clients: int) -> float:
-    """Largest error SecAgg+'s quantisation may add to one averaged value: each client's value
-    and its weight ratio are rounded to 2·range/quantization_range steps."""
+    """A bound on the error SecAgg+'s quantisation adds to one averaged value in one round:
+    each client's weighted value is rounded to a step of 2·range/quantization_range, and its
+    weight ratio too (a relative error of 1/quantization_range on a value ≤ range)."""
     step = 2 * secagg.clipping_range / secagg.quantization_range
-    return clients * step
+    return clients * (step + secagg.clipping_range / secagg.quantization_range) * 2
