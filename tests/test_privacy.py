@@ -363,3 +363,12 @@ def test_audit_dp_lowers_exposure(local_data: Path, tmp_path: Path) -> None:
     assert "| client DP ε=4 |" in table and (tmp_path / "audit.png").stat().st_size > 10_000
     saved = json.loads((tmp_path / "audit.json").read_text())
     assert saved["meta"]["repeats"] == 20 and len(saved["rows"]) == 3
+
+
+def test_audit_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    from fedloom.cli import main
+
+    assert main(["audit", "configs/tiny.yaml", "--canaries", "0"]) == 2
+    assert "--canaries must be >= 1" in capsys.readouterr().err
+    assert main(["audit", "configs/tiny.yaml", "--central-clip", "-1"]) == 2
+    assert "--central-clip > 0" in capsys.readouterr().err
