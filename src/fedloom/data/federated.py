@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -61,7 +62,8 @@ def load_records(
         except TypeError as e:
             raise ValueError(f"source {src.name!r}: {e}") from None
         order = list(range(len(records)))
-        rng_for(seed, "data", src.name, src.path or "").shuffle(order)
+        # keyed by the file's name, not its folder: moving a data set keeps its split
+        rng_for(seed, "data", src.name, Path(src.path).name if src.path else "").shuffle(order)
         if src.limit is not None:
             order = order[: src.limit]
         if len(order) <= cfg.heldout:
