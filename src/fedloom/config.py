@@ -441,6 +441,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         _require(self.task in ("sft", "dpo"), f"`task` is {self.task!r}: use sft or dpo")
         p, algo = self.privacy, self.federation.algorithm
+        from fedloom.algorithms import ALGORITHMS  # local import: algorithms import config
+
+        mean_based = sorted(a for a, cls in ALGORITHMS.items() if cls.mean_only)
         if p.client_dp is not None:
             _require(
                 not self.model.gradient_checkpointing,
@@ -456,9 +459,9 @@ class RunConfig:
                 self.lora.dropout = 0.0
         if p.central_dp is not None:
             _require(
-                algo not in ("scaffold", "local", "central"),
+                ALGORITHMS[algo].mean_only,
                 f"`privacy.central_dp` wraps algorithms whose server step reads only the mean "
-                f"client update (fedavg, fedprox, fedavgm, fedadam, fedyogi, fedadagrad); "
+                f"client update ({', '.join(mean_based)}); "
                 f"{algo!r} {'also uploads control variates' if algo == 'scaffold' else 'does not average client updates'}",
             )
             c = p.central_dp
@@ -481,9 +484,9 @@ class RunConfig:
                 "with secagg)",
             )
             _require(
-                algo in ("fedavg", "fedprox", "fedavgm", "fedadam", "fedyogi", "fedadagrad"),
+                ALGORITHMS[algo].mean_only,
                 f"`privacy.secagg` needs an algorithm that reads only the sum of client "
-                f"updates; {algo!r} does not",
+                f"updates ({', '.join(mean_based)}); {algo!r} does not",
             )
             _require(
                 self.federation.compression == "none",

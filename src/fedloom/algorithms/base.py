@@ -58,6 +58,10 @@ class Strategy:
     config_cls: ClassVar[type[AlgorithmConfig]] = AlgorithmConfig
     pooled_data: ClassVar[bool] = False
     """True for the centralized baseline: the engine gives it one client holding all data."""
+    mean_only: ClassVar[bool] = False
+    """True when the server step reads the client adapters only through their weighted mean
+    (no per-client extras or adapters): central DP may noise that mean, SecAgg+ may hide the
+    individual adapters."""
 
     def __init__(self, cfg: AlgorithmConfig, num_clients: int) -> None:
         self.cfg = cfg

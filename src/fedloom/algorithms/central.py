@@ -17,6 +17,7 @@ from fedloom.algorithms.fedavg import FedAvg
 @register_algorithm("central")
 class Central(FedAvg):
     pooled_data = True
+    mean_only = False  # one pooled client: nothing to average or hide
 
     def sample(self, rng: random.Random, k: int, exclude: Collection[int] = ()) -> list[int]:
         return [] if 0 in exclude else [0]

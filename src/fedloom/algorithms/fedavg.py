@@ -10,5 +10,7 @@ from fedloom.algorithms.base import ClientUpdate, Strategy, register_algorithm
 
 @register_algorithm("fedavg")
 class FedAvg(Strategy):
+    mean_only = True
+
     def aggregate(self, round_idx: int, updates: Sequence[ClientUpdate]) -> None:
         self.global_adapter = self.average(updates)

@@ -39,6 +39,7 @@ class FedOptConfig(AlgorithmConfig):
 
 
 class FedOpt(Strategy):
+    mean_only = True
     config_cls = FedOptConfig
     cfg: FedOptConfig
 

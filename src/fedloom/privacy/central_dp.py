@@ -41,9 +41,9 @@ def update_norm(delta: StateDict) -> float:
     return math.sqrt(sum(float(t.double().pow(2).sum()) for t in delta.values()))
 
 
-def clip_update(delta: StateDict, clip_norm: float) -> StateDict:
-    """Δ·min(1, C/‖Δ‖)."""
-    scale = min(1.0, clip_norm / (update_norm(delta) + 1e-12))
+def clip_update(delta: StateDict, clip_norm: float, norm: float | None = None) -> StateDict:
+    """Δ·min(1, C/‖Δ‖) (``norm``: ‖Δ‖ when already known)."""
+    scale = min(1.0, clip_norm / ((update_norm(delta) if norm is None else norm) + 1e-12))
     return {k: v * scale for k, v in delta.items()}
 
 
@@ -133,8 +133,8 @@ class CentralDP(Strategy):
         norms = [update_norm(d) for d in deltas]
         c = self.clip_norm
         mean = {k: torch.zeros(v.shape, dtype=torch.float64) for k, v in x.items()}
-        for d in deltas:
-            for k, v in clip_update(d, c).items():
+        for d, norm in zip(deltas, norms, strict=True):
+            for k, v in clip_update(d, c, norm).items():
                 mean[k] += v.double() / len(deltas)
         gen = torch.Generator().manual_seed(
             rng_for(self.seed, "central-dp", round_idx).getrandbits(63)

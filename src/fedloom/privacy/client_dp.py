@@ -38,6 +38,7 @@ from fedloom.privacy.accounting import (
     noise_for_epsilon,
 )
 from fedloom.train.local import LocalTrainer, LocalTrainResult, TrainHook
+from fedloom.utils import rng_for
 
 STATE_KEY = "dp"
 """The client-state entry holding ``{"history": (k, 3) tensor}``."""
@@ -132,8 +133,6 @@ class ClientDP:
     def _generator(self, round_idx: int, client_id: int) -> torch.Generator:
         g = torch.Generator()
         if self.cfg.seeded_noise:
-            from fedloom.utils import rng_for
-
             g.manual_seed(rng_for(self.seed, "client-dp", round_idx, client_id).getrandbits(63))
         else:
             g.manual_seed(int.from_bytes(os.urandom(8), "little") >> 1)
