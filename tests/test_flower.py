@@ -112,6 +112,11 @@ def test_deployment_on_loopback_equals_inprocess(two_clients, tmp_path: Path) ->
     _assert_close(_adapter(tmp_path / "flower"), _adapter(tmp_path / "inproc"))
     rows = [json.loads(x) for x in (tmp_path / "flower" / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == [1, 2] and all(r["bytes_up"] > 0 for r in rows)
+    # each client's model was loaded once, by its `fedloom client`, and trained both rounds there
+    for i in range(2):
+        log = (tmp_path / f"flower-client{i}.log").read_text()
+        assert log.count("model and partition loaded") == 1, log[-2000:]
+        assert log.count(f"client {i}: trained, update sent") == 2, log[-2000:]
 
 
 def test_deployment_with_tls(two_clients, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

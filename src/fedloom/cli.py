@@ -95,6 +95,13 @@ def make_parser() -> argparse.ArgumentParser:
         help="CPU threads for this client's training (default: all cores; set it when several "
         "SuperNodes share a machine, e.g. cores / clients per round)",
     )
+    cl.add_argument(
+        "--train-lock",
+        default=None,
+        metavar="FILE",
+        help="train only while holding an exclusive lock on FILE: SuperNodes on one machine "
+        "given the same FILE train one at a time, each with all cores (instead of --threads)",
+    )
     ce = sub.add_parser(
         "certs", help="create a self-signed CA + server certificate (for trying TLS)"
     )
@@ -280,7 +287,12 @@ def _flower(args: argparse.Namespace) -> int:
             print("fedloom: --threads must be >= 1", file=sys.stderr)
             return 2
         return deploy.run_client(
-            args.config, args.client_id, args.server, args.certificates, args.threads
+            args.config,
+            args.client_id,
+            args.server,
+            args.certificates,
+            args.threads,
+            args.train_lock,
         )
     except (FileNotFoundError, ValueError) as e:
         print(f"fedloom: {e}", file=sys.stderr)

@@ -5,16 +5,19 @@ held-out data, strategy with its state) and runs the same round loop
 (:func:`fedloom.engine.run`), with :class:`FlowerClients` sending each sampled client a
 ``train`` message instead of training it in-process.
 
-Client: on a ``train`` message, loads its persistent state (SCAFFOLD's c_i) from
-``Context.state``, runs :meth:`Federation.fit_client` on its own partition with the received
-adapter, stores the new state and replies with the adapter, the algorithm's extra tensors and
-metrics. One implementation of each algorithm serves both engines.
+Client (:func:`train_reply`): on a ``train`` message, loads its persistent state (SCAFFOLD's
+c_i, its DP accountant) from ``Context.state``, runs :meth:`Federation.fit_client` on its own
+partition with the received adapter, stores the new state and replies with the adapter, the
+algorithm's extra tensors and metrics. One implementation of each algorithm serves both
+engines. The simulation's ClientApp (:func:`make_client_app`) runs it in the actor's process;
+a deployed SuperNode's relay ClientApp (:mod:`fedloom.flower.client`) has it run by the
+``fedloom client`` process, which keeps the model loaded between rounds.
 
 Configuration: in simulation the apps are built around the run config
 (:func:`make_server_app`, :func:`make_client_app`); in a deployment (``fedloom server`` /
 ``fedloom client``) the module-level ``server_app`` reads the run config path from Flower's
-run config (``fedloom-config``, ``fedloom-out``, ``fedloom-resume``) and ``client_app`` reads
-its own config path and client id from the SuperNode's node config (``fedloom-config``,
+run config (``fedloom-config``, ``fedloom-out``, ``fedloom-resume``) and the client reads its
+own config path and client id from the SuperNode's node config (``fedloom-config``,
 ``partition-id``).
 """
 
@@ -25,7 +28,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
+from flwr.app import Context, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
@@ -33,6 +36,8 @@ import fedloom.flower  # noqa: F401  (offline Flower settings)
 from fedloom.algorithms.base import ClientUpdate
 from fedloom.config import RunConfig, load_config
 from fedloom.engine.inprocess import Federation, run
+from fedloom.flower import client
+from fedloom.flower.client import partition_id
 from fedloom.flower.records import (
     load_client_state,
     read_train,
@@ -42,7 +47,7 @@ from fedloom.flower.records import (
     train_content,
     update_content,
 )
-from fedloom.privacy.secagg import secagg_mod_when_configured, secagg_round, secagg_train
+from fedloom.privacy.secagg import secagg_round, secagg_train
 
 
 class FlowerClients:
@@ -110,12 +115,14 @@ class FlowerClients:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         updates: dict[int, ClientUpdate] = {}
         failed: dict[int, str] = {}
+        wait = 0.1  # between pulls, growing to 1 s: each pull costs the SuperLink CPU time
         while pending and (deadline is None or time.monotonic() < deadline):
             for reply in self.grid.pull_messages(list(pending)):
                 mid = reply.metadata.reply_to_message_id
                 if mid not in pending:
                     continue
                 pending.discard(mid)
+                wait = 0.1  # the others are likely close behind
                 cid = client_of[mid]
                 if reply.has_error():
                     failed[cid] = f"client error: {reply.error.reason}"[:500]
@@ -123,7 +130,8 @@ class FlowerClients:
                     updates[cid] = self.fed.receive(read_update(reply.content))
                 done()
             if pending:
-                time.sleep(0.2)
+                time.sleep(wait)
+                wait = min(1.0, wait * 1.5)
         for mid in pending:
             failed[client_of[mid]] = f"no reply within client_timeout ({self.timeout} s)"
         # sampled order, as in-process: the aggregation sums in this order
@@ -144,41 +152,46 @@ def make_server_app(cfg: RunConfig, out: str | Path, resume: bool = False) -> Se
 _FEDERATIONS: dict[str, Federation] = {}
 
 
-def _client_federation(cfg: RunConfig) -> Federation:
-    """One Federation per config per process (SuperNode / simulation actor), built lazily."""
+def client_federation(cfg: RunConfig) -> Federation:
+    """One Federation per config per process (training worker / simulation actor), built
+    lazily and kept: later rounds reuse the loaded model and partition."""
     key = repr(cfg.to_dict())
     if key not in _FEDERATIONS:
         _FEDERATIONS[key] = Federation.build(cfg)
     return _FEDERATIONS[key]
 
 
-def make_client_app(get_cfg: Callable[[Context], RunConfig]) -> ClientApp:
-    app = ClientApp()
-    secagg_mod = secagg_mod_when_configured(get_cfg)
-
-    @app.query()
-    def query(msg: Message, context: Context) -> Message:
-        pid = int(context.node_config["partition-id"])
-        return Message(RecordDict({"info": ConfigRecord({"partition-id": pid})}), reply_to=msg)
-
-    @app.train(mods=[secagg_mod])
-    def train(msg: Message, context: Context) -> Message:
-        cfg = get_cfg(context)
-        fed = _client_federation(cfg)
-        pid = int(context.node_config["partition-id"])
-        fed.client_states[pid] = load_client_state(context.state)
+def train_reply(
+    cfg: RunConfig, content: RecordDict, state: RecordDict, pid: int
+) -> tuple[RecordDict, RecordDict]:
+    """A client's work on a ``train`` message: its persistent state (SCAFFOLD's c_i, its DP
+    accountant) from ``state``, :meth:`Federation.fit_client` on partition ``pid`` with the
+    received adapter; returns the reply content and the new state records."""
+    fed = client_federation(cfg)
+    fed.client_states[pid] = load_client_state(state)
+    try:
         if cfg.privacy.secagg is not None:  # legacy FitIns/FitRes, masked by the mod
-            reply = secagg_train(fed, msg, pid, cfg.privacy.secagg)
-            save_client_state(context.state, fed.client_states.pop(pid))
-            return reply
-        bc, round_idx, cid, lr = read_train(msg.content)
-        if cid != pid:
-            raise RuntimeError(f"message for client {cid} reached the SuperNode of client {pid}")
-        update = fed.fit_client(round_idx, cid, lr, bc)
-        save_client_state(context.state, fed.client_states.pop(cid))
-        return Message(update_content(update), reply_to=msg)
+            reply = secagg_train(fed, content, pid, cfg.privacy.secagg)
+        else:
+            bc, round_idx, cid, lr = read_train(content)
+            if cid != pid:
+                raise RuntimeError(
+                    f"message for client {cid} reached the SuperNode of client {pid}"
+                )
+            reply = update_content(fed.fit_client(round_idx, cid, lr, bc))
+        new_state = RecordDict()
+        save_client_state(new_state, fed.client_states[pid])
+        return reply, new_state
+    finally:
+        fed.client_states.pop(pid, None)
 
-    return app
+
+def make_client_app(get_cfg: Callable[[Context], RunConfig]) -> ClientApp:
+    """The ClientApp training in its own process (the simulation's actors)."""
+    return client.make_client_app(
+        lambda content, ctx: train_reply(get_cfg(ctx), content, ctx.state, partition_id(ctx)),
+        lambda ctx: get_cfg(ctx).privacy.secagg is not None,
+    )
 
 
 def _cfg_from(config: Any, where: str) -> RunConfig:
@@ -199,6 +212,3 @@ def _deployed_server(grid: Grid, context: Context) -> None:
     fed = Federation.build(cfg)
     resume = bool(context.run_config.get("fedloom-resume", False))
     run(cfg, out, federation=fed, clients=FlowerClients(grid, fed), resume=resume)
-
-
-client_app = make_client_app(lambda ctx: _cfg_from(ctx.node_config, "node config"))

@@ -8,7 +8,9 @@
 small Flower app whose ServerApp / ClientApp are :mod:`fedloom.flower.apps`, submits it with
 ``flwr run`` and streams the run's log; when the run ends it stops the SuperLink and its
 SuperExec helpers. ``client`` runs a SuperNode holding client I's partition of CONFIG (its
-node config carries ``partition-id`` and the config path). Flower's telemetry, update check
+node config carries ``partition-id`` and the config path) and keeps that client's model and
+partition loaded in its own process for the ClientApps the SuperNode starts
+(:mod:`fedloom.flower.worker`). Flower's telemetry, update check
 and runtime dependency installation are off; nothing is contacted beyond the given addresses.
 """
 
@@ -143,7 +145,7 @@ publisher = "fedloom"
 
 [tool.flwr.app.components]
 serverapp = "fedloom.flower.apps:server_app"
-clientapp = "fedloom.flower.apps:client_app"
+clientapp = "fedloom.flower.client:client_app"
 
 [tool.flwr.app.config]
 fedloom-config = "{config}"
@@ -217,22 +219,40 @@ def client_command(
 
 
 def run_client(
-    config: str, client_id: int, server: str, certificates: str | None, threads: int | None = None
+    config: str,
+    client_id: int,
+    server: str,
+    certificates: str | None,
+    threads: int | None = None,
+    train_lock: str | None = None,
 ) -> int:
-    """Run a SuperNode for client ``client_id`` in the foreground (Ctrl-C stops it).
-    ``threads`` caps the CPU threads its training uses (several SuperNodes on one machine)."""
+    """Run a SuperNode for client ``client_id`` in the foreground (Ctrl-C stops it), with
+    this process as its training worker: the client's model and partition are loaded once
+    here and serve every round (:mod:`fedloom.flower.worker`). Several SuperNodes on one
+    machine: ``threads`` caps the CPU threads each trains with (they train at once), or a
+    shared ``train_lock`` file makes them train in turn, each with all cores."""
+    from fedloom.flower.worker import TrainWorker
+
     cmd = client_command(config, client_id, server, certificates)
-    print(f"SuperNode for client {client_id} -> {server}")
-    env = flower_env()
-    if threads is not None:
-        env |= {"FEDLOOM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    if threads is not None:  # before torch sizes its thread pool in the worker's build
+        os.environ["FEDLOOM_THREADS"] = os.environ["OMP_NUM_THREADS"] = str(threads)
+    worker = TrainWorker(config, client_id, train_lock)
+    worker.start()
+    # SIGTERM (kill, systemd) as Ctrl-C: stop the SuperNode too, not leave it orphaned
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    print(f"SuperNode for client {client_id} -> {server}", flush=True)
+    proc = subprocess.Popen(cmd, env=flower_env() | worker.env(), start_new_session=True)
     try:
-        return proc.wait()
+        while proc.poll() is None:
+            if worker.failed is not None:  # the model or data cannot be built: no use going on
+                return 1
+            time.sleep(0.5)
+        return proc.returncode
     except KeyboardInterrupt:
         return 130
     finally:
         stop_group(proc, grace=5)
+        worker.close()
 
 
 def make_certs(directory: str, hosts: list[str], days: int = 30) -> list[Path]:

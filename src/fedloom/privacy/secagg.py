@@ -18,14 +18,11 @@ only the weighted mean). Per-client training metrics (loss, ε, seconds) are not
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ConfigRecord, Context, Message, RecordDict
-from flwr.client.mod import secaggplus_mod
-from flwr.clientapp.typing import ClientAppCallable
+from flwr.app import ConfigRecord, Context, RecordDict
 from flwr.common import (
     Code,
     FitIns,
@@ -47,7 +44,7 @@ from flwr.serverapp import Grid
 
 from fedloom.algorithms.aggregate import add_scaled
 from fedloom.algorithms.base import Broadcast, ClientUpdate
-from fedloom.config import RunConfig, SecAggConfig
+from fedloom.config import SecAggConfig
 from fedloom.utils import StateDict
 
 
@@ -173,22 +170,13 @@ def secagg_round(
 
 
 # -- client side ----------------------------------------------------------------------------------
-def secagg_mod_when_configured(get_cfg: Callable[[Context], RunConfig]) -> Callable[..., Message]:
-    """A ClientApp mod that runs Flower's ``secaggplus_mod`` when the run config asks for
-    secure aggregation, and passes messages through otherwise."""
-
-    def mod(msg: Message, ctx: Context, call_next: ClientAppCallable) -> Message:
-        if get_cfg(ctx).privacy.secagg is not None:
-            return secaggplus_mod(msg, ctx, call_next)
-        return call_next(msg, ctx)
-
-    return mod
-
-
-def secagg_train(fed: Any, msg: Message, cid_of_node: int, secagg: SecAggConfig) -> Message:
-    """The ClientApp's train handler under SecAgg+: legacy FitIns in, FitRes with the update
-    Δ = adapter − received adapter out (``secaggplus_mod`` weights, quantises and masks it)."""
-    fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+def secagg_train(
+    fed: Any, content: RecordDict, cid_of_node: int, secagg: SecAggConfig
+) -> RecordDict:
+    """A client's train work under SecAgg+: legacy FitIns in, FitRes with the update
+    Δ = adapter − received adapter out (the ClientApp's ``secaggplus_mod`` weights, quantises
+    and masks it)."""
+    fitins = compat.recorddict_to_fitins(content, keep_input=True)
     cfg = fitins.config
     keys = str(cfg["keys"]).split("\n")
     round_idx, cid, lr, weight = (
@@ -221,7 +209,7 @@ def secagg_train(fed: Any, msg: Message, cid_of_node: int, secagg: SecAggConfig)
         weight,
         metrics,  # type: ignore[arg-type]
     )
-    return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
+    return compat.fitres_to_recorddict(res, keep_input=True)
 
 
 def secagg_tolerance(secagg: SecAggConfig, clients: int) -> float:
