@@ -16,15 +16,13 @@ SCRIPTS: tuple[tuple[str, ...], ...] = (
     ("federation_overhead.py",),
     ("compression.py",),
     ("scale_clients.py",),
-    # a real-model round (SmolLM2, 2 clients x 2 local steps) on both engines
+    # a real-model round (SmolLM2, the demo's round: 2 clients x 5 local steps) on both engines
     (
         "engine_overhead.py",
         "--config",
         str(ROOT / "configs" / "demo.yaml"),
         "--rounds",
-        "2",
-        "--set",
-        "train.local_steps=2",
+        "3",
         "--set",
         "eval.max_examples=4",
     ),

@@ -110,8 +110,6 @@ class TrainWorker:
                     f"client {self.client_id} does not exist: the config's partition has {n} "
                     f"clients (--client-id 0..{n - 1})"
                 )
-            shard = fed.data.clients[self.client_id]
-            fed.trainer.warm_up([fed.data.train[i] for i in shard])
             print(f"client {self.client_id}: model and partition loaded", flush=True)
         except Exception as e:  # noqa: BLE001  (reported to the user and to every request)
             self.failed = f"{type(e).__name__}: {e}"

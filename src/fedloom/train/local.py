@@ -104,18 +104,6 @@ class LocalTrainer:
                 k: v.to(self.device) for k, v in collate(examples[i : i + bs], self.pad_id).items()
             }
 
-    def warm_up(self, examples: list[Any]) -> None:
-        """One forward and backward pass on a batch of ``examples``, nothing stepped and the
-        gradients dropped. A fresh process's first training steps run slower on a CPU (memory
-        not yet mapped, kernels not yet picked); a process that will train later (a deployed
-        client's worker) pays that here, before its first round. Parameters, optimizer state
-        and RNG streams are unchanged (eval mode: no dropout)."""
-        self.model.eval()
-        batch = next(self.micro_batches(examples[: self.cfg.batch_size]))
-        self.objective.loss(self.model, batch, self.autocast_dtype).backward()
-        for p in self.model.parameters():
-            p.grad = None
-
     def train(
         self,
         examples: list[Any],
