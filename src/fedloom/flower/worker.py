@@ -75,7 +75,7 @@ class TrainWorker:
     workers on one machine given the same file train one at a time, each with all cores."""
 
     def __init__(self, config: str, client_id: int, train_lock: str | None = None) -> None:
-        self.config, self.client_id, self.train_lock = config, client_id, train_lock
+        self.client_id, self.train_lock = client_id, train_lock
         self.dir = Path(tempfile.mkdtemp(prefix="fedloom-worker-"))  # mode 0700
         self.address = str(self.dir / "socket")
         self.key = secrets.token_bytes(32)
@@ -85,7 +85,6 @@ class TrainWorker:
         from fedloom.config import load_config
 
         self.cfg = load_config(config)
-        self._train_lock = threading.Lock()
 
     def env(self) -> dict[str, str]:
         """What the SuperNode's environment must carry for its ClientApps to find this."""
@@ -125,7 +124,9 @@ class TrainWorker:
                 return
             except Exception:  # noqa: BLE001  (a caller without the key: refuse it, go on)
                 continue
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+            # one request at a time, on this thread: a SuperNode hands its ClientApps one
+            # message at a time, and the one model trains one round at a time
+            self._serve(conn)
 
     def _serve(self, conn: Connection) -> None:
         with conn:
@@ -153,8 +154,7 @@ class TrainWorker:
             from fedloom.flower.apps import train_reply
 
             _, _, content, state = request
-            # one model: one training at a time; with a lock file, one per machine
-            with self._train_lock, machine_lock(self.train_lock):
+            with machine_lock(self.train_lock):  # with a lock file: one training per machine
                 t = time.perf_counter()
                 answer = train_reply(self.cfg, content, state, pid)
             print(
