@@ -147,6 +147,12 @@ class Federation:
         }
         return ClientUpdate(cid, {}, len(shard), extras, metrics, payload)
 
+    def warm_up(self, cid: int) -> float:
+        """One training step on client ``cid``'s longest examples, undone: a process that is to
+        train a client grows its memory and runs its kernels before the first round, not in it
+        (:meth:`LocalTrainer.warm_up`). Returns the seconds it took."""
+        return self.trainer.warm_up([self.data.train[i] for i in self.data.clients[cid]])
+
     def receive(self, update: ClientUpdate) -> ClientUpdate:
         """Server side: decode an update's payload into the client's adapter (the codec's
         update added to the adapter this client was sent)."""

@@ -70,6 +70,13 @@ def draw_examples(shard: Sequence[int], n: int, rng: random.Random) -> list[int]
     return out
 
 
+def example_tokens(example: Any) -> int:
+    """Tokens one training example puts through the model (a DPO pair: prompt + longer reply)."""
+    if hasattr(example, "input_ids"):
+        return len(example.input_ids)
+    return len(example.prompt_ids) + max(len(example.chosen_ids), len(example.rejected_ids))
+
+
 def adapter_parameters(model: PeftModel) -> dict[str, torch.nn.Parameter]:
     """Trainable parameters keyed like the adapter state dict (PEFT drops the adapter name)."""
     name = model.active_adapter
@@ -123,6 +130,23 @@ class LocalTrainer:
             return self._train(
                 examples, lr, hooks, self.cfg.local_steps if steps is None else steps
             )
+
+    def warm_up(self, examples: Sequence[Any]) -> float:
+        """One optimizer step on the longest of ``examples``, then every trainable parameter
+        back as it was, bit for bit (and torch's global RNG untouched): a fresh process grows
+        its memory to a training step's peak and runs each kernel once before its first real
+        round. Returns the seconds it took."""
+        t0 = time.perf_counter()
+        n = self.cfg.grad_accum * self.cfg.batch_size
+        longest = sorted(examples, key=example_tokens, reverse=True)[:n]
+        longest = (longest * n)[:n]  # a shard smaller than one step: repeat it
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        saved = [p.detach().clone() for p in params]
+        self.train(longest, self.cfg.lr, steps=1)
+        with torch.no_grad():
+            for p, s in zip(params, saved, strict=True):
+                p.copy_(s)
+        return time.perf_counter() - t0
 
     def _train(
         self, examples: list[Any], lr: float, hooks: Sequence[TrainHook], steps: int
