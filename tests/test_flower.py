@@ -1,11 +1,13 @@
 """Flower runtime: deployment on loopback (a SuperLink and SuperNodes as subprocesses, plain and
-TLS) equals the in-process engine; the Simulation Runtime runs every algorithm; a killed client
-is recorded as failed and the round completes with the others. Every process is started and
-stopped here, with bounded timeouts."""
+TLS) equals the in-process engine; the Simulation Runtime runs every algorithm; a client whose
+process is killed (SIGKILL) is recorded as failed and the rounds go on with the others. Every
+process is started and stopped here, with bounded timeouts."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -19,7 +21,7 @@ from safetensors.torch import load_file
 
 from fedloom.algorithms import ALGORITHMS
 from fedloom.engine import run
-from fedloom.flower.deploy import free_port, stop_group, superlink
+from fedloom.flower.deploy import descendants, free_port, stop_group, superlink
 from tests.conftest import tiny_config
 
 FEDLOOM = [sys.executable, "-m", "fedloom.cli"]
@@ -33,6 +35,14 @@ def _assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> Non
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-5)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
 
 
 def _start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -82,7 +92,14 @@ def _deploy(
                 and metrics.exists()
                 and len(metrics.read_text().splitlines()) >= kill_after_round
             ):
-                stop_group(clients[-1], grace=2)  # the last client's SuperNode dies
+                # the last `fedloom client` process is killed outright (SIGKILL: no clean-up);
+                # its SuperNode must not outlive it (it would hold tasks nobody runs)
+                supernodes = descendants(clients[-1].pid)
+                os.kill(clients[-1].pid, signal.SIGKILL)
+                gone_by = time.monotonic() + 30
+                while time.monotonic() < gone_by and any(_alive(p) for p in supernodes):
+                    time.sleep(0.2)
+                assert supernodes and not any(_alive(p) for p in supernodes)
                 kill_after_round = None
             time.sleep(0.5)
         assert server.poll() is not None, "the deployment did not finish within 420 s"
@@ -112,11 +129,13 @@ def test_deployment_on_loopback_equals_inprocess(two_clients, tmp_path: Path) ->
     _assert_close(_adapter(tmp_path / "flower"), _adapter(tmp_path / "inproc"))
     rows = [json.loads(x) for x in (tmp_path / "flower" / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == [1, 2] and all(r["bytes_up"] > 0 for r in rows)
-    # each client's model was loaded once, by its `fedloom client`, and trained both rounds there
+    # each client's model was loaded once, by its `fedloom client`, and trained both rounds in
+    # that process: its SuperNode started no `flwr-clientapp` process
     for i in range(2):
         log = (tmp_path / f"flower-client{i}.log").read_text()
         assert log.count("model and partition loaded") == 1, log[-2000:]
         assert log.count(f"client {i}: trained, update sent") == 2, log[-2000:]
+        assert "flwr-clientapp` process" not in log, log[-2000:]
 
 
 def test_deployment_with_tls(two_clients, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

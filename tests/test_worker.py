@@ -1,34 +1,41 @@
-"""The deployed client's training worker (``fedloom client`` keeps the model loaded between
-rounds) and the relay ClientApp that forwards to it: same reply as the in-process client,
-persistent state returned, wrong callers refused, build errors reported, relay import light."""
+"""``fedloom client``'s process: the loaded client answers like the in-process client, keeps
+persistent state, refuses other partitions and reports a failed build; its task executor turns
+a raising ClientApp into an error reply and refuses runs of other apps. (End to end, against a
+real SuperNode and SuperLink: tests/test_flower.py.)"""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from multiprocessing import AuthenticationError
+import io
+import zipfile
 from pathlib import Path
 
 import pytest
 import torch
-from flwr.app import RecordDict
+from flwr.app import Context, Message, MessageType, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
 
 from fedloom.engine.inprocess import Federation
-from fedloom.flower import apps
+from fedloom.flower import apps, worker
+from fedloom.flower.deploy import app_dir
 from fedloom.flower.records import from_record, load_client_state, train_content
-from fedloom.flower.worker import ADDRESS_ENV, KEY_ENV, TrainWorker, ask
+from fedloom.flower.worker import LoadedClient, TaskExecutor, check_app, poll_interval
 from tests.conftest import tiny_config
 
 
+def _ctx(pid: int) -> Context:
+    return Context(
+        run_id=1, node_id=7, node_config={"partition-id": pid}, state=RecordDict(), run_config={}
+    )
+
+
 @pytest.fixture()
-def scaffold_worker(local_data: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
+def scaffold_client(local_data: Path, tmp_path: Path):  # type: ignore[no-untyped-def]
     cfg = tiny_config(local_data, **{"federation.algorithm": "scaffold"})
     path = tmp_path / "cfg.yaml"
     cfg.save(path)
-    worker = TrainWorker(str(path), 1)
-    worker.start()
-    yield cfg, worker
-    worker.close()
+    client = LoadedClient(str(path), 1)
+    client.start()
+    return cfg, client
 
 
 def _train_message(cfg, cid: int) -> RecordDict:  # type: ignore[no-untyped-def]
@@ -36,12 +43,11 @@ def _train_message(cfg, cid: int) -> RecordDict:  # type: ignore[no-untyped-def]
     return train_content(fed.strategy.broadcast(cid), 0, cid, cfg.train.lr)
 
 
-def test_worker_answers_like_the_inprocess_client(scaffold_worker) -> None:  # type: ignore[no-untyped-def]
-    cfg, worker = scaffold_worker
+def test_loaded_client_answers_like_the_inprocess_client(scaffold_client) -> None:  # type: ignore[no-untyped-def]
+    cfg, client = scaffold_client
     content = _train_message(cfg, 1)
-    assert worker.env() == {ADDRESS_ENV: worker.address, KEY_ENV: worker.key.hex()}
-    assert ask((worker.address, worker.key), ("info", 1)) == {"client_id": 1, "secagg": False}
-    reply, state = ask((worker.address, worker.key), ("train", 1, content, RecordDict()))
+    assert client.secagg(_ctx(1)) is False
+    reply, state = client.train(content, _ctx(1))
     expected, expected_state = apps.train_reply(cfg, content, RecordDict(), 1)
     got = from_record(reply.array_records["payload"])
     want = from_record(expected.array_records["payload"])
@@ -55,42 +61,112 @@ def test_worker_answers_like_the_inprocess_client(scaffold_worker) -> None:  # t
     assert any(float(v.abs().sum()) > 0 for t in c_i.values() for v in t.values())
 
 
-def test_worker_refuses_other_callers_and_clients(scaffold_worker) -> None:  # type: ignore[no-untyped-def]
-    cfg, worker = scaffold_worker
-    with pytest.raises(AuthenticationError):
-        ask((worker.address, b"not the key"), ("info", 1))
-    with pytest.raises(RuntimeError, match="partition 0 reached the worker of client 1"):
-        ask((worker.address, worker.key), ("info", 0))
-    with pytest.raises(RuntimeError, match="unknown request 'fit'"):
-        ask((worker.address, worker.key), ("fit", 1))
-    # still serving after the refusals
-    assert ask((worker.address, worker.key), ("info", 1))["client_id"] == 1
+def test_loaded_client_refuses_other_partitions(scaffold_client) -> None:  # type: ignore[no-untyped-def]
+    _, client = scaffold_client
+    with pytest.raises(RuntimeError, match="partition 0 reached the fedloom client of partition 1"):
+        client.train(RecordDict(), _ctx(0))
+    with pytest.raises(RuntimeError, match="partition 3 reached"):
+        client.secagg(_ctx(3))
 
 
-def test_worker_reports_a_failed_build(local_data: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_loaded_client_reports_a_failed_build(
+    local_data: Path,
+    tmp_path: Path,
+    monkeypatch,  # type: ignore[no-untyped-def]
+) -> None:
     def boom(cfg):  # type: ignore[no-untyped-def]
         raise FileNotFoundError("no such model file: x.gguf")
 
     monkeypatch.setattr(apps, "client_federation", boom)
     path = tmp_path / "cfg.yaml"
     tiny_config(local_data).save(path)
-    worker = TrainWorker(str(path), 0)
-    worker.start()
-    try:
-        with pytest.raises(RuntimeError, match="client 0 could not be built: FileNotFoundError"):
-            ask((worker.address, worker.key), ("train", 0, RecordDict(), RecordDict()))
-        assert worker.failed == "FileNotFoundError: no such model file: x.gguf"
-    finally:
-        worker.close()
-    with pytest.raises(RuntimeError, match="is not reachable"):
-        ask((worker.address, worker.key), ("info", 0))
+    client = LoadedClient(str(path), 0)
+    client.start()
+    with pytest.raises(RuntimeError, match="client 0 could not be built: FileNotFoundError"):
+        client.train(RecordDict(), _ctx(0))
+    assert client.failed == "FileNotFoundError: no such model file: x.gguf"
 
 
-def test_relay_client_app_imports_no_torch() -> None:
-    # the ClientApp a SuperNode starts for every message must start fast: Flower only
-    code = "import sys, fedloom.flower.client; assert 'torch' not in sys.modules, 'torch'"
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stderr[-2000:]
+def test_loaded_client_refuses_a_client_id_outside_the_partition(
+    local_data: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "cfg.yaml"
+    tiny_config(local_data).save(path)
+    client = LoadedClient(str(path), 9)
+    client.start()
+    assert client.built.wait(120)
+    assert client.failed is not None and "client 9 does not exist" in client.failed
+
+
+def _fab(tmp_path: Path, clientapp: str | None = None) -> bytes:
+    app = app_dir(tmp_path, tmp_path / "cfg.yaml", tmp_path / "out", resume=False)
+    text = (app / "pyproject.toml").read_text()
+    if clientapp is not None:
+        text = text.replace("fedloom.flower.client:client_app", clientapp)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("pyproject.toml", text)
+    return buf.getvalue()
+
+
+def test_executor_runs_only_fedloom_apps(tmp_path: Path) -> None:
+    check_app(_fab(tmp_path))  # the app `fedloom server` submits
+    with pytest.raises(RuntimeError, match="the run's ClientApp is 'other.app:client_app'"):
+        check_app(_fab(tmp_path, "other.app:client_app"))
+
+
+def test_a_raising_client_app_becomes_an_error_reply(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The executor survives a failing task: the SuperNode gets an error reply (the server
+    records the client as failed with this reason) and a FAILED task status."""
+    pushed: dict[str, object] = {}
+
+    class Fab:
+        content = _fab(tmp_path)
+
+    def pull(client):  # type: ignore[no-untyped-def]
+        TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 3, 1, 7
+        msg = Message(RecordDict(), dst_node_id=7, message_type=MessageType.TRAIN)
+        return msg, _ctx(0), None, Fab()
+
+    def app(message, context):  # type: ignore[no-untyped-def]
+        raise ValueError("out of memory while training")
+
+    class Beat:
+        def __init__(self, fn) -> None:  # type: ignore[no-untyped-def]
+            pass
+
+        def start(self) -> None:
+            pushed["heartbeat"] = True
+
+        def stop(self) -> None:
+            pass
+
+    for attr in ("_task_id", "_run_id", "_node_id"):  # restored after the test
+        monkeypatch.setattr(TaskIdentity, attr, None)
+    monkeypatch.setattr(worker, "pull_task_input", pull)
+    monkeypatch.setattr(worker, "HeartbeatSender", Beat)
+    monkeypatch.setattr(worker, "push_message", lambda c, m, ctx: pushed.update(reply=m))
+    monkeypatch.setattr(
+        worker, "push_task_output", lambda c, ctx, s, d: pushed.update(status=s, details=d)
+    )
+    executor = TaskExecutor("127.0.0.1:9", b"secret", app, poll=0.1)  # type: ignore[arg-type]
+    executor.run_task("token")
+    reply = pushed["reply"]
+    assert isinstance(reply, Message) and reply.has_error()
+    assert "out of memory while training" in reply.error.reason
+    assert pushed["status"] == "failed" and "ValueError" in str(pushed["details"])
+    assert pushed["heartbeat"] and executor.tasks == 1
+
+
+def test_poll_interval_follows_flowers_setting(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.delenv("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", raising=False)
+    assert poll_interval() == 1.0
+    monkeypatch.setenv("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.25")
+    assert poll_interval() == 0.25
+    for bad in ("0", "fast", "120"):
+        monkeypatch.setenv("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", bad)
+        with pytest.raises(ValueError, match="between 0.01 and 60"):
+            poll_interval()
 
 
 def test_machine_lock_makes_workers_train_in_turn(tmp_path: Path) -> None:

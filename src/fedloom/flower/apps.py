@@ -9,9 +9,9 @@ Client (:func:`train_reply`): on a ``train`` message, loads its persistent state
 c_i, its DP accountant) from ``Context.state``, runs :meth:`Federation.fit_client` on its own
 partition with the received adapter, stores the new state and replies with the adapter, the
 algorithm's extra tensors and metrics. One implementation of each algorithm serves both
-engines. The simulation's ClientApp (:func:`make_client_app`) runs it in the actor's process;
-a deployed SuperNode's relay ClientApp (:mod:`fedloom.flower.client`) has it run by the
-``fedloom client`` process, which keeps the model loaded between rounds.
+engines. The ClientApp (:func:`fedloom.flower.client.make_client_app`) runs it in the
+simulation actor's process, or in the ``fedloom client`` process, which keeps the model loaded
+between rounds and runs its SuperNode's ClientApp tasks itself (:mod:`fedloom.flower.worker`).
 
 Configuration: in simulation the apps are built around the run config
 (:func:`make_server_app`, :func:`make_client_app`); in a deployment (``fedloom server`` /

@@ -1,26 +1,22 @@
-"""The ClientApp, and the one a deployed SuperNode runs.
+"""The ClientApp.
 
 :func:`make_client_app` wires a ClientApp from two functions: ``train(content, ctx)`` (the
 train message's content -> the reply content and the client's new persistent state records)
 and ``secagg_enabled(ctx)`` (whether Flower's ``secaggplus_mod`` masks the reply). The
-simulation builds it around :func:`fedloom.flower.apps.train_reply` in the actor's process.
+simulation builds it around :func:`fedloom.flower.apps.train_reply` in the actor's process;
+``fedloom client`` around its :class:`~fedloom.flower.worker.LoadedClient`, in its own process
+(it is its SuperNode's SuperExec: :mod:`fedloom.flower.worker`).
 
-A deployed SuperNode (Flower 1.42) starts a fresh ``flwr-clientapp`` process for every
-message: importing torch, transformers and PEFT and loading the model again every round
-(~12 s per client per round for SmolLM2 on a CPU; minutes for a 7B model). So ``fedloom
-client`` keeps the client's model and partition loaded in a training worker
-(:mod:`fedloom.flower.worker`) next to its SuperNode, and the deployed :data:`client_app` is
-a relay: it imports only Flower, hands the message content and the client's state to the
-worker over a local socket and returns its answer. Masking (SecAgg+) still happens in the
-ClientApp, on what the worker returns. Without a worker (a SuperNode started by hand) the
-relay trains in its own process instead.
+:data:`client_app` (:data:`CLIENT_APP_REF`, named in the app that ``fedloom server`` submits) is
+what a plain ``flower-supernode`` runs: Flower starts a fresh ``flwr-clientapp`` process for
+every message, which here builds the client (model and partition) before training, every
+round. It works, but ``fedloom client`` is the way to run a client.
 
-This module must stay light to import: no torch, no fedloom engine at module level.
+This module stays light to import: no torch, no fedloom engine at module level.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 from flwr.app import ConfigRecord, Context, Message, RecordDict
@@ -62,14 +58,9 @@ def make_client_app(train: TrainFn, secagg_enabled: Callable[[Context], bool]) -
     return app
 
 
-# -- the deployed relay ------------------------------------------------------------------------
+# -- what a plain `flower-supernode` runs --------------------------------------------------------
 
-
-def _worker_address() -> tuple[str, bytes] | None:
-    from fedloom.flower.worker import ADDRESS_ENV, KEY_ENV
-
-    address = os.environ.get(ADDRESS_ENV)
-    return (address, bytes.fromhex(os.environ[KEY_ENV])) if address else None
+CLIENT_APP_REF = "fedloom.flower.client:client_app"
 
 
 def _config_path(ctx: Context) -> str:
@@ -79,28 +70,17 @@ def _config_path(ctx: Context) -> str:
     return str(path)
 
 
-def _deployed_secagg(ctx: Context) -> bool:
-    worker = _worker_address()
-    if worker is not None:
-        from fedloom.flower.worker import ask
-
-        return bool(ask(worker, ("info", partition_id(ctx)))["secagg"])
+def _standalone_secagg(ctx: Context) -> bool:
     from fedloom.config import load_config
 
     return load_config(_config_path(ctx)).privacy.secagg is not None
 
 
-def _deployed_train(content: RecordDict, ctx: Context) -> tuple[RecordDict, RecordDict]:
-    worker = _worker_address()
-    if worker is not None:
-        from fedloom.flower.worker import ask
-
-        reply, state = ask(worker, ("train", partition_id(ctx), content, ctx.state))
-        return reply, state
+def _standalone_train(content: RecordDict, ctx: Context) -> tuple[RecordDict, RecordDict]:
     from fedloom.config import load_config
     from fedloom.flower.apps import train_reply
 
     return train_reply(load_config(_config_path(ctx)), content, ctx.state, partition_id(ctx))
 
 
-client_app = make_client_app(_deployed_train, _deployed_secagg)
+client_app = make_client_app(_standalone_train, _standalone_secagg)
