@@ -200,3 +200,40 @@ def test_machine_lock_makes_workers_train_in_turn(tmp_path: Path) -> None:
     assert order == ["first in", "first out", "second in"]
     with machine_lock(None):  # no lock file: nothing to wait for
         pass
+
+
+def test_a_stored_message_is_claimed_at_once_not_at_the_next_poll() -> None:
+    """The SuperNode's log passes through `watch` unchanged; its "Received successfully" line
+    makes `serve` poll at once, though the poll interval is a minute."""
+    import threading
+    import time
+
+    from flwr.proto.runtime_pb2 import AcquireTaskResponse
+
+    polls: list[float] = []
+
+    class Runtime:
+        def AcquireTask(self, request: object) -> AcquireTaskResponse:  # noqa: N802
+            polls.append(time.monotonic())
+            return AcquireTaskResponse()  # no task
+
+        def close(self) -> None:
+            pass
+
+    executor = TaskExecutor("127.0.0.1:9", b"secret", None, poll=60.0)  # type: ignore[arg-type]
+    executor._acquire = Runtime()  # type: ignore[assignment]
+    idled = threading.Event()
+    server = threading.Thread(target=executor.serve, kwargs={"idle": idled.set})
+    server.start()
+    assert idled.wait(10) and len(polls) == 1  # polled once, now waiting out the interval
+    log = b"INFO :      [RUN 1, ROUND 1]\nINFO :      Received successfully\nbye\n"
+    echo = io.StringIO()
+    executor.watch(io.BytesIO(log), echo).join(10)
+    deadline = time.monotonic() + 10
+    while len(polls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    executor.stop()
+    server.join(10)
+    assert echo.getvalue() == log.decode()
+    assert len(polls) >= 2 and polls[1] - polls[0] < 5  # woken, not after the 60 s poll
+    assert not server.is_alive()

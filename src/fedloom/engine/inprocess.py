@@ -148,7 +148,7 @@ class Federation:
         return ClientUpdate(cid, {}, len(shard), extras, metrics, payload)
 
     def warm_up(self, cid: int) -> float:
-        """One training step on client ``cid``'s longest examples, undone: a process that is to
+        """Two training steps on client ``cid``'s examples, undone: a process that is to
         train a client grows its memory and runs its kernels before the first round, not in it
         (:meth:`LocalTrainer.warm_up`). Returns the seconds it took."""
         return self.trainer.warm_up([self.data.train[i] for i in self.data.clients[cid]])

@@ -299,7 +299,9 @@ def run_client(
     print(f"SuperNode for client {client_id} -> {server}", flush=True)
     proc = subprocess.Popen(
         cmd,
-        env=flower_env(),
+        env=flower_env() | {"PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,  # its log goes through this process (TaskExecutor.watch)
+        stderr=subprocess.STDOUT,
         start_new_session=True,
         # lower priority than this process's training (see flower_nice); and it dies with
         # this process (an orphaned SuperNode would hold tasks with nobody to run them)
@@ -307,6 +309,8 @@ def run_client(
     )
     client.start()  # builds in the background: the SuperNode's queries are answered meanwhile
     executor = TaskExecutor(f"127.0.0.1:{runtime_port}", secret, client.app)
+    assert proc.stdout is not None
+    executor.watch(proc.stdout, sys.stdout)  # a stored message: claim its task at once
     try:
         # tasks run on this (main) thread, as in-process: see TaskExecutor
         executor.serve(

@@ -29,7 +29,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import httpx
 from flwr.app import Context, Message, RecordDict
@@ -60,6 +60,7 @@ if TYPE_CHECKING:
 
 ACQUIRE_TASK = "/flwr.proto.Runtime/AcquireTask"
 POLL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"  # Flower's SuperExec knob, same meaning
+RECEIVED = b"Received successfully"  # the SuperNode's log line once a message is stored
 
 
 @contextlib.contextmanager
@@ -117,9 +118,9 @@ class LoadedClient:
             self.built.set()
 
     def idle(self) -> None:
-        """Work for an idle moment, on the thread that trains: once built, one warm-up step
-        (:meth:`Federation.warm_up`): the first training step of a fresh process grows its
-        memory and runs each kernel for the first time, before the first round, not in it."""
+        """Work for an idle moment, on the thread that trains: once built, a warm-up (two
+        training steps, undone: :meth:`Federation.warm_up`): a fresh process grows its memory
+        and runs each kernel for the first time before its first round, not in it."""
         if self.warmed or not self.built.is_set() or self.failed is not None:
             return
         from fedloom.flower.apps import client_federation
@@ -238,11 +239,34 @@ class TaskExecutor:
             ],
         )
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self.tasks = 0
 
     def stop(self) -> None:
         """Make :meth:`serve` return (after the task it is running, if any)."""
         self._stop.set()
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Poll now rather than after the interval: the SuperNode has just stored a message."""
+        self._wake.set()
+
+    def watch(self, stream: IO[bytes], echo: IO[str]) -> threading.Thread:
+        """Copy the SuperNode's log from ``stream`` to ``echo`` line by line and :meth:`wake`
+        when it says it received a message: its task is then ready, and is claimed at once
+        instead of at the next poll (up to ``poll`` seconds later). Should the log line change,
+        tasks are still claimed at the next poll."""
+
+        def copy() -> None:
+            for line in iter(stream.readline, b""):
+                echo.write(line.decode(errors="replace"))
+                echo.flush()
+                if RECEIVED in line:
+                    self.wake()
+
+        thread = threading.Thread(target=copy, name="supernode-log", daemon=True)
+        thread.start()
+        return thread
 
     def close(self) -> None:
         self._acquire.close()
@@ -270,7 +294,8 @@ class TaskExecutor:
                 self.run_task(res.token)
             else:
                 idle()
-                self._stop.wait(self.poll)
+                self._wake.wait(self.poll)
+                self._wake.clear()
 
     def run_task(self, token: str) -> None:
         """One task, as ``flwr-clientapp --token TOKEN`` runs it (without the process)."""
