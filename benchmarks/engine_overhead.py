@@ -98,7 +98,8 @@ def deploy(
     discovery, baseline evaluation, the rounds, final evaluation)."""
     port = free_port()
     fedloom = [sys.executable, "-m", "fedloom.cli"]
-    logs = out.parent
+    logs = out.parent / f"{out.name}-logs"
+    logs.mkdir()
     client_logs = [logs / f"client{i}.log" for i in range(n_clients)]
     clients = [
         subprocess.Popen(
