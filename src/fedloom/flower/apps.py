@@ -153,7 +153,7 @@ _FEDERATIONS: dict[str, Federation] = {}
 
 
 def client_federation(cfg: RunConfig) -> Federation:
-    """One Federation per config per process (training worker / simulation actor), built
+    """One Federation per config per process (`fedloom client` / simulation actor), built
     lazily and kept: later rounds reuse the loaded model and partition."""
     key = repr(cfg.to_dict())
     if key not in _FEDERATIONS:
