@@ -134,6 +134,12 @@ def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs)
 
 
+def _split(runs: list[list[float]], train: list[list[float]]) -> tuple[float, float]:
+    """Mean seconds per round in client training, and in the rest of the round."""
+    t = [x for q in train for x in q]
+    return _mean(t), _mean([x for r in runs for x in r]) - _mean(t)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(ROOT / "configs" / "tiny.yaml"))
@@ -196,10 +202,8 @@ def main() -> None:
             )
     pairs = [_mean(b[k]) / _mean(a[k] + a[k + 1]) for k in range(args.repeats)]
     all_a, all_b = [x for r in a for x in r], [x for r in b for x in r]
-    rest_a = _mean([x - t for r, q in zip(a, ta, strict=True) for x, t in zip(r, q, strict=True)])
-    rest_b = _mean([x - t for r, q in zip(b, tb, strict=True) for x, t in zip(r, q, strict=True)])
-    train_a = _mean([t for q in ta for t in q])
-    train_b = _mean([t for q in tb for t in q])
+    train_a, rest_a = _split(a, ta)
+    train_b, rest_b = _split(b, tb)
     ratio = _mean(all_b) / _mean(all_a)
     verdict = (
         f"target <= 1.10 on a real-model round: {'met' if ratio <= 1.10 else 'not met'}"

@@ -57,9 +57,20 @@ def flower_nice() -> int:
     return int(raw)
 
 
-def _lower_priority(nice: int) -> Callable[[], None]:
+def _lower_priority(nice: int, die_with_parent: bool = False) -> Callable[[], None]:
+    """A ``preexec_fn``: the child runs at ``nice``; with ``die_with_parent`` (Linux) it gets
+    SIGTERM when this process dies, even by SIGKILL (``PR_SET_PDEATHSIG``). libc's ``prctl``
+    is looked up here, before the fork: the child only calls it."""
+    prctl = None
+    if die_with_parent and sys.platform == "linux":
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+
     def preexec() -> None:  # pragma: no cover - runs in the child between fork and exec
         os.nice(nice)
+        if prctl is not None:
+            prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
     return preexec
 
@@ -256,17 +267,6 @@ def client_command(
     return cmd
 
 
-def _supernode_preexec(nice: int) -> Callable[[], None]:
-    def preexec() -> None:  # pragma: no cover - runs in the child between fork and exec
-        os.nice(nice)
-        if sys.platform == "linux":  # SIGTERM when `fedloom client` dies, even by SIGKILL
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-    return preexec
-
-
 def run_client(
     config: str,
     client_id: int,
@@ -305,7 +305,7 @@ def run_client(
         start_new_session=True,
         # lower priority than this process's training (see flower_nice); and it dies with
         # this process (an orphaned SuperNode would hold tasks with nobody to run them)
-        preexec_fn=_supernode_preexec(flower_nice()),
+        preexec_fn=_lower_priority(flower_nice(), die_with_parent=True),
     )
     client.start()  # builds in the background: the SuperNode's queries are answered meanwhile
     executor = TaskExecutor(f"127.0.0.1:{runtime_port}", secret, client.app)
