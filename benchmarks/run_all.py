@@ -16,17 +16,19 @@ SCRIPTS: tuple[tuple[str, ...], ...] = (
     ("federation_overhead.py",),
     ("compression.py",),
     ("scale_clients.py",),
-    # a real-model round (SmolLM2, the demo's round: 2 clients x 5 local steps) on both engines
+    # a real-model round (SmolLM2, the demo's round: 2 clients x 5 local steps) on both engines,
+    # taking the machine in turns round by round (2 clients: both engines fit in memory at once)
     (
         "engine_overhead.py",
         "--config",
         str(ROOT / "configs" / "demo.yaml"),
         "--rounds",
-        "2",
-        "--repeats",
-        "2",
+        "4",
+        "--interleave",
         "--set",
         "eval.max_examples=4",
+        "--set",
+        "partition.num_clients=2",
     ),
 )
 

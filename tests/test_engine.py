@@ -187,3 +187,40 @@ def test_benchmark_suites_before_and_after(local_data: Path, tmp_path: Path) -> 
         assert 0 <= b["base"][key] <= 1 and 0 <= b["final"][key] <= 1
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert set(saved["benchmarks"]) == {"mmlu", "advbench"}
+
+
+def test_a_run_given_a_turn_lock_waits_its_turn_and_trains_the_same(
+    local_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FEDLOOM_TURN_LOCK: each part of a run that uses the machine waits for the lock (here held
+    by another holder for the first second), a round's time leaves the wait out, and the run
+    trains exactly as without it."""
+    import threading
+    import time
+
+    from fedloom.utils import TURN_ENV, machine_lock
+
+    cfg = tiny_config(local_data)
+    plain = _final_adapter(cfg, tmp_path / "plain")
+    lock = str(tmp_path / "turn.lock")
+    monkeypatch.setenv(TURN_ENV, lock)
+    held, release = threading.Event(), threading.Event()
+
+    def other_run() -> None:
+        with machine_lock(lock):
+            held.set()
+            release.wait(10)
+
+    other = threading.Thread(target=other_run)
+    other.start()
+    held.wait(10)
+    threading.Timer(1.0, release.set).start()
+    t0 = time.perf_counter()
+    turns = _final_adapter(cfg, tmp_path / "turns")
+    elapsed = time.perf_counter() - t0
+    other.join(10)
+    assert elapsed >= 1.0  # it waited for the other holder
+    rows = [json.loads(x) for x in (tmp_path / "turns" / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r["seconds"] for r in rows) < elapsed - 0.9  # the wait is not in a round's time
+    for k in plain:
+        assert torch.equal(plain[k], turns[k])

@@ -173,7 +173,7 @@ def test_machine_lock_makes_workers_train_in_turn(tmp_path: Path) -> None:
     import threading
     import time
 
-    from fedloom.flower.worker import machine_lock
+    from fedloom.utils import machine_lock
 
     lock, order = str(tmp_path / "train.lock"), []
     holding, trying = threading.Event(), threading.Event()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import os
 import random
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -77,3 +80,37 @@ def autocast(
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def machine_lock(path: str | None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing); nothing when None."""
+    if path is None:
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+TURN_ENV = "FEDLOOM_TURN_LOCK"
+
+
+@contextlib.contextmanager
+def run_turn() -> Iterator[None]:
+    """With ``FEDLOOM_TURN_LOCK=FILE`` set, hold an exclusive lock on FILE (:func:`machine_lock`)
+    and, once it is released, pause 0.2 s so that a run waiting for it gets it; else nothing.
+
+    A run (either engine) takes its turn for each part that uses the machine: building the
+    model, the baseline evaluation, every round (the part a round's time measures) and the final
+    evaluation. Runs on one machine given the same FILE so take rounds in turn, each with all
+    cores; ``benchmarks/engine_overhead.py --interleave`` measures the two engines this way,
+    round by round under the same machine conditions."""
+    path = os.environ.get(TURN_ENV) or None
+    with machine_lock(path):
+        yield
+    if path is not None:
+        time.sleep(0.2)  # the waiting run wakes now; without a pause this one would win again

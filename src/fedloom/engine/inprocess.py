@@ -38,7 +38,7 @@ from fedloom.models.loader import LoadedModel
 from fedloom.privacy import CentralDP, ClientDP, PrivacyBudgetSpent, update_norm
 from fedloom.train import LocalTrainer, adapter_parameters, cosine_lr, draw_examples
 from fedloom.train.objectives import build_objective
-from fedloom.utils import StateDict, rng_for, state_nbytes
+from fedloom.utils import StateDict, rng_for, run_turn, state_nbytes
 
 
 @dataclass
@@ -253,7 +253,8 @@ def run(
     if ckpt is None:
         cfg.save(out / "config.yaml")
     t_start = time.perf_counter()
-    fed = federation or Federation.build(cfg, console)
+    with run_turn():  # FEDLOOM_TURN_LOCK: runs sharing the machine take turns (utils.run_turn)
+        fed = federation or Federation.build(cfg, console)
     fc, strategy = cfg.federation, fed.strategy
     if clients is None and cfg.privacy.secagg is not None:
         raise ConfigError(
@@ -268,7 +269,8 @@ def run(
     fed.client_states.collect()  # drop files of a round that was cut short
     history: list[dict[str, Any]] = []
     if ckpt is None:
-        baseline = _baseline(fed, samples, console)
+        with run_turn():
+            baseline = _baseline(fed, samples, console)
     else:
         strategy.load_state_dict(ckpt["strategy"])
         sampler.setstate(ckpt["sampler"])
@@ -283,52 +285,53 @@ def run(
     with _progress(console) as progress:
         rounds_task = progress.add_task("rounds", total=fc.rounds, completed=len(history))
         for rnd in range(len(history), fc.rounds):
-            t0 = time.perf_counter()
-            lr = cosine_lr(rnd, fc.rounds, cfg.train.lr, cfg.train.min_lr)
-            sampled = strategy.sample(sampler, fc.sample_clients, exclude=privacy.retired)
-            if not sampled:
-                console.print(
-                    f"[yellow]every client has spent its privacy budget: the run stops after "
-                    f"round {rnd} of {fc.rounds}[/yellow]"
+            with run_turn():  # the timed part of the round, in turn with other runs
+                t0 = time.perf_counter()
+                lr = cosine_lr(rnd, fc.rounds, cfg.train.lr, cfg.train.min_lr)
+                sampled = strategy.sample(sampler, fc.sample_clients, exclude=privacy.retired)
+                if not sampled:
+                    console.print(
+                        f"[yellow]every client has spent its privacy budget: the run stops after "
+                        f"round {rnd} of {fc.rounds}[/yellow]"
+                    )
+                    break
+                clients_task = progress.add_task(f"round {rnd + 1} clients", total=len(sampled))
+                updates, failed = _fit_round(
+                    runner, rnd, sampled, lr, fc, console, progress, clients_task
                 )
-                break
-            clients_task = progress.add_task(f"round {rnd + 1} clients", total=len(sampled))
-            updates, failed = _fit_round(
-                runner, rnd, sampled, lr, fc, console, progress, clients_task
-            )
-            progress.remove_task(clients_task)
-            strategy.aggregate(rnd, updates)
-            row: dict[str, Any] = {
-                "round": rnd + 1,
-                "algorithm": fc.algorithm,
-                "clients": sampled,
-                "lr": lr,
-                "train_loss": sum(u.metrics["loss"] for u in updates) / len(updates),
-                "client_loss": {str(u.client_id): u.metrics["loss"] for u in updates},
-                "client_update_norm": {
-                    str(u.client_id): u.metrics["update_norm"]
-                    for u in updates
-                    if "update_norm" in u.metrics
-                },
-                "bytes_up": int(sum(u.metrics["bytes_up"] for u in updates)),
-                "bytes_down": int(sum(u.metrics["bytes_down"] for u in updates)),
-                "client_train_seconds": sum(u.metrics["seconds"] for u in updates),
-            }
-            if failed:
-                row["failed_clients"] = {str(c): why for c, why in failed.items()}
-            row |= privacy.record(updates, strategy, console)
-            if cfg.eval.every and ((rnd + 1) % cfg.eval.every == 0 or rnd + 1 == fc.rounds):
-                evals = fed.evaluate()
-                row[eval_key] = _mean_eval(evals)
-                row["eval_loss"] = row[eval_key]["all"]
-                if len(evals) > 1:
-                    row["eval_loss_by_client"] = {k: v["all"] for k, v in evals.items()}
-                if cfg.eval.suites and rnd + 1 < fc.rounds:  # the last round's: after the loop
-                    set_adapter_state(fed.model, next(iter(strategy.eval_targets().values())))
-                    row["benchmarks"] = {k: b["metrics"] for k, b in fed.benchmarks().items()}
-            row["seconds"] = time.perf_counter() - t0
-            history.append(row)
-            _save_checkpoint(out, rnd + 1, fed, sampler, history, baseline)
+                progress.remove_task(clients_task)
+                strategy.aggregate(rnd, updates)
+                row: dict[str, Any] = {
+                    "round": rnd + 1,
+                    "algorithm": fc.algorithm,
+                    "clients": sampled,
+                    "lr": lr,
+                    "train_loss": sum(u.metrics["loss"] for u in updates) / len(updates),
+                    "client_loss": {str(u.client_id): u.metrics["loss"] for u in updates},
+                    "client_update_norm": {
+                        str(u.client_id): u.metrics["update_norm"]
+                        for u in updates
+                        if "update_norm" in u.metrics
+                    },
+                    "bytes_up": int(sum(u.metrics["bytes_up"] for u in updates)),
+                    "bytes_down": int(sum(u.metrics["bytes_down"] for u in updates)),
+                    "client_train_seconds": sum(u.metrics["seconds"] for u in updates),
+                }
+                if failed:
+                    row["failed_clients"] = {str(c): why for c, why in failed.items()}
+                row |= privacy.record(updates, strategy, console)
+                if cfg.eval.every and ((rnd + 1) % cfg.eval.every == 0 or rnd + 1 == fc.rounds):
+                    evals = fed.evaluate()
+                    row[eval_key] = _mean_eval(evals)
+                    row["eval_loss"] = row[eval_key]["all"]
+                    if len(evals) > 1:
+                        row["eval_loss_by_client"] = {k: v["all"] for k, v in evals.items()}
+                    if cfg.eval.suites and rnd + 1 < fc.rounds:  # the last round's: after the loop
+                        set_adapter_state(fed.model, next(iter(strategy.eval_targets().values())))
+                        row["benchmarks"] = {k: b["metrics"] for k, b in fed.benchmarks().items()}
+                row["seconds"] = time.perf_counter() - t0
+                history.append(row)
+                _save_checkpoint(out, rnd + 1, fed, sampler, history, baseline)
             metrics_path.write(json.dumps(row) + "\n")
             metrics_path.flush()
             if on_round:
@@ -337,21 +340,22 @@ def run(
             console.print(_round_line(row))
     metrics_path.close()
 
-    final_evals = fed.evaluate()
-    final = _mean_eval(final_evals)
-    _save_adapters(fed, out)
-    # benchmarks and samples use the global adapter (for `local`: client 0's)
-    set_adapter_state(fed.model, next(iter(strategy.eval_targets().values())))
-    bench_after = fed.benchmarks()
-    after = []
-    if samples:
-        after = generate_answers(
-            fed.model,
-            fed.loaded.tokenizer,
-            [record_prompt(r) for r in samples],
-            fed.loaded.device,
-            cfg.eval.max_new_tokens,
-        )
+    with run_turn():
+        final_evals = fed.evaluate()
+        final = _mean_eval(final_evals)
+        _save_adapters(fed, out)
+        # benchmarks and samples use the global adapter (for `local`: client 0's)
+        set_adapter_state(fed.model, next(iter(strategy.eval_targets().values())))
+        bench_after = fed.benchmarks()
+        after = []
+        if samples:
+            after = generate_answers(
+                fed.model,
+                fed.loaded.tokenizer,
+                [record_prompt(r) for r in samples],
+                fed.loaded.device,
+                cfg.eval.max_new_tokens,
+            )
     summary: dict[str, Any] = {
         "task": cfg.task,
         "algorithm": fc.algorithm,

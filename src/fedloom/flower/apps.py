@@ -48,6 +48,7 @@ from fedloom.flower.records import (
     update_content,
 )
 from fedloom.privacy.secagg import secagg_round, secagg_train
+from fedloom.utils import run_turn
 
 
 class FlowerClients:
@@ -143,7 +144,8 @@ def make_server_app(cfg: RunConfig, out: str | Path, resume: bool = False) -> Se
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        fed = Federation.build(cfg)
+        with run_turn():  # FEDLOOM_TURN_LOCK (utils.run_turn), as run() does for its build
+            fed = Federation.build(cfg)
         run(cfg, out, federation=fed, clients=FlowerClients(grid, fed), resume=resume)
 
     return app

@@ -20,15 +20,13 @@ and PEFT and load its model again, every round. ``fedloom client`` starts its Su
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import resource
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING
 
 import httpx
@@ -54,6 +52,7 @@ from flwr.supernode.runtime.run_clientapp import (
 
 import fedloom.flower  # noqa: F401  (offline Flower settings)
 from fedloom.flower.client import CLIENT_APP_REF, make_client_app, partition_id
+from fedloom.utils import machine_lock
 
 if TYPE_CHECKING:
     from flwr.clientapp import ClientApp
@@ -61,20 +60,6 @@ if TYPE_CHECKING:
 ACQUIRE_TASK = "/flwr.proto.Runtime/AcquireTask"
 POLL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"  # Flower's SuperExec knob, same meaning
 RECEIVED = b"Received successfully"  # the SuperNode's log line once a message is stored
-
-
-@contextlib.contextmanager
-def machine_lock(path: str | None) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing); nothing when None."""
-    if path is None:
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 class LoadedClient:
