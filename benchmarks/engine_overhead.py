@@ -18,10 +18,10 @@ alone: 30.1 s, then 41.3 s), more than the overhead being measured. Two designs:
                 build, baseline, every round and final evaluation each wait for the lock, and a
                 round's time leaves the wait out). Both engines' rounds alternate under the same
                 machine conditions and with the same processes resident, so drift cancels. The
-                in-process rounds run while the deployment idles (its SuperLink, SuperNodes
-                and clients keep polling, at nice 19: during a deployment round they took ~5%
-                of a core besides the training client, measured), which if anything slows
-                the in-process rounds. Both
+                in-process rounds run while the deployment idles (its SuperLink and
+                SuperNodes, at nice 19, and its clients keep polling: during a deployment
+                round they took ~5% of a core besides the training client, measured), which
+                if anything slows the in-process rounds. Both
                 need memory at once: with SmolLM2, --set partition.num_clients=2 (~15 GB).
   sequential    (default) each engine alone in its own process, the in-process engine before
                 and after each deployment (a b a; `--repeats N`: a b a b ... a), each deployment
