@@ -223,8 +223,9 @@ def main() -> None:
         "--repeats",
         type=int,
         default=1,
-        help="deployments, each between two in-process runs (a b a b a ...): the machine's speed "
-        "drifts, and each deployment is compared with the in-process runs on either side",
+        help="deployments: each between two in-process runs (a b a b a ...), compared with the "
+        "in-process runs on either side, as the machine's speed drifts; with --interleave, each "
+        "beside its own in-process run",
     )
     ap.add_argument(
         "--interleave",
