@@ -253,8 +253,10 @@ def run(
     if ckpt is None:
         cfg.save(out / "config.yaml")
     t_start = time.perf_counter()
-    with run_turn():  # FEDLOOM_TURN_LOCK: runs sharing the machine take turns (utils.run_turn)
-        fed = federation or Federation.build(cfg, console)
+    if federation is None:  # a pre-built one took its turn where it was built
+        with run_turn():  # FEDLOOM_TURN_LOCK: runs sharing the machine take turns (utils.run_turn)
+            federation = Federation.build(cfg, console)
+    fed = federation
     fc, strategy = cfg.federation, fed.strategy
     if clients is None and cfg.privacy.secagg is not None:
         raise ConfigError(
