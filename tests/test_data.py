@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -64,9 +65,9 @@ def test_local_jsonl_with_column_mapping(tmp_path: Path) -> None:
     ("content", "message"),
     [
         ("", "is empty"),
-        ('{"q": "x", "a": "y"}\n{"q": oops}\n', r"row 2 is not valid JSON"),
-        ('{"q": "x", "a": "y"}\n{"q": "x2"}\n', r"row 2: no column 'a' for `response`"),
-        ("[1, 2]", r"row 1: the row is not an object"),
+        ('{"q": "x", "a": "y"}\n{"q": oops}\n', r"line 2 is not valid JSON"),
+        ('{"q": "x", "a": "y"}\n{"q": "x2"}\n', r"line 2: no column 'a' for `response`"),
+        ("[1, 2]", r"record 1: the row is not an object"),
     ],
 )
 def test_local_file_errors_name_file_and_row(tmp_path: Path, content: str, message: str) -> None:
@@ -89,3 +90,64 @@ def test_package_sources_load_real_data() -> None:
     assert {r.metadata["domain"] for r in alpaca} == {"general"}
     assert gsm[0].response.strip().endswith("#### 18") and gsm[0].metadata["answer"] == "18"
     assert set(SOURCES) >= {"alpaca_en", "gsm8k"}
+
+
+# -- loading keeps the file's text exactly ----------------------------------------------------
+COLS = {"instruction": "q", "response": "a"}
+
+
+def test_csv_multiline_fields_round_trip_and_line_numbers(tmp_path: Path) -> None:
+    """Quoted CSV fields spanning lines (code answers) keep their newlines; an error names the
+    line the bad row starts on, as an editor shows it."""
+    code = "def f(x):\n    return x + 1\n"
+    p = tmp_path / "code.csv"
+    with p.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["q", "a"])
+        w.writerow(["write f", code])
+        w.writerow(["two\nlines", "ok, \"quoted\""])
+    recs = load_source("local", path=str(p), columns=COLS)
+    assert [r.response for r in recs] == [code, 'ok, "quoted"']
+    assert recs[1].instruction == "two\nlines"
+    # row 3 starts on line 6 (header 1, row 1 on lines 2-4, row 2 on lines 5-6, row 3 on 7)
+    with p.open("a", newline="") as f:
+        f.write("only-a-question\n")
+    with pytest.raises(DataSourceError, match=r"code.csv: line 7: "):
+        load_source("local", path=str(p), columns=COLS)
+
+
+def test_jsonl_keeps_unicode_line_separators(tmp_path: Path) -> None:
+    """U+2028, U+2029 and U+0085 inside JSON strings are text, not line breaks."""
+    texts = ["a\u2028b", "c\u2029d", "e\u0085f"]
+    p = tmp_path / "u.jsonl"
+    p.write_text(
+        "".join(json.dumps({"q": t, "a": t}, ensure_ascii=False) + "\n" for t in texts),
+        encoding="utf-8",
+    )
+    recs = load_source("local", path=str(p), columns=COLS)
+    assert [r.instruction for r in recs] == texts and [r.response for r in recs] == texts
+
+
+def test_csv_with_excel_bom_finds_its_columns(tmp_path: Path) -> None:
+    p = tmp_path / "excel.csv"
+    p.write_bytes("q,a\r\nhello,wörld\r\n".encode("utf-8-sig"))
+    (rec,) = load_source("local", path=str(p), columns=COLS)
+    assert (rec.instruction, rec.response) == ("hello", "wörld")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".json"])
+def test_binary_garbage_names_the_file(tmp_path: Path, suffix: str) -> None:
+    p = tmp_path / f"garbage{suffix}"
+    p.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(DataSourceError, match=rf"garbage\{suffix}: holds binary data"):
+        load_source("local", path=str(p), columns=COLS)
+    p.write_bytes(b'{"q": "caf\xe9", "a": "x"}\n')  # Latin-1, not UTF-8
+    with pytest.raises(DataSourceError, match=r"not UTF-8 text \(byte 10"):
+        load_source("local", path=str(p), columns=COLS)
+
+
+def test_garbage_parquet_is_a_data_error(tmp_path: Path) -> None:
+    p = tmp_path / "bad.parquet"
+    p.write_bytes(b"PAR1 not really")
+    with pytest.raises(DataSourceError, match=r"bad.parquet: cannot read as Parquet"):
+        load_source("local", path=str(p), columns=COLS)

@@ -77,3 +77,38 @@ def test_resume_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert "no checkpoint.pt" in capsys.readouterr().err
     assert main(["run", "configs/tiny.yaml", "--resume", str(tmp_path)]) == 2
     assert main(["run"]) == 2
+
+
+class _Evil:
+    """Unpickling this would run code: ``weights_only=True`` must refuse it."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("pwned",))
+
+
+def test_checkpoint_with_pickled_object_is_refused(
+    local_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run folder whose checkpoint.pt (or a client-state file) holds a pickled object is
+    refused on --resume with one clear line, and the object's code never runs."""
+    cfg = tiny_config(
+        local_data, **{"federation.algorithm": "scaffold", "federation.rounds": 2, "eval.every": 0}
+    )
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg.save(cfg_path)
+    run_dir = tmp_path / "run"
+    assert main(["run", str(cfg_path), "--out", str(run_dir)]) == 0
+    capsys.readouterr()
+    # the saved checkpoint loads with weights_only=True (tensors and plain values only)
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert set(state["strategy"]) == {"global_adapter", "control"}
+    client_files = sorted((run_dir / "client_states").glob("*.pt"))
+    assert client_files, "scaffold keeps c_i per client"
+    torch.load(client_files[0], weights_only=True)
+
+    state["history"][0]["evil"] = _Evil()
+    torch.save(state, run_dir / "checkpoint.pt")
+    assert main(["run", "--resume", str(run_dir)]) == 2
+    captured = capsys.readouterr()
+    assert "refusing to load this checkpoint" in captured.err
+    assert "Traceback" not in captured.err and "pwned" not in captured.out

@@ -240,7 +240,7 @@ def test_malformed_rows_error_or_skip_with_count(tmp_path: Path) -> None:
         + json.dumps(good)
         + "\n"
     )
-    with pytest.raises(DataSourceError, match=r"mc.jsonl: row 2 is not valid JSON.*skip_malformed"):
+    with pytest.raises(DataSourceError, match=r"mc.jsonl: line 2 is not valid JSON.*skip_malformed"):
         load_source("local", path=str(p), schema="multiple_choice")
     with pytest.warns(DataWarning, match="kept 2; left out"):
         recs, report = load_source_report(
@@ -252,9 +252,9 @@ def test_malformed_rows_error_or_skip_with_count(tmp_path: Path) -> None:
         "`answer` 5 is outside the 2 choices": 1,
         "no column 'choices' for `choices`": 1,
     }
-    assert report.examples[0] == "mc.jsonl: row 2: not valid JSON"
+    assert report.examples[0] == "mc.jsonl: line 2: not valid JSON"
     p.write_text(json.dumps(good) + "\n" + json.dumps({**good, "answer": 5}) + "\n")
-    with pytest.raises(DataSourceError, match=r"row 2: `answer` 5 is outside the 2 choices"):
+    with pytest.raises(DataSourceError, match=r"line 2: `answer` 5 is outside the 2 choices"):
         load_source("local", path=str(p), schema="multiple_choice")
 
 

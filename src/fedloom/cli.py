@@ -152,9 +152,25 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The one error boundary: a :class:`~fedloom.errors.FedloomError` (anything the user can
+    fix) becomes one line on stderr and exit status 2; any other exception is a bug and keeps
+    its traceback."""
     args = make_parser().parse_args(argv)
-    # heavy imports inside main: `fedloom --help` stays instant
-    from fedloom.config import ConfigError, load_config
+    # heavy imports inside the commands: `fedloom --help` stays instant
+    from fedloom.config import ConfigError
+    from fedloom.errors import FedloomError
+
+    try:
+        return _dispatch(args)
+    except FedloomError as e:
+        what = "config error: " if isinstance(e, ConfigError) else ""
+        print(f"fedloom: {what}{e}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from fedloom.config import load_config
+    from fedloom.errors import CheckpointError
 
     if args.command == "algorithms":
         from fedloom.algorithms import ALGORITHMS
@@ -183,30 +199,24 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         args.config, out = str(Path(args.resume) / "config.yaml"), args.resume
         if not (Path(args.resume) / "checkpoint.pt").exists():
-            print(f"fedloom: no checkpoint.pt in {args.resume}: nothing to resume", file=sys.stderr)
-            return 2
+            raise CheckpointError(
+                f"no checkpoint.pt in {args.resume}: nothing to resume (a run writes one after "
+                "each finished round; start it again with `fedloom run CONFIG --out DIR`)"
+            )
     elif not args.config:
         print("fedloom: `run` needs a CONFIG.yaml (or --resume DIR)", file=sys.stderr)
         return 2
-    try:
-        cfg = load_config(args.config, args.overrides)
-    except ConfigError as e:
-        print(f"fedloom: config error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, args.overrides)
     if not args.resume:
         out = args.out or f"runs/{Path(args.config).stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    try:
-        if args.engine == "flower-sim":
-            from fedloom.flower.simulation import run_simulation
+    if args.engine == "flower-sim":
+        from fedloom.flower.simulation import run_simulation
 
-            summary = run_simulation(cfg, out, resume=bool(args.resume))
-        else:
-            from fedloom.engine import run
+        summary = run_simulation(cfg, out, resume=bool(args.resume))
+    else:
+        from fedloom.engine import run
 
-            summary = run(cfg, out, resume=bool(args.resume))
-    except ConfigError as e:  # found while building the run (e.g. an unreachable ε target)
-        print(f"fedloom: config error: {e}", file=sys.stderr)
-        return 2
+        summary = run(cfg, out, resume=bool(args.resume))
     base, final = summary["base_eval_loss"], summary["final_eval_loss"]
     if "base_preference" in summary:
         base, final = summary["base_preference"], summary["final_preference"]
@@ -225,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _audit(args: argparse.Namespace) -> int:
-    from fedloom.config import ConfigError, load_config
+    from fedloom.config import load_config
     from fedloom.privacy.audit import default_settings, run_audit
 
     for name in ("canaries", "repeats", "digits", "candidates"):
@@ -251,7 +261,7 @@ def _audit(args: argparse.Namespace) -> int:
             args.candidates,
             args.client,
         )
-    except (ConfigError, ValueError) as e:
+    except ValueError as e:  # the audit's own argument checks
         print(f"fedloom: {e}", file=sys.stderr)
         return 2
     from fedloom.privacy.audit import table_markdown
@@ -262,7 +272,7 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _flower(args: argparse.Namespace) -> int:
-    from fedloom.config import ConfigError, load_config
+    from fedloom.config import load_config
     from fedloom.flower import deploy
 
     if args.command == "certs":
@@ -270,11 +280,7 @@ def _flower(args: argparse.Namespace) -> int:
             print(f"wrote {path}")
         print("SuperLink: --certificates DIR; SuperNodes need DIR/ca.pem (copy it to them)")
         return 0
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as e:
-        print(f"fedloom: config error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config)
     try:
         if args.command == "server":
             out = args.out or f"runs/{Path(args.config).stem}-flower"
@@ -347,16 +353,12 @@ def _split(args: argparse.Namespace) -> int:
     """Build the config's clients without loading model weights; print sizes and label counts."""
     from rich.console import Console
 
-    from fedloom.config import ConfigError, load_config
+    from fedloom.config import load_config
     from fedloom.data import build_federated_data, summary_table
     from fedloom.data.plots import plot_split
     from fedloom.models.loader import load_tokenizer
 
-    try:
-        cfg = load_config(args.target, args.overrides)
-    except ConfigError as e:
-        print(f"fedloom: config error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.target, args.overrides)
     data = build_federated_data(cfg.data, cfg.partition, load_tokenizer(cfg.model.name), cfg.seed)
     summary_table(data, cfg.partition.key, Console())
     out = args.out or f"{Path(args.target).stem}-split.png"

@@ -17,8 +17,10 @@ from typing import Any
 
 import yaml
 
+from fedloom.errors import FedloomError
 
-class ConfigError(ValueError):
+
+class ConfigError(FedloomError, ValueError):
     """A run configuration is invalid; the message names the field and the fix."""
 
 
@@ -91,17 +93,30 @@ class SourceConfig:
         _require(
             self.limit is None or self.limit > 0, f"`limit` of source {self.name!r} must be > 0"
         )
+        # registries, not hand-kept lists (local imports: the data package imports this module)
+        import fedloom.data.catalog  # noqa: F401  (registers the package sources)
+        from fedloom.data.sources import LOCAL_FIELDS, SOURCES, DataSourceError, check_local_file
+
+        _require(
+            self.name == "local" or self.name in SOURCES,
+            f"`data.sources[].name` is {self.name!r}: not a data source; choose one of "
+            f"{sorted(SOURCES)} or `local` (see `fedloom data list`)",
+        )
+        _require(
+            self.schema in LOCAL_FIELDS,
+            f"`schema` of source {self.name!r} is {self.schema!r}; choose one of "
+            f"{list(LOCAL_FIELDS)}",
+        )
         if self.name == "local":
             _require(
                 self.path is not None,
                 "source `local` needs `path:` (a .json, .jsonl, .csv or .parquet file) and "
                 "optionally `columns:`",
             )
-        schemas = ("instruction", "conversation", "preference", "multiple_choice", "prompt", "text")
-        _require(
-            self.schema in schemas,
-            f"`schema` of source {self.name!r} is {self.schema!r}; choose one of {list(schemas)}",
-        )
+            try:
+                check_local_file(str(self.path))
+            except DataSourceError as e:
+                raise ConfigError(f"`data.sources[].path`: {e}") from None
 
 
 @dataclass
@@ -145,6 +160,12 @@ class PartitionConfig:
         )
         _require(self.alpha > 0, f"`partition.alpha` must be > 0 (got {self.alpha})")
         _require(self.min_examples >= 1, "`partition.min_examples` must be >= 1")
+        from fedloom.data.partition import PARTITIONERS
+
+        _require(
+            self.strategy in PARTITIONERS,
+            f"`partition.strategy` is {self.strategy!r}; choose one of {sorted(PARTITIONERS)}",
+        )
 
 
 @dataclass
@@ -183,10 +204,11 @@ class FederationConfig:
             "`federation.client_timeout` must be > 0 seconds (or null: no limit)",
         )
         _require(self.round_retries >= 0, "`federation.round_retries` must be >= 0")
-        codecs = ("none", "fp16", "int8", "topk")
+        from fedloom.compression import CODECS
+
         _require(
-            self.compression in codecs,
-            f"`federation.compression` is {self.compression!r}; choose one of {list(codecs)}",
+            self.compression in CODECS,
+            f"`federation.compression` is {self.compression!r}; choose one of {sorted(CODECS)}",
         )
         _require(
             0 < self.topk_fraction <= 1,
@@ -582,12 +604,19 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         raise ConfigError(f"--set expects key=value, got {assignment!r}")
     key, raw = assignment.split("=", 1)
     parts = key.strip().split(".")
+    if not all(parts):
+        raise ConfigError(f"--set {key}: empty name in the key; write e.g. federation.rounds=3")
     node = data
     for p in parts[:-1]:
-        node = node.setdefault(p, {})
+        if node.get(p) is None:  # absent, or a section saved as `null` (e.g. privacy.client_dp)
+            node[p] = {}
+        node = node[p]
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: `{p}` is not a section")
-    node[parts[-1]] = yaml.safe_load(raw)
+    try:
+        node[parts[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"--set {key}: the value {raw!r} is not valid YAML ({e})") from None
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
@@ -596,9 +625,24 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         p = Path(path)
         if not p.exists():
             raise ConfigError(f"config file {str(p)!r} does not exist")
-        loaded = yaml.safe_load(p.read_text())
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} is not a file")
+        try:
+            loaded = yaml.safe_load(p.read_bytes().decode("utf-8-sig"))
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not a UTF-8 text file (byte {e.start})") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            what = getattr(e, "problem", None) or str(e)
+            raise ConfigError(f"{p}: not valid YAML{where} ({what})") from None
+        except OSError as e:
+            raise ConfigError(f"config file {str(p)!r} cannot be read ({e.strerror})") from None
         if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping of sections")
+            raise ConfigError(
+                f"{p}: the top level must be a mapping of sections (model:, data:, ...), "
+                f"got a {type(loaded).__name__}"
+            )
         data = loaded or {}
     for o in overrides or []:
         apply_override(data, o)

@@ -42,8 +42,11 @@ def state_nbytes(state: StateDict) -> int:
 def available_cores() -> int:
     """CPU threads to use: ``FEDLOOM_THREADS`` if set (e.g. several SuperNodes sharing one
     machine: ``fedloom client --threads``), else the cores this process may run on."""
-    if os.environ.get("FEDLOOM_THREADS"):
-        return max(1, int(os.environ["FEDLOOM_THREADS"]))
+    from fedloom.errors import env_int
+
+    threads = env_int("FEDLOOM_THREADS", None, minimum=1)
+    if threads is not None:
+        return threads
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - non-Linux
@@ -63,7 +66,9 @@ def keep_freed_memory() -> bool:
     The process's resident memory then stays at its peak: measured on SmolLM2 ~4.1 GB against
     ~3.9 GB with glibc's defaults.
     ``FEDLOOM_MALLOC=default`` leaves glibc as it is; other C libraries are left alone."""
-    if os.environ.get("FEDLOOM_MALLOC", "").lower() == "default":
+    from fedloom.errors import env_choice
+
+    if env_choice("FEDLOOM_MALLOC", "keep", ("keep", "default")) == "default":
         return False
     try:
         mallopt = ctypes.CDLL(None).mallopt

@@ -6,10 +6,11 @@ from collections.abc import Sequence
 
 import torch
 
+from fedloom.errors import FedloomError
 from fedloom.utils import StateDict
 
 
-class AggregationError(ValueError):
+class AggregationError(FedloomError, ValueError):
     """Client states disagree in keys or shapes, or weights are invalid."""
 
 

@@ -62,6 +62,8 @@ class Strategy:
     """True when the server step reads the client adapters only through their weighted mean
     (no per-client extras or adapters): central DP may noise that mean, SecAgg+ may hide the
     individual adapters."""
+    state_attrs: ClassVar[tuple[str, ...]] = ("global_adapter",)
+    """The attributes that are server state, saved by :meth:`state_dict` in a checkpoint."""
 
     def __init__(self, cfg: AlgorithmConfig, num_clients: int) -> None:
         self.cfg = cfg
@@ -92,20 +94,23 @@ class Strategy:
 
     # -- checkpointing ------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """All server state (global adapter, moments, controls, per-client adapters): every
-        attribute but the config, deep-copied, for a checkpoint."""
+        """All server state (global adapter, moments, controls, per-client adapters): the
+        attributes named in ``state_attrs``, deep-copied; tensors and plain values only, so a
+        checkpoint loads with ``torch.load(weights_only=True)``."""
         import copy
 
-        return {
-            k: copy.deepcopy(v) for k, v in vars(self).items() if k not in ("cfg", "num_clients")
-        }
+        return {k: copy.deepcopy(getattr(self, k)) for k in self.state_attrs}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        unknown = sorted(set(state) - set(vars(self)))
-        if unknown:
-            raise ValueError(f"checkpoint has state {unknown} that {self.name} does not keep")
-        for k, v in state.items():
-            setattr(self, k, v)
+        from fedloom.errors import CheckpointError
+
+        if set(state) != set(self.state_attrs):
+            raise CheckpointError(
+                f"the checkpoint's {self.name} state has {sorted(state)}, expected "
+                f"{sorted(self.state_attrs)}: it was written by another algorithm or version"
+            )
+        for k in self.state_attrs:
+            setattr(self, k, state[k])
 
     def eval_targets(self) -> dict[str, StateDict]:
         """Adapters the engine evaluates and saves: the global one, or one per client (local)."""

@@ -29,6 +29,7 @@ class FedAvgMConfig(AlgorithmConfig):
 
 @register_algorithm("fedavgm")
 class FedAvgM(Strategy):
+    state_attrs = ("global_adapter", "velocity")
     mean_only = True
     config_cls = FedAvgMConfig
     cfg: FedAvgMConfig

@@ -39,6 +39,7 @@ class FedOptConfig(AlgorithmConfig):
 
 
 class FedOpt(Strategy):
+    state_attrs = ("global_adapter", "m", "v")
     mean_only = True
     config_cls = FedOptConfig
     cfg: FedOptConfig

@@ -16,6 +16,8 @@ from fedloom.utils import StateDict
 
 @register_algorithm("local")
 class LocalOnly(Strategy):
+    state_attrs = ("global_adapter", "client_adapters")
+
     def initialize(self, adapter: StateDict) -> None:
         super().initialize(adapter)
         self.client_adapters: dict[int, StateDict] = {}

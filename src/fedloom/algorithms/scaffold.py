@@ -39,6 +39,8 @@ class ControlVariateHook:
 
 @register_algorithm("scaffold")
 class Scaffold(Strategy):
+    state_attrs = ("global_adapter", "control")
+
     def initialize(self, adapter: StateDict) -> None:
         super().initialize(adapter)
         self.control: StateDict = zeros_like(adapter)

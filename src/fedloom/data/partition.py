@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from fedloom.errors import FedloomError
 from fedloom.utils import rng_for
 
 
-class PartitionError(ValueError):
+class PartitionError(FedloomError, ValueError):
     """A split cannot be made as asked (unknown strategy, too few examples, ...)."""
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -34,10 +35,11 @@ from fedloom.data.schema import (
     Record,
     TextRecord,
 )
+from fedloom.errors import FedloomError
 from fedloom.utils import cache_dir
 
 
-class DataSourceError(RuntimeError):
+class DataSourceError(FedloomError, RuntimeError):
     """A data source could not be fetched, verified or parsed."""
 
 
@@ -206,7 +208,7 @@ ROLE_ALIASES = {
 }
 
 
-class RowError(ValueError):
+class RowError(FedloomError, ValueError):
     """One row cannot be mapped into its schema."""
 
 
@@ -319,9 +321,57 @@ def row_to_record(
     return TextRecord(_text(row, mapping["text"], "text"), str(meta["source"]), meta)
 
 
-def _read_rows(p: Path, report: LoadReport, skip_malformed: bool) -> list[tuple[int, Any]]:
-    """(row number, row) pairs; row numbers are 1-based lines (JSONL/CSV data rows) or list
-    positions (JSON, Parquet)."""
+LOCAL_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
+
+
+def check_local_file(path: str | Path) -> Path:
+    """The local data file at ``path``, or a :class:`DataSourceError` saying why it cannot be
+    used (missing, a folder, unreadable, an unsupported type): checked at config load, before
+    any model is loaded."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DataSourceError(f"local data file {str(p)!r} does not exist")
+    if not p.is_file():
+        raise DataSourceError(f"local data file {str(p)!r} is not a file")
+    if not os.access(p, os.R_OK):
+        raise DataSourceError(f"local data file {str(p)!r} is not readable (check its permissions)")
+    if p.suffix.lower() not in LOCAL_SUFFIXES:
+        raise DataSourceError(
+            f"{p}: unsupported file type {p.suffix!r}; use {', '.join(LOCAL_SUFFIXES)}"
+        )
+    return p
+
+
+def _read_text(p: Path) -> str:
+    """The file's text, exactly: UTF-8 (a leading byte-order mark, as Excel writes, dropped);
+    binary or non-UTF-8 content is one error naming the file and the byte offset."""
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise DataSourceError(f"{p}: cannot read ({e.strerror})") from None
+    if not raw.strip():
+        raise DataSourceError(f"local data file {p} is empty")
+    if b"\x00" in raw[:8192]:
+        raise DataSourceError(
+            f"{p}: holds binary data (NUL bytes), not {p.suffix[1:].upper()} text; "
+            "give a UTF-8 text file"
+        )
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise DataSourceError(
+            f"{p}: not UTF-8 text (byte {e.start} is {raw[e.start : e.start + 1]!r}); save it "
+            "as UTF-8"
+        ) from None
+
+
+def _read_rows(
+    p: Path, report: LoadReport, skip_malformed: bool
+) -> tuple[str, list[tuple[int, Any]]]:
+    """("line" | "record", (number, row) pairs). JSONL and CSV rows are numbered by the line of
+    the file they start on (as an editor shows it; a CSV field may span several lines); JSON and
+    Parquet rows by their position in the file's list. Text is kept exactly: lines split on
+    ``\\n`` only (not on U+2028, U+2029 or U+0085 inside strings), quoted CSV newlines kept."""
     suffix = p.suffix.lower()
     if suffix == ".parquet":
         import pyarrow.parquet as pq
@@ -330,15 +380,38 @@ def _read_rows(p: Path, report: LoadReport, skip_malformed: bool) -> list[tuple[
             rows: list[Any] = pq.read_table(p).to_pylist()
         except Exception as e:  # pyarrow raises several types for a bad file
             raise DataSourceError(f"{p}: cannot read as Parquet ({e})") from None
-        return list(enumerate(rows, 1))
-    text = p.read_text(encoding="utf-8")
-    if not text.strip():
-        raise DataSourceError(f"local data file {p} is empty")
+        return "record", list(enumerate(rows, 1))
+    if suffix not in LOCAL_SUFFIXES:
+        raise DataSourceError(
+            f"{p}: unsupported file type {p.suffix!r}; use {', '.join(LOCAL_SUFFIXES)}"
+        )
+    text = _read_text(p)
     if suffix == ".csv":
-        return [(n, row) for n, row in enumerate(csv.DictReader(text.splitlines()), 2)]
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        out: list[tuple[int, Any]] = []
+        try:
+            if reader.fieldnames is None:
+                raise DataSourceError(f"{p}: no header row")
+            start = reader.line_num + 1
+            for row in reader:
+                if None in row:  # more fields than the header names
+                    extra = row.pop(None)  # type: ignore[call-overload]
+                    if not skip_malformed:
+                        raise DataSourceError(
+                            f"{p}: line {start}: {len(extra)} more field(s) than the header "
+                            "names; quote fields that contain commas, or set "
+                            "`skip_malformed: true` to skip such rows (they are counted)"
+                        )
+                    report.skip("more fields than the header", f"{p.name}: line {start}")
+                else:
+                    out.append((start, row))
+                start = reader.line_num + 1
+        except csv.Error as e:
+            raise DataSourceError(f"{p}: line {reader.line_num}: not valid CSV ({e})") from None
+        return "line", out
     if suffix == ".jsonl":
         out = []
-        for n, line in enumerate(text.splitlines(), 1):
+        for n, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
             try:
@@ -346,22 +419,18 @@ def _read_rows(p: Path, report: LoadReport, skip_malformed: bool) -> list[tuple[
             except json.JSONDecodeError as e:
                 if not skip_malformed:
                     raise DataSourceError(
-                        f"{p}: row {n} is not valid JSON ({e.msg}); fix it or set "
+                        f"{p}: line {n} is not valid JSON ({e.msg}); fix it or set "
                         "`skip_malformed: true` on the source to skip such rows (they are counted)"
                     ) from None
-                report.skip("not valid JSON", f"{p.name}: row {n}")
-        return out
-    if suffix != ".json":
-        raise DataSourceError(
-            f"{p}: unsupported file type {p.suffix!r}; use .json, .jsonl, .csv or .parquet"
-        )
+                report.skip("not valid JSON", f"{p.name}: line {n}")
+        return "line", out
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise DataSourceError(f"{p}: not valid JSON at line {e.lineno} ({e.msg})") from None
     if not isinstance(data, list):
         raise DataSourceError(f"{p}: expected a JSON list of objects")
-    return list(enumerate(data, 1))
+    return "record", list(enumerate(data, 1))
 
 
 def load_local(
@@ -382,9 +451,7 @@ def load_local(
     """
     if schema not in LOCAL_FIELDS:
         raise DataSourceError(f"unknown schema {schema!r}; choose one of {sorted(LOCAL_FIELDS)}")
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise DataSourceError(f"local data file {str(p)!r} does not exist")
+    p = check_local_file(path)
     report = report or LoadReport(f"local:{p.name}")
     required, optional = LOCAL_FIELDS[schema]
     fields = required + optional + ("domain",)
@@ -394,7 +461,7 @@ def load_local(
             f"`columns` maps unknown field(s) {unknown}; the {schema} schema has {list(fields)}"
         )
     mapping = {f: f for f in fields} | columns
-    rows = _read_rows(p, report, skip_malformed)
+    unit, rows = _read_rows(p, report, skip_malformed)
     if not rows and not report.skipped:
         raise DataSourceError(f"local data file {p} holds no rows")
     records: list[Record] = []
@@ -421,10 +488,10 @@ def load_local(
         except RowError as e:
             if not skip_malformed:
                 raise DataSourceError(
-                    f"{p}: row {n}: {e}. Fix the row, or set `skip_malformed: true` on the "
+                    f"{p}: {unit} {n}: {e}. Fix the row, or set `skip_malformed: true` on the "
                     "source to skip such rows (they are counted and reported)"
                 ) from None
-            report.skip(str(e).split(";")[0], f"{p.name}: row {n}")
+            report.skip(str(e).split(";")[0], f"{p.name}: {unit} {n}")
     if not records:
         raise DataSourceError(f"{p}: no usable rows ({report.summary()})")
     return records

@@ -28,8 +28,9 @@ class ClientStates(MutableMapping[int, dict[str, Any]]):
         )
 
     def __getitem__(self, cid: int) -> dict[str, Any]:
-        name = self._index[cid]
-        return dict(torch.load(self.dir / name, weights_only=False))
+        from fedloom.engine.inprocess import load_plain  # local import: inprocess imports this
+
+        return load_plain(self.dir / self._index[cid], f"client {cid}'s state")
 
     def __setitem__(self, cid: int, state: dict[str, Any]) -> None:
         if cid in self._index:

@@ -30,11 +30,12 @@ from fedloom.config import ConfigError, RunConfig
 from fedloom.data import FederatedData, build_federated_data, summary_table
 from fedloom.data.schema import Record, record_prompt
 from fedloom.engine.client_states import ClientStates
+from fedloom.errors import CheckpointError, FedloomError
 from fedloom.eval import EvalContext, HeldoutEvaluator, generate_answers, run_suite
 from fedloom.eval.preference import PreferenceEvaluator
 from fedloom.eval.suites import headline
 from fedloom.models import attach_lora, get_adapter_state, load_model, set_adapter_state
-from fedloom.models.loader import LoadedModel
+from fedloom.models.loader import LoadedModel, load_tokenizer
 from fedloom.privacy import CentralDP, ClientDP, PrivacyBudgetSpent, update_norm
 from fedloom.train import LocalTrainer, adapter_parameters, cosine_lr, draw_examples
 from fedloom.train.objectives import build_objective
@@ -63,12 +64,14 @@ class Federation:
 
     @classmethod
     def build(cls, cfg: RunConfig, console: Console | None = None) -> Federation:
-        loaded = load_model(cfg.model)
-        model = attach_lora(loaded.model, cfg.lora, seed=cfg.seed)
+        # data first: a data error costs seconds, not a model load
+        tokenizer = load_tokenizer(cfg.model.name)
         pooled = ALGORITHMS[cfg.federation.algorithm].pooled_data
         data = build_federated_data(
-            cfg.data, cfg.partition, loaded.tokenizer, cfg.seed, pooled=pooled, task=cfg.task
+            cfg.data, cfg.partition, tokenizer, cfg.seed, pooled=pooled, task=cfg.task
         )
+        loaded = load_model(cfg.model, tokenizer)
+        model = attach_lora(loaded.model, cfg.lora, seed=cfg.seed)
         if console is not None:
             summary_table(data, cfg.partition.key, console)
         fc = cfg.federation
@@ -219,7 +222,7 @@ class InProcessClients:
         return updates, failed
 
 
-class RoundFailed(RuntimeError):
+class RoundFailed(FedloomError, RuntimeError):
     """Too few clients replied to a round, even after the retries."""
 
 
@@ -529,13 +532,35 @@ def _save_checkpoint(
 
 
 def _load_checkpoint(out: Path) -> dict[str, Any]:
+    """The checkpoint, loaded with ``weights_only=True``: tensors, numbers, strings, lists,
+    tuples and dicts only. A file holding any other pickled object is refused, never run (a
+    tampered run folder must not execute code on ``--resume``)."""
     path = out / CHECKPOINT
     if not path.exists():
-        raise FileNotFoundError(
+        raise CheckpointError(
             f"no {CHECKPOINT} in {out}: nothing to resume (a run writes one after each round)"
         )
-    # our own file: it holds Python objects (RNG state, metrics rows) besides tensors
-    return dict(torch.load(path, weights_only=False))
+    return load_plain(path, "checkpoint")
+
+
+def load_plain(path: Path, what: str) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` as a dict, or a :class:`CheckpointError`."""
+    import pickle
+
+    try:
+        state = torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(
+            f"{path}: refusing to load this {what}: it holds Python objects other than tensors "
+            f"and plain values ({first}); it was not written by this fedloom, or was tampered "
+            "with. Start the run again without --resume"
+        ) from None
+    except (OSError, RuntimeError, EOFError) as e:
+        raise CheckpointError(f"{path}: cannot read this {what} ({e})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: this {what} is not a mapping of state")
+    return dict(state)
 
 
 def _headline(metrics: dict[str, float]) -> str:

@@ -32,6 +32,7 @@ from transformers import (
 )
 
 from fedloom.config import ModelConfig
+from fedloom.errors import FedloomError
 from fedloom.utils import available_cores, cache_dir, keep_freed_memory
 
 SMOLLM2 = "smollm2-135m-instruct"
@@ -52,7 +53,7 @@ TINY_LLAMA_CONFIG: dict[str, Any] = dict(
 )
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(FedloomError, FileNotFoundError):
     """The requested model is neither bundled, installed, nor a path on disk."""
 
 
@@ -147,7 +148,7 @@ def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     if tok.chat_template is None:
-        raise ValueError(
+        raise ModelNotFoundError(
             f"tokenizer of {name!r} has no chat template; fedloom formats instructions with the "
             "model's own template — use an instruction-tuned model"
         )
@@ -173,9 +174,11 @@ def build_tiny_llama(vocab_size: int, seed: int) -> LlamaForCausalLM:
         return LlamaForCausalLM(LlamaConfig(vocab_size=vocab_size, **TINY_LLAMA_CONFIG))
 
 
-def load_model(cfg: ModelConfig) -> LoadedModel:
+def load_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase | None = None) -> LoadedModel:
+    """The model and its tokenizer (``tokenizer``: one already loaded by
+    :func:`load_tokenizer` for the same name, e.g. to build the data before the weights)."""
     device, autocast_dtype = resolve_runtime(cfg)
-    tokenizer = load_tokenizer(cfg.name)
+    tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.name)
     if cfg.name == TINY_LLAMA:
         model: PreTrainedModel = build_tiny_llama(len(tokenizer), cfg.seed)
     else:

@@ -31,7 +31,14 @@ import torch
 from fedloom.algorithms.aggregate import add_scaled, check_layout, subtract
 from fedloom.algorithms.base import Broadcast, ClientUpdate, Strategy
 from fedloom.config import CentralDPConfig, ConfigError
-from fedloom.privacy.accounting import History, add_steps, epsilon, noise_for_epsilon
+from fedloom.privacy.accounting import (
+    History,
+    add_steps,
+    epsilon,
+    history_from_tensor,
+    history_to_tensor,
+    noise_for_epsilon,
+)
 from fedloom.train.local import TrainHook
 from fedloom.utils import StateDict, rng_for
 
@@ -97,6 +104,30 @@ class CentralDP(Strategy):
 
     def epsilon(self) -> float:
         return epsilon(self.history, self.delta, self.dp.accountant)
+
+    # -- checkpointing: the wrapped strategy's state plus the wrapper's own ----------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "inner": self.inner.state_dict(),
+            "clip_norm": float(self.clip_norm),
+            "history": history_to_tensor(self.history),
+            "last": dict(self.last),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        from fedloom.errors import CheckpointError
+
+        expected = {"inner", "clip_norm", "history", "last"}
+        if set(state) != expected:
+            raise CheckpointError(
+                f"the checkpoint's central-DP state has {sorted(state)}, expected "
+                f"{sorted(expected)}: it was written without `privacy.central_dp` or by another "
+                "version"
+            )
+        self.inner.load_state_dict(state["inner"])
+        self.clip_norm = float(state["clip_norm"])
+        self.history = history_from_tensor(state["history"])
+        self.last = dict(state["last"])
 
     # -- delegated ------------------------------------------------------------------------------
     def initialize(self, adapter: StateDict) -> None:

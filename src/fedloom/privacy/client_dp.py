@@ -30,6 +30,7 @@ from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer
 
 from fedloom.config import ClientDPConfig
+from fedloom.errors import FedloomError
 from fedloom.privacy.accounting import (
     add_steps,
     epsilon,
@@ -44,7 +45,7 @@ STATE_KEY = "dp"
 """The client-state entry holding ``{"history": (k, 3) tensor}``."""
 
 
-class PrivacyBudgetSpent(RuntimeError):
+class PrivacyBudgetSpent(FedloomError, RuntimeError):
     """A client was asked to train a round its privacy budget cannot pay for."""
 
 

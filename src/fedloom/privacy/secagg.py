@@ -45,10 +45,11 @@ from flwr.serverapp import Grid
 from fedloom.algorithms.aggregate import add_scaled
 from fedloom.algorithms.base import Broadcast, ClientUpdate
 from fedloom.config import SecAggConfig
+from fedloom.errors import FedloomError
 from fedloom.utils import StateDict
 
 
-class SecAggRangeError(ValueError):
+class SecAggRangeError(FedloomError, ValueError):
     """A client's update has values outside ``privacy.secagg.clipping_range``."""
 
 
