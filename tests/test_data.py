@@ -105,7 +105,7 @@ def test_csv_multiline_fields_round_trip_and_line_numbers(tmp_path: Path) -> Non
         w = csv.writer(f)
         w.writerow(["q", "a"])
         w.writerow(["write f", code])
-        w.writerow(["two\nlines", "ok, \"quoted\""])
+        w.writerow(["two\nlines", 'ok, "quoted"'])
     recs = load_source("local", path=str(p), columns=COLS)
     assert [r.response for r in recs] == [code, 'ok, "quoted"']
     assert recs[1].instruction == "two\nlines"

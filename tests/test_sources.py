@@ -240,7 +240,9 @@ def test_malformed_rows_error_or_skip_with_count(tmp_path: Path) -> None:
         + json.dumps(good)
         + "\n"
     )
-    with pytest.raises(DataSourceError, match=r"mc.jsonl: line 2 is not valid JSON.*skip_malformed"):
+    with pytest.raises(
+        DataSourceError, match=r"mc.jsonl: line 2 is not valid JSON.*skip_malformed"
+    ):
         load_source("local", path=str(p), schema="multiple_choice")
     with pytest.warns(DataWarning, match="kept 2; left out"):
         recs, report = load_source_report(
