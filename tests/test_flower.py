@@ -51,7 +51,12 @@ def _start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def _deploy(
-    cfg_path: Path, out: Path, n: int, extra: list[str], kill_after_round: int | None = None
+    cfg_path: Path,
+    out: Path,
+    n: int,
+    extra: list[str],
+    kill_after_round: int | None = None,
+    client_extra: list[str] | None = None,
 ):  # type: ignore[no-untyped-def]
     port = free_port()
     server = _start(
@@ -77,7 +82,7 @@ def _deploy(
                 str(i),
                 "--server",
                 f"127.0.0.1:{port}",
-                *extra,
+                *(extra if client_extra is None else client_extra),
             ],
             out.parent / f"{out.name}-client{i}.log",
         )
@@ -141,9 +146,21 @@ def test_deployment_on_loopback_equals_inprocess(two_clients, tmp_path: Path) ->
 def test_deployment_with_tls(two_clients, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     certs = tmp_path / "certs"
     assert subprocess.run([*FEDLOOM, "certs", str(certs)], timeout=60).returncode == 0
+    for key in ("ca.key", "server.key"):  # private keys: owner-only from creation
+        assert (certs / key).stat().st_mode & 0o777 == 0o600
+    # as the docs say: a client machine holds the CA certificate only, never the server's key
+    client_certs = tmp_path / "client-certs"
+    client_certs.mkdir()
+    (client_certs / "ca.pem").write_bytes((certs / "ca.pem").read_bytes())
     cfg, path = two_clients()
     run(cfg, tmp_path / "inproc")
-    _deploy(path, tmp_path / "tls", 2, ["--certificates", str(certs)])
+    _deploy(
+        path,
+        tmp_path / "tls",
+        2,
+        ["--certificates", str(certs)],
+        client_extra=["--certificates", str(client_certs)],
+    )
     _assert_close(_adapter(tmp_path / "tls"), _adapter(tmp_path / "inproc"))
     # the SuperLink speaks TLS with the generated certificate: verified handshake with the CA,
     # and a plain-text request gets no HTTP answer

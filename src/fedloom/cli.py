@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         return _dispatch(args)
     except FedloomError as e:
         what = "config error: " if isinstance(e, ConfigError) else ""
-        print(f"fedloom: {what}{e}", file=sys.stderr)
+        message = " ".join(line.strip() for line in str(e).splitlines())
+        print(f"fedloom: {what}{message}", file=sys.stderr)
         return 2
 
 
@@ -272,7 +273,7 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _flower(args: argparse.Namespace) -> int:
-    from fedloom.config import load_config
+    from fedloom.config import ConfigError, load_config
     from fedloom.flower import deploy
 
     if args.command == "certs":
@@ -281,28 +282,37 @@ def _flower(args: argparse.Namespace) -> int:
         print("SuperLink: --certificates DIR; SuperNodes need DIR/ca.pem (copy it to them)")
         return 0
     cfg = load_config(args.config)
-    try:
-        if args.command == "server":
-            out = args.out or f"runs/{Path(args.config).stem}-flower"
-            return deploy.serve(args.config, args.address, args.certificates, out, args.resume)
-        n = cfg.partition.num_clients
-        if args.client_id < 0 or (n is not None and args.client_id >= n):
-            print(f"fedloom: --client-id must be in [0, {n})", file=sys.stderr)
-            return 2
-        if args.threads is not None and args.threads < 1:
-            print("fedloom: --threads must be >= 1", file=sys.stderr)
-            return 2
-        return deploy.run_client(
-            args.config,
-            args.client_id,
-            args.server,
-            args.certificates,
-            args.threads,
-            args.train_lock,
+    if args.command == "server":
+        out = args.out or f"runs/{Path(args.config).stem}-flower"
+        return deploy.serve(args.config, args.address, args.certificates, out, args.resume)
+    n = cfg.partition.num_clients
+    if n is None:  # `natural`: as many clients as the data has values (data only, no model)
+        from fedloom.algorithms import ALGORITHMS
+        from fedloom.data import build_federated_data
+        from fedloom.models.loader import load_tokenizer
+
+        pooled = ALGORITHMS[cfg.federation.algorithm].pooled_data
+        tok = load_tokenizer(cfg.model.name)
+        data = build_federated_data(
+            cfg.data, cfg.partition, tok, cfg.seed, pooled=pooled, task=cfg.task
         )
-    except (FileNotFoundError, ValueError) as e:
-        print(f"fedloom: {e}", file=sys.stderr)
+        n = len(data.clients)
+    if not 0 <= args.client_id < n:
+        raise ConfigError(
+            f"--client-id {args.client_id} is outside the partition: {args.config} splits "
+            f"the data into {n} clients, ids 0 to {n - 1}"
+        )
+    if args.threads is not None and args.threads < 1:
+        print("fedloom: --threads must be >= 1", file=sys.stderr)
         return 2
+    return deploy.run_client(
+        args.config,
+        args.client_id,
+        args.server,
+        args.certificates,
+        args.threads,
+        args.train_lock,
+    )
 
 
 def _data(args: argparse.Namespace) -> int:

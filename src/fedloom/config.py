@@ -150,6 +150,12 @@ class PartitionConfig:
     min_examples: int = 1
 
     def __post_init__(self) -> None:
+        from fedloom.data.partition import PARTITIONERS
+
+        _require(
+            self.strategy in PARTITIONERS,
+            f"`partition.strategy` is {self.strategy!r}; choose one of {sorted(PARTITIONERS)}",
+        )
         _require(
             self.num_clients is None or self.num_clients >= 1,
             f"`partition.num_clients` must be >= 1 (got {self.num_clients})",
@@ -160,12 +166,6 @@ class PartitionConfig:
         )
         _require(self.alpha > 0, f"`partition.alpha` must be > 0 (got {self.alpha})")
         _require(self.min_examples >= 1, "`partition.min_examples` must be >= 1")
-        from fedloom.data.partition import PARTITIONERS
-
-        _require(
-            self.strategy in PARTITIONERS,
-            f"`partition.strategy` is {self.strategy!r}; choose one of {sorted(PARTITIONERS)}",
-        )
 
 
 @dataclass
@@ -616,7 +616,8 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     try:
         node[parts[-1]] = yaml.safe_load(raw)
     except yaml.YAMLError as e:
-        raise ConfigError(f"--set {key}: the value {raw!r} is not valid YAML ({e})") from None
+        what = getattr(e, "problem", None) or type(e).__name__
+        raise ConfigError(f"--set {key}: the value {raw!r} is not valid YAML ({what})") from None
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:

@@ -33,6 +33,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from fedloom.errors import FedloomError
+
 FLOWER_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
     "FLWR_DISABLE_UPDATE_CHECK": "1",
@@ -94,7 +96,7 @@ def _bin(name: str) -> str:
 def split_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not port.isdigit():
-        raise ValueError(f"address {address!r} is not HOST:PORT (e.g. 127.0.0.1:9092)")
+        raise DeployError(f"address {address!r} is not HOST:PORT (e.g. 127.0.0.1:9092)")
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
@@ -149,16 +151,27 @@ def stop_group(proc: subprocess.Popen[bytes], grace: float = 10.0) -> None:
         proc.wait(timeout=grace)
 
 
-def _check_certs(certificates: str | None) -> Path | None:
+CLIENT_CERT_FILES = ("ca.pem",)
+"""A SuperNode needs only the CA certificate: never the server's certificate or private key."""
+
+
+def _check_certs(certificates: str | None, needed: tuple[str, ...] = CERT_FILES) -> Path | None:
     if certificates is None:
         return None
     d = Path(certificates)
-    missing = [f for f in CERT_FILES if not (d / f).is_file()]
+    missing = [f for f in needed if not (d / f).is_file()]
     if missing:
-        raise FileNotFoundError(
-            f"--certificates {d}: missing {missing}; create a set with `fedloom certs {d}`"
+        hint = (
+            f"create a set with `fedloom certs {d}`"
+            if needed == CERT_FILES
+            else "copy the CA certificate ca.pem from the server's `fedloom certs` folder"
         )
+        raise DeployError(f"--certificates {d}: missing {missing}; {hint}")
     return d
+
+
+class DeployError(FedloomError, FileNotFoundError):
+    """A deployment input (certificates, address) is missing or wrong."""
 
 
 def app_dir(root: Path, config: Path, out: Path, resume: bool) -> Path:
@@ -260,7 +273,7 @@ def client_command(
 ) -> list[str]:
     """A plain SuperNode for client ``client_id`` (Flower's default isolation: a fresh
     ``flwr-clientapp`` process per message); ``run_client`` adds process isolation."""
-    certs = _check_certs(certificates)
+    certs = _check_certs(certificates, CLIENT_CERT_FILES)
     split_address(server)
     node_config = f'partition-id={client_id} fedloom-config="{Path(config).resolve()}"'
     cmd = [_bin("flower-supernode"), "--superlink", server, "--node-config", node_config]
@@ -379,7 +392,12 @@ def make_certs(directory: str, hosts: list[str], days: int = 30) -> list[Path]:
         "server.key": key.private_bytes(pem, fmt, no_enc),
     }
     for name, data in files.items():
-        (d / name).write_bytes(data)
-        if name.endswith(".key"):
-            os.chmod(d / name, 0o600)
+        path = d / name
+        if name.endswith(".key"):  # private from the first byte: created 0600, never wider
+            path.unlink(missing_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        else:
+            path.write_bytes(data)
     return [d / n for n in files]
