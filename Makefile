@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 
-.PHONY: setup demo test test-slow check lint format bench clean
+.PHONY: setup demo test test-slow check lint typecheck format perf clean
 
 setup: $(STAMP)
 
@@ -19,7 +19,7 @@ demo: setup
 	$(BIN)/python scripts/demo.py
 
 test: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow" --durations=25
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
@@ -32,11 +32,14 @@ format: setup
 	$(BIN)/ruff format src tests benchmarks scripts
 	$(BIN)/ruff check --fix src tests benchmarks scripts
 
-check: lint
+typecheck: setup
 	$(BIN)/mypy src/fedloom
-	$(BIN)/python -m pytest -q -m "not slow"
 
-bench: setup
+# the quality gate CI runs: lint + format check, types, then the test suite
+check: lint typecheck test
+
+# performance scripts (throughput, engine overhead, compression, scale) with their targets
+perf: setup
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

@@ -1,4 +1,4 @@
-"""`make bench`: run every benchmark, print its output and collect it in benchmarks/results.md."""
+"""`make perf`: run every benchmark, print its output and collect it in benchmarks/results.md."""
 
 from __future__ import annotations
 

@@ -80,17 +80,32 @@ def test_dpo_runs_change_adapter_keep_base_and_write_preference(
 
 
 def test_dpo_training_raises_preference_accuracy(pair_data: Path, tmp_path: Path) -> None:
-    cfg = dpo_config(pair_data, **{"federation.rounds": 4, "train.local_steps": 3})
-    s = run(cfg, tmp_path)
+    """DPO moves the preference metrics; and `fedloom eval --suite preference --config` on the
+    run's final adapter (nothing else given) reproduces the run's own `final_preference`: the
+    same evaluator on the run's model settings and batch size."""
+    cfg = dpo_config(
+        pair_data,
+        **{"federation.rounds": 4, "train.local_steps": 3, "eval.batch_size": 3},
+    )
+    s = run(cfg, tmp_path / "run")
     assert s["final_preference"]["margin"] > 0
     assert s["final_preference"]["reward_accuracy"] > 0.5
     assert s["final_preference"]["loss"] < s["base_preference"]["loss"]
+    cfg.save(tmp_path / "dpo.yaml")
+    out = tmp_path / "pref.json"
+    argv = ["eval", "--suite", "preference", "--config", str(tmp_path / "dpo.yaml")]
+    assert main([*argv, "--adapter", str(tmp_path / "run" / "adapter"), "--out", str(out)]) == 0
+    metrics = json.loads(out.read_text())["suites"]["preference"]["metrics"]
+    assert metrics.keys() == s["final_preference"].keys()
+    for k, v in s["final_preference"].items():
+        assert metrics[k] == pytest.approx(v, rel=1e-6, abs=1e-7), k
 
 
 def test_dpo_rejects_instruction_data(local_data: Path, tmp_path: Path) -> None:
+    from fedloom.errors import FedloomError
     from tests.conftest import tiny_config
 
-    with pytest.raises(ValueError, match="task: dpo` trains on preference pairs"):
+    with pytest.raises(FedloomError, match="task: dpo` trains on preference pairs"):
         run(tiny_config(local_data, task="dpo"), tmp_path)
 
 

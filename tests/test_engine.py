@@ -224,3 +224,38 @@ def test_a_run_given_a_turn_lock_waits_its_turn_and_trains_the_same(
     assert sum(r["seconds"] for r in rows) < elapsed - 0.9  # the wait is not in a round's time
     for k in plain:
         assert torch.equal(plain[k], turns[k])
+
+
+@pytest.mark.parametrize(
+    ("task", "algorithm"), [("sft", "fedavg"), ("sft", "local"), ("dpo", "scaffold")]
+)
+def test_outputs_have_one_stable_shape(
+    local_data: Path, pair_data: Path, tmp_path: Path, task: str, algorithm: str
+) -> None:
+    """Every metrics.jsonl row and summary.json carry the same keys (docs/outputs.md) and the
+    schema version, whatever the task and algorithm; what does not apply is null or empty."""
+    from fedloom.engine.outputs import ROUND_FIELDS, SCHEMA_VERSION, SUMMARY_FIELDS, task_keys
+    from tests.conftest import dpo_config
+
+    over = {"federation.algorithm": algorithm, "eval.every": 2, "federation.rounds": 2}
+    cfg = dpo_config(pair_data, **over) if task == "dpo" else tiny_config(local_data, **over)
+    summary = run(cfg, tmp_path)
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    row_keys, summary_keys = task_keys()
+    assert row_keys == ["eval_loss_by_domain", "eval_preference"]
+    for row in rows:
+        assert set(row) == set(ROUND_FIELDS) | set(row_keys)
+        assert row["schema_version"] == SCHEMA_VERSION and row["task"] == task
+    assert set(summary) == set(SUMMARY_FIELDS) | set(summary_keys)
+    assert summary["schema_version"] == SCHEMA_VERSION
+    assert rows[0]["eval_loss"] is None and rows[1]["eval_loss"] is not None  # every 2 rounds
+    assert rows[0]["failed_clients"] == {} and rows[0]["epsilon_by_client"] == {}
+    assert summary["privacy"] is None
+    if task == "dpo":
+        assert rows[1]["eval_loss_by_domain"] is None
+        assert rows[1]["eval_preference"]["all"] == rows[1]["eval_loss"]
+        assert set(summary["final_preference"]) >= {"accuracy", "reward_accuracy", "margin"}
+    else:
+        assert rows[1]["eval_preference"] is None and summary["final_preference"] is None
+        assert rows[1]["eval_loss_by_domain"]["all"] == rows[1]["eval_loss"]
+    assert (summary["final_eval_loss_by_client"] is not None) == (algorithm == "local")

@@ -4,6 +4,7 @@ traceback. Every case fails before a model is loaded (seconds)."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ def _write(tmp_path: Path, raw: Any, name: str = "run.yaml") -> Path:
 
 
 def _fails(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str) -> str:
+    if argv[0] == "run" and "--out" not in argv and "--resume" not in argv:
+        argv = [*argv, "--out", tempfile.mkdtemp(prefix="fedloom-errors-")]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err, err

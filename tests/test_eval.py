@@ -315,3 +315,72 @@ def test_judge_config_errors(monkeypatch) -> None:  # type: ignore[no-untyped-de
     assert make_rating_judge(None) is None
     with pytest.raises(ValueError, match="FEDLOOM_JUDGE_URL"):
         make_rating_judge("openai")
+
+
+def test_suite_items_and_training_records_share_source_keys() -> None:
+    """Every suite built from a training source names its source record the way that
+    source's training records do, so a run can leave its training items out."""
+    from fedloom.config import DataConfig, SourceConfig
+    from fedloom.data import load_source
+    from fedloom.data.federated import load_records
+    from fedloom.eval.suites import SUITES, source_key
+
+    for suite, source in [
+        ("medqa", "medqa"),
+        ("gsm8k", "gsm8k"),
+        ("rouge-gsm8k", "gsm8k"),
+        ("rouge-alpaca", "alpaca_en"),
+        ("rouge-medmcqa", "medmcqa"),
+        ("math500", "math500"),
+    ]:
+        train, held = load_records(
+            DataConfig(sources=[SourceConfig(name=source, limit=40)], heldout=5), seed=0
+        )
+        keys = {source_key(r) for r in train}
+        items = {source_key(it) for it in SUITES[suite].load()}
+        every = {source_key(r) for r in load_source(source)}
+        assert len(keys) == 35 and items <= every, suite
+        if suite == "rouge-medmcqa":  # only the questions with an explanation
+            assert keys & items and len(items) == 2206, suite
+        else:
+            assert keys <= items, suite
+
+
+def test_run_leaves_its_training_items_out_of_suites(
+    local_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run that trains on MedQA and scores the `medqa` suite never scores a training item:
+    its 52 training questions (60 - 8 held out) are left out and counted. The suite is cut
+    to those 60 questions plus 10 others, so the whole suite is scored quickly."""
+    import dataclasses
+
+    from fedloom.data.federated import load_records
+    from fedloom.engine import run
+    from fedloom.eval.suites import SUITES, source_key
+    from tests.conftest import tiny_config
+
+    cfg = tiny_config(
+        local_data,
+        **{
+            "data.sources": [{"name": "medqa", "limit": 60}],
+            "data.max_seq_len": 512,
+            "partition.strategy": "iid",
+            "partition.num_clients": 2,
+            "federation.rounds": 1,
+            "train.local_steps": 1,
+            "eval.suites": ["medqa"],
+            "eval.suite_limit": None,
+        },
+    )
+    train, held = load_records(cfg.data, cfg.seed)
+    used = {source_key(r) for r in train + held}
+    full = SUITES["medqa"].load()
+    cut = [it for it in full if source_key(it) in used] + [
+        it for it in full if source_key(it) not in used
+    ][:10]
+    monkeypatch.setitem(SUITES, "medqa", dataclasses.replace(SUITES["medqa"], load=lambda: cut))
+    s = run(cfg, tmp_path)
+    bench = s["benchmarks"]["medqa"]
+    assert bench["excluded_training_items"] == 52 and bench["n"] == 18
+    trained_ids = {f"medqa-{r.metadata['id']}" for r in train}
+    assert len(trained_ids) == 52 and not trained_ids & set(bench["items"])

@@ -48,7 +48,10 @@ def make_parser() -> argparse.ArgumentParser:
     )
     e = sub.add_parser("eval", help="evaluate a model (+ adapter) on offline benchmark suites")
     e.add_argument(
-        "--model", default="smollm2-135m-instruct", help="model name, HF folder or .gguf"
+        "--model",
+        default=None,
+        help="model name, HF folder or .gguf (default: --config's model, else "
+        "smollm2-135m-instruct)",
     )
     e.add_argument("--adapter", default=None, help="a LoRA adapter folder (e.g. runs/demo/adapter)")
     e.add_argument(
@@ -60,7 +63,9 @@ def make_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--limit", type=int, default=None, help="fixed-seed random subset of N items")
     e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--batch-size", type=int, default=8)
+    e.add_argument(
+        "--batch-size", type=int, default=None, help="default: --config's eval.batch_size, else 8"
+    )
     e.add_argument("--max-new-tokens", type=int, default=None)
     e.add_argument("--mc-mode", choices=["letter", "cloze"], default="letter")
     e.add_argument("--judge", default="rules", help="refusal judge for safety suites")
@@ -70,10 +75,19 @@ def make_parser() -> argparse.ArgumentParser:
         help="mtbench judge: `openai` (FEDLOOM_JUDGE_URL + FEDLOOM_JUDGE_MODEL; the default "
         "when FEDLOOM_JUDGE_URL is set) or a local model name/path",
     )
-    e.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    e.add_argument(
+        "--precision",
+        default=None,
+        choices=["auto", "bf16", "fp32"],
+        help="default: --config's model.precision, else auto",
+    )
     e.add_argument("--out", default=None, help="JSON file for metrics and the items used")
     e.add_argument(
-        "--config", default=None, help="run config whose held-out split `heldout` scores"
+        "--config",
+        default=None,
+        help="the run config of the adapter: its held-out split is what `heldout` and "
+        "`preference` score, and its model settings (name, precision, seed) and "
+        "eval.batch_size are the defaults, so the figures match the run's own",
     )
     sv = sub.add_parser("server", help="start a Flower SuperLink and run CONFIG on its SuperNodes")
     sv.add_argument("config", help="YAML run config")
@@ -218,10 +232,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         from fedloom.engine import run
 
         summary = run(cfg, out, resume=bool(args.resume))
+    from fedloom.tasks import get_task
+
+    task = get_task(cfg.task)
     base, final = summary["base_eval_loss"], summary["final_eval_loss"]
-    if "base_preference" in summary:
-        base, final = summary["base_preference"], summary["final_preference"]
-        print(f"\nheld-out preference {'metric':<16} {'base':>8} {'final':>8}")
+    if task.summary_key is not None:  # the task's own held-out metrics (DPO: preference)
+        base, final = summary[f"base_{task.summary_key}"], summary[f"final_{task.summary_key}"]
+        print(f"\nheld-out {task.heldout_what} {'metric':<16} {'base':>8} {'final':>8}")
     else:
         print(f"\nheld-out loss   {'domain':<10} {'base':>8} {'final':>8}")
     for k in base:
@@ -378,39 +395,43 @@ def _split(args: argparse.Namespace) -> int:
 
 
 def _heldout(args: argparse.Namespace, model: Any, loaded: Any, suite: str) -> dict[str, Any]:
-    """On the held-out split of a run config's data: loss and perplexity per domain
-    (``heldout``), or preference accuracy, reward margin and chosen log-likelihood on
-    preference pairs (``preference``; the config's data must hold pairs)."""
+    """On the held-out split of a run config's data, what the run itself reports, by the same
+    evaluator (the task's, from the registry): ``heldout`` (SFT) loss and perplexity per
+    domain; ``preference`` (DPO) preference accuracy, reward accuracy and margin, chosen
+    log-likelihood and DPO loss (the config's data must hold pairs)."""
     import math
 
     from fedloom.config import load_config
     from fedloom.data import build_federated_data
-    from fedloom.eval import HeldoutEvaluator
-    from fedloom.eval.preference import PreferenceEvaluator
+    from fedloom.tasks import TASKS
 
     cfg = load_config(args.config)
-    task = "dpo" if suite == "preference" else "sft"
+    task = next(t for t in TASKS.values() if t.heldout_suite == suite)
     tok = loaded.tokenizer
-    data = build_federated_data(cfg.data, cfg.partition, tok, cfg.seed, pooled=True, task=task)
+    data = build_federated_data(cfg.data, cfg.partition, tok, cfg.seed, pooled=True, task=task.name)
     limit = args.limit or cfg.eval.max_examples
-    common = (model, data, int(tok.pad_token_id), loaded.device, loaded.autocast_dtype, limit)
-    if suite == "preference":
-        metrics = PreferenceEvaluator(*common, args.batch_size, beta=cfg.train.beta)(
-            base=args.adapter is None
-        )
+    evaluator = task.evaluator(
+        model,
+        data,
+        int(tok.pad_token_id),
+        loaded.device,
+        loaded.autocast_dtype,
+        limit,
+        args.batch_size,
+        cfg.train,
+    )
+    metrics = evaluator(base=args.adapter is None)
+    if task.summary_key is not None:
         for k, v in metrics.items():
             if k != "all":
-                print(f"{'preference':<13} {len(data.heldout):>5}  {k:<15} {v:>8.4f}")
+                print(f"{suite:<13} {len(data.heldout):>5}  {k:<15} {v:>8.4f}")
         return {"limit_per_domain": limit, "n": len(data.heldout), "metrics": metrics}
-    losses = HeldoutEvaluator(*common, args.batch_size)()
-    for dom, loss in losses.items():
-        print(
-            f"{'heldout':<10} {dom:>5}  {'loss':<14} {loss:>7.4f}  perplexity {math.exp(loss):.2f}"
-        )
+    for dom, loss in metrics.items():
+        print(f"{suite:<10} {dom:>5}  {'loss':<14} {loss:>7.4f}  perplexity {math.exp(loss):.2f}")
     return {
         "limit_per_domain": limit,
-        "loss": losses,
-        "perplexity": {k: math.exp(v) for k, v in losses.items()},
+        "loss": metrics,
+        "perplexity": {k: math.exp(v) for k, v in metrics.items()},
     }
 
 
@@ -421,16 +442,17 @@ def _eval(args: argparse.Namespace) -> int:
     from fedloom.config import ModelConfig
     from fedloom.eval import SUITES, EvalContext, run_suite
     from fedloom.models import load_model
+    from fedloom.tasks import TASKS
 
-    unknown = [s for s in args.suite if s not in SUITES and s not in ("heldout", "preference")]
+    config_suites = sorted(t.heldout_suite for t in TASKS.values())
+    unknown = [s for s in args.suite if s not in SUITES and s not in config_suites]
     if unknown:
         print(
-            f"fedloom: unknown suite(s) {unknown}; choose from "
-            f"{sorted(SUITES) + ['heldout', 'preference']}",
+            f"fedloom: unknown suite(s) {unknown}; choose from {sorted(SUITES) + config_suites}",
             file=sys.stderr,
         )
         return 2
-    for needs_cfg in ("heldout", "preference"):
+    for needs_cfg in config_suites:
         if needs_cfg in args.suite and not args.config:
             print(
                 f"fedloom: suite `{needs_cfg}` needs --config RUN.yaml (its data section defines "
@@ -441,6 +463,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         print("fedloom: --limit must be >= 1", file=sys.stderr)
         return 2
+    from fedloom.config import load_config
     from fedloom.eval.judges import make_rating_judge
     from fedloom.eval.suites import headline
 
@@ -449,7 +472,16 @@ def _eval(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"fedloom: {err}", file=sys.stderr)
         return 2
-    loaded = load_model(ModelConfig(name=args.model, precision=args.precision))
+    # with --config, the run's own model settings and batch size: the same figures as the run
+    run_cfg = load_config(args.config) if args.config else None
+    model_cfg = run_cfg.model if run_cfg is not None else ModelConfig("smollm2-135m-instruct")
+    args.model = args.model or model_cfg.name
+    args.precision = args.precision or (model_cfg.precision if run_cfg else "auto")
+    args.batch_size = args.batch_size or (run_cfg.eval.batch_size if run_cfg else 8)
+    if args.batch_size < 1:
+        print("fedloom: --batch-size must be >= 1", file=sys.stderr)
+        return 2
+    loaded = load_model(dataclasses.replace(model_cfg, name=args.model, precision=args.precision))
     model: PreTrainedModel | PeftModel = loaded.model
     if args.adapter:
         model = PeftModel.from_pretrained(loaded.model, args.adapter)
@@ -473,7 +505,7 @@ def _eval(args: argparse.Namespace) -> int:
     }
     print(f"{'suite':<13} {'n':>5}  {'metric':<12} {'value':>7}  95% CI            seconds")
     for name in args.suite:
-        if name in ("heldout", "preference"):
+        if name in config_suites:
             report["suites"][name] = _heldout(args, model, loaded, name)
             continue
         res = run_suite(name, ctx, args.limit, args.seed)

@@ -449,8 +449,8 @@ class PrivacyConfig:
 class RunConfig:
     seed: int = 0
     task: str = "sft"
-    """`sft`: instruction and multi-turn conversation tuning (loss on every assistant turn);
-    `dpo`: direct preference optimisation on preference pairs."""
+    """A name in `fedloom.tasks.TASKS`: `sft` (instruction and multi-turn conversation tuning,
+    loss on every assistant turn) or `dpo` (direct preference optimisation on pairs)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     data: DataConfig = field(default_factory=DataConfig)
@@ -461,7 +461,9 @@ class RunConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
 
     def __post_init__(self) -> None:
-        _require(self.task in ("sft", "dpo"), f"`task` is {self.task!r}: use sft or dpo")
+        from fedloom.tasks import TASKS  # local import: tasks import config's neighbours
+
+        _require(self.task in TASKS, f"`task` is {self.task!r}; choose one of {sorted(TASKS)}")
         p, algo = self.privacy, self.federation.algorithm
         from fedloom.algorithms import ALGORITHMS  # local import: algorithms import config
 

@@ -13,8 +13,8 @@ from transformers import PreTrainedTokenizerBase
 
 from fedloom.config import DataConfig, PartitionConfig
 from fedloom.data.partition import partition
-from fedloom.data.schema import Record, for_task
-from fedloom.data.sources import LoadReport, load_source_report
+from fedloom.data.schema import Record
+from fedloom.data.sources import DataSourceError, LoadReport, load_source_report
 from fedloom.data.template import TokenizeReport, tokenize_all
 from fedloom.utils import rng_for
 
@@ -49,6 +49,9 @@ def load_records(
     multiple-choice questions as lettered questions answered with the option and its
     explanation; dpo: preference pairs), split per source into (train, held-out) by a seeded
     shuffle."""
+    from fedloom.tasks import TaskError, get_task  # local import: tasks reach into eval
+
+    task_ = get_task(task)
     train: list[Record] = []
     heldout: list[Record] = []
     for src in cfg.sources:
@@ -58,16 +61,16 @@ def load_records(
         if reports is not None:
             reports.append(rep)
         try:
-            records = [for_task(r, task) for r in loaded]
-        except TypeError as e:
-            raise ValueError(f"source {src.name!r}: {e}") from None
+            records = [task_.to_record(r) for r in loaded]
+        except TaskError as e:
+            raise TaskError(f"source {src.name!r}: {e}") from None
         order = list(range(len(records)))
         # keyed by the file's name, not its folder: moving a data set keeps its split
         rng_for(seed, "data", src.name, Path(src.path).name if src.path else "").shuffle(order)
         if src.limit is not None:
             order = order[: src.limit]
         if len(order) <= cfg.heldout:
-            raise ValueError(
+            raise DataSourceError(
                 f"source {src.name!r} has {len(order)} examples, not more than `data.heldout` "
                 f"({cfg.heldout}); lower data.heldout or raise the source's limit"
             )

@@ -117,21 +117,6 @@ def mc_prompt(item: MultipleChoiceRecord) -> str:
     return f"{item.question}\n\n{options}\n\nAnswer with the letter of the correct option."
 
 
-def for_task(record: Record, task: str) -> Record:
-    """The record a task trains on: ``sft`` takes instructions and conversations (and
-    multiple-choice questions as instructions); ``dpo`` takes preference pairs. Else TypeError."""
-    if task == "dpo":
-        if not isinstance(record, PreferenceRecord):
-            raise TypeError(
-                f"`task: dpo` trains on preference pairs, not {type(record).__name__}s "
-                "(use a preference source such as dpo_en, or a local file with schema preference)"
-            )
-        return record
-    if isinstance(record, ConversationRecord):
-        return record
-    return as_instruction(record)
-
-
 def record_prompt(record: Record) -> str | list[dict[str, str]]:
     """What a model is asked when this record's answer is generated: the user prompt, or the
     dialogue up to the first assistant turn (conversations) / the prompt turn (preferences)."""

@@ -395,7 +395,7 @@ def _read_rows(
             start = reader.line_num + 1
             for row in reader:
                 if None in row:  # more fields than the header names
-                    extra = row.pop(None)  # type: ignore[call-overload]
+                    extra = row.pop(None)
                     if not skip_malformed:
                         raise DataSourceError(
                             f"{p}: line {start}: {len(extra)} more field(s) than the header "

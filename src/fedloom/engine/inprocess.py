@@ -13,6 +13,7 @@ import os
 import random
 import time
 from collections.abc import Callable, MutableMapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,16 +30,16 @@ from fedloom.compression.codecs import Codec, NoCompression, get_codec
 from fedloom.config import ConfigError, RunConfig
 from fedloom.data import FederatedData, build_federated_data, summary_table
 from fedloom.data.schema import Record, record_prompt
+from fedloom.engine import outputs
 from fedloom.engine.client_states import ClientStates
 from fedloom.errors import CheckpointError, FedloomError
-from fedloom.eval import EvalContext, HeldoutEvaluator, generate_answers, run_suite
-from fedloom.eval.preference import PreferenceEvaluator
-from fedloom.eval.suites import headline
+from fedloom.eval import EvalContext, generate_answers, run_suite
+from fedloom.eval.suites import headline, source_key
 from fedloom.models import attach_lora, get_adapter_state, load_model, set_adapter_state
 from fedloom.models.loader import LoadedModel, load_tokenizer
 from fedloom.privacy import CentralDP, ClientDP, PrivacyBudgetSpent, update_norm
+from fedloom.tasks import Evaluator, get_task
 from fedloom.train import LocalTrainer, adapter_parameters, cosine_lr, draw_examples
-from fedloom.train.objectives import build_objective
 from fedloom.utils import StateDict, rng_for, run_turn, state_nbytes
 
 
@@ -53,8 +54,8 @@ class Federation:
     data: FederatedData
     strategy: Strategy
     trainer: LocalTrainer
-    evaluator: HeldoutEvaluator | PreferenceEvaluator
-    """Held-out loss per domain (sft) or preference metrics (dpo)."""
+    evaluator: Evaluator
+    """The task's held-out evaluator (loss per domain for SFT, preference metrics for DPO)."""
     codec: Codec = field(default_factory=NoCompression)
     """Encodes client uploads (`federation.compression`)."""
     client_states: MutableMapping[int, dict[str, Any]] = field(default_factory=dict)
@@ -82,16 +83,19 @@ class Federation:
             )
         strategy.initialize(get_adapter_state(model))
         pad = int(loaded.tokenizer.pad_token_id)
-        objective = build_objective(cfg.task, cfg.train.beta)
+        task = get_task(cfg.task)
         trainer = LocalTrainer(
-            model, cfg.train, pad, loaded.device, loaded.autocast_dtype, objective
+            model, cfg.train, pad, loaded.device, loaded.autocast_dtype, task.objective(cfg.train)
         )
-        ev_args = (model, data, pad, loaded.device, loaded.autocast_dtype)
-        ev_args_tail = (cfg.eval.max_examples, cfg.eval.batch_size)
-        evaluator: HeldoutEvaluator | PreferenceEvaluator = (
-            PreferenceEvaluator(*ev_args, *ev_args_tail, beta=cfg.train.beta)
-            if cfg.task == "dpo"
-            else HeldoutEvaluator(*ev_args, *ev_args_tail)
+        evaluator = task.evaluator(
+            model,
+            data,
+            pad,
+            loaded.device,
+            loaded.autocast_dtype,
+            cfg.eval.max_examples,
+            cfg.eval.batch_size,
+            cfg.train,
         )
         codec = get_codec(fc.compression, fc.topk_fraction)
         dp = cfg.privacy.client_dp
@@ -176,13 +180,17 @@ class Federation:
             progress=False,
         )
         out = {}
+        # no evaluation on training items: a suite built from a source this run trains on
+        # (the `gsm8k` source is the GSM8K test set) leaves those items out
+        trained = {source_key(r) for r in self.data.train_records}
         with self.model.disable_adapter() if base else contextlib.nullcontext():
             for name in e.suites:
-                res = run_suite(name, ctx, e.suite_limit, self.cfg.seed)
+                res = run_suite(name, ctx, e.suite_limit, self.cfg.seed, exclude=trained)
                 out[name] = {
                     "n": res.n,
                     "metrics": res.metrics,
                     "items": [r["id"] for r in res.items],
+                    "excluded_training_items": res.excluded,
                 }
         return out
 
@@ -231,6 +239,30 @@ def _mean_eval(evals: dict[str, dict[str, float]]) -> dict[str, float]:
     return {k: sum(e[k] for e in evals.values()) / len(evals) for k in keys}
 
 
+Turn = Callable[[], AbstractContextManager[None]]
+"""A hook around each part of a run that uses the machine (build, baseline, each round, final
+evaluation): the default, :func:`fedloom.utils.run_turn`, does nothing unless
+``FEDLOOM_TURN_LOCK`` is set (the engine-overhead benchmark sets it so that two runs on one
+machine take turns); a caller may pass its own."""
+
+
+@dataclass
+class _Run:
+    """What a run carries from its start to its finish."""
+
+    cfg: RunConfig
+    out: Path
+    fed: Federation
+    runner: ClientRunner
+    sampler: random.Random
+    history: list[dict[str, Any]]
+    baseline: dict[str, Any]
+    samples: list[Record]
+    privacy: _PrivacyLedger
+    console: Console
+    t_start: float
+
+
 def run(
     cfg: RunConfig,
     out_dir: str | Path,
@@ -239,6 +271,7 @@ def run(
     federation: Federation | None = None,
     resume: bool = False,
     clients: ClientRunner | None = None,
+    turn: Turn = run_turn,
 ) -> dict[str, Any]:
     """Run a federated fine-tuning job; write config, metrics, summary, adapter and plot to out_dir.
 
@@ -247,26 +280,56 @@ def run(
     it and ends with the same adapter as an uninterrupted run. ``federation`` may be passed
     pre-built (from the same ``cfg``); after the run it holds the final strategy state.
     ``clients`` runs the sampled clients (default: in this process; Flower's runner sends them
-    to SuperNodes, where a client may fail: see ``federation.min_clients``).
+    to SuperNodes, where a client may fail: see ``federation.min_clients``). ``turn`` wraps
+    each part that uses the machine (:data:`Turn`).
     """
-    console = console or Console()
-    out = Path(out_dir)
+    r = _start(cfg, Path(out_dir), console or Console(), federation, resume, clients, turn)
+    with (r.out / "metrics.jsonl").open("w") as log, _progress(r.console) as progress:
+        for past in r.history:  # the rounds a resumed run already has
+            log.write(json.dumps(past) + "\n")
+        bar = progress.add_task("rounds", total=cfg.federation.rounds, completed=len(r.history))
+        for rnd in range(len(r.history), cfg.federation.rounds):
+            with turn():  # the timed part of the round, in turn with other runs
+                row = _round(r, rnd, progress)
+                if row is None:  # every client has spent its privacy budget
+                    break
+                r.history.append(row)
+                _save_checkpoint(r.out, rnd + 1, r.fed, r.sampler, r.history, r.baseline)
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            if on_round:
+                on_round(row)
+            progress.advance(bar)
+            r.console.print(_round_line(row))
+    with turn():
+        return _finish(r)
+
+
+def _start(
+    cfg: RunConfig,
+    out: Path,
+    console: Console,
+    federation: Federation | None,
+    resume: bool,
+    clients: ClientRunner | None,
+    turn: Turn,
+) -> _Run:
+    """Build (or take) the federation; fresh: save the config and score the base model;
+    resumed: restore strategy, client states, sampling RNG and the rounds so far."""
     out.mkdir(parents=True, exist_ok=True)
     ckpt = _load_checkpoint(out) if resume else None
     if ckpt is None:
         cfg.save(out / "config.yaml")
     t_start = time.perf_counter()
     if federation is None:  # a pre-built one took its turn where it was built
-        with run_turn():  # FEDLOOM_TURN_LOCK: runs sharing the machine take turns (utils.run_turn)
+        with turn():
             federation = Federation.build(cfg, console)
     fed = federation
-    fc, strategy = cfg.federation, fed.strategy
     if clients is None and cfg.privacy.secagg is not None:
         raise ConfigError(
             "`privacy.secagg` runs on the Flower engines (`fedloom run --engine flower-sim`, or "
             "`fedloom server` + `fedloom client`): in one process there is nothing to hide"
         )
-    runner = clients or InProcessClients(fed)
     samples = _sample_records(fed.data, cfg.eval.sample_prompts)
     sampler = rng_for(cfg.seed, "client-sampling")
     index = ckpt["client_states"] if ckpt is not None else None
@@ -274,115 +337,93 @@ def run(
     fed.client_states.collect()  # drop files of a round that was cut short
     history: list[dict[str, Any]] = []
     if ckpt is None:
-        with run_turn():
+        with turn():
             baseline = _baseline(fed, samples, console)
     else:
-        strategy.load_state_dict(ckpt["strategy"])
-        sampler.setstate(ckpt["sampler"])
+        fed.strategy.load_state_dict(ckpt["strategy"])
+        sampler.setstate(_rng_state(ckpt["sampler"]))
         history, baseline = ckpt["history"], ckpt["baseline"]
-        console.print(f"resuming {out} after round {ckpt['round']} of {fc.rounds}")
+        console.print(f"resuming {out} after round {ckpt['round']} of {cfg.federation.rounds}")
+    runner = clients or InProcessClients(fed)
     privacy = _PrivacyLedger.from_history(history)
-    base_eval, bench_before, before = baseline["eval"], baseline["benchmarks"], baseline["answers"]
-    eval_key = "eval_preference" if cfg.task == "dpo" else "eval_loss_by_domain"
-    metrics_path = (out / "metrics.jsonl").open("w")
-    for past in history:  # the rounds a resumed run already has
-        metrics_path.write(json.dumps(past) + "\n")
-    with _progress(console) as progress:
-        rounds_task = progress.add_task("rounds", total=fc.rounds, completed=len(history))
-        for rnd in range(len(history), fc.rounds):
-            with run_turn():  # the timed part of the round, in turn with other runs
-                t0 = time.perf_counter()
-                lr = cosine_lr(rnd, fc.rounds, cfg.train.lr, cfg.train.min_lr)
-                sampled = strategy.sample(sampler, fc.sample_clients, exclude=privacy.retired)
-                if not sampled:
-                    console.print(
-                        f"[yellow]every client has spent its privacy budget: the run stops after "
-                        f"round {rnd} of {fc.rounds}[/yellow]"
-                    )
-                    break
-                clients_task = progress.add_task(f"round {rnd + 1} clients", total=len(sampled))
-                updates, failed = _fit_round(
-                    runner, rnd, sampled, lr, fc, console, progress, clients_task
-                )
-                progress.remove_task(clients_task)
-                strategy.aggregate(rnd, updates)
-                row: dict[str, Any] = {
-                    "round": rnd + 1,
-                    "algorithm": fc.algorithm,
-                    "clients": sampled,
-                    "lr": lr,
-                    "train_loss": sum(u.metrics["loss"] for u in updates) / len(updates),
-                    "client_loss": {str(u.client_id): u.metrics["loss"] for u in updates},
-                    "client_update_norm": {
-                        str(u.client_id): u.metrics["update_norm"]
-                        for u in updates
-                        if "update_norm" in u.metrics
-                    },
-                    "bytes_up": int(sum(u.metrics["bytes_up"] for u in updates)),
-                    "bytes_down": int(sum(u.metrics["bytes_down"] for u in updates)),
-                    "client_train_seconds": sum(u.metrics["seconds"] for u in updates),
-                }
-                if failed:
-                    row["failed_clients"] = {str(c): why for c, why in failed.items()}
-                row |= privacy.record(updates, strategy, console)
-                if cfg.eval.every and ((rnd + 1) % cfg.eval.every == 0 or rnd + 1 == fc.rounds):
-                    evals = fed.evaluate()
-                    row[eval_key] = _mean_eval(evals)
-                    row["eval_loss"] = row[eval_key]["all"]
-                    if len(evals) > 1:
-                        row["eval_loss_by_client"] = {k: v["all"] for k, v in evals.items()}
-                    if cfg.eval.suites and rnd + 1 < fc.rounds:  # the last round's: after the loop
-                        set_adapter_state(fed.model, next(iter(strategy.eval_targets().values())))
-                        row["benchmarks"] = {k: b["metrics"] for k, b in fed.benchmarks().items()}
-                row["seconds"] = time.perf_counter() - t0
-                history.append(row)
-                _save_checkpoint(out, rnd + 1, fed, sampler, history, baseline)
-            metrics_path.write(json.dumps(row) + "\n")
-            metrics_path.flush()
-            if on_round:
-                on_round(row)
-            progress.advance(rounds_task)
-            console.print(_round_line(row))
-    metrics_path.close()
+    return _Run(
+        cfg, out, fed, runner, sampler, history, baseline, samples, privacy, console, t_start
+    )
 
-    with run_turn():
-        final_evals = fed.evaluate()
-        final = _mean_eval(final_evals)
-        _save_adapters(fed, out)
-        # benchmarks and samples use the global adapter (for `local`: client 0's)
-        set_adapter_state(fed.model, next(iter(strategy.eval_targets().values())))
-        bench_after = fed.benchmarks()
-        after = []
-        if samples:
-            after = generate_answers(
-                fed.model,
-                fed.loaded.tokenizer,
-                [record_prompt(r) for r in samples],
-                fed.loaded.device,
-                cfg.eval.max_new_tokens,
-            )
-    summary: dict[str, Any] = {
+
+def _round(r: _Run, rnd: int, progress: Progress) -> dict[str, Any] | None:
+    """One round: sample, train the clients, aggregate, record privacy, evaluate."""
+    cfg, fed, fc = r.cfg, r.fed, r.cfg.federation
+    t0 = time.perf_counter()
+    lr = cosine_lr(rnd, fc.rounds, cfg.train.lr, cfg.train.min_lr)
+    sampled = fed.strategy.sample(r.sampler, fc.sample_clients, exclude=r.privacy.retired)
+    if not sampled:
+        r.console.print(
+            f"[yellow]every client has spent its privacy budget: the run stops after round "
+            f"{rnd} of {fc.rounds}[/yellow]"
+        )
+        return None
+    bar = progress.add_task(f"round {rnd + 1} clients", total=len(sampled))
+    updates, failed = _fit_round(r.runner, rnd, sampled, lr, fc, r.console, progress, bar)
+    progress.remove_task(bar)
+    fed.strategy.aggregate(rnd, updates)
+    row = outputs.round_row(rnd, cfg.task, fc.algorithm, sampled, lr, updates, failed)
+    row |= r.privacy.record(updates, fed.strategy, r.console)
+    if cfg.eval.every and ((rnd + 1) % cfg.eval.every == 0 or rnd + 1 == fc.rounds):
+        evals = fed.evaluate()
+        row[get_task(cfg.task).metrics_key] = _mean_eval(evals)
+        row["eval_loss"] = _mean_eval(evals)["all"]
+        if len(evals) > 1:
+            row["eval_loss_by_client"] = {k: v["all"] for k, v in evals.items()}
+        if cfg.eval.suites and rnd + 1 < fc.rounds:  # the last round's: after the loop
+            set_adapter_state(fed.model, next(iter(fed.strategy.eval_targets().values())))
+            row["benchmarks"] = {k: b["metrics"] for k, b in fed.benchmarks().items()}
+    row["seconds"] = time.perf_counter() - t0
+    return row
+
+
+def _finish(r: _Run) -> dict[str, Any]:
+    """Final evaluation, adapters, summary.json and the loss plot."""
+    cfg, fed, history = r.cfg, r.fed, r.history
+    final_evals = fed.evaluate()
+    final = _mean_eval(final_evals)
+    _save_adapters(fed, r.out)
+    # benchmarks and samples use the global adapter (for `local`: client 0's)
+    set_adapter_state(fed.model, next(iter(fed.strategy.eval_targets().values())))
+    bench_after = fed.benchmarks()
+    prompts = [record_prompt(s) for s in r.samples]
+    after = (
+        generate_answers(
+            fed.model, fed.loaded.tokenizer, prompts, fed.loaded.device, cfg.eval.max_new_tokens
+        )
+        if prompts
+        else []
+    )
+    base_eval, bench_before = r.baseline["eval"], r.baseline["benchmarks"]
+    last = history[-1] if history else {}
+    dp_keys = ("epsilon_by_client", "epsilon_max", "retired_clients", "central_dp")
+    summary = outputs.empty_summary() | {
         "task": cfg.task,
-        "algorithm": fc.algorithm,
+        "algorithm": cfg.federation.algorithm,
         "model": cfg.model.name,
-        "rounds": fc.rounds,
+        "rounds": cfg.federation.rounds,
         "rounds_completed": len(history),
         "num_clients": len(fed.data.clients),
         "client_sizes": fed.data.client_sizes(),
         "precision": str(fed.loaded.autocast_dtype or "fp32").replace("torch.", ""),
         "device": str(fed.loaded.device),
-        "base_eval_loss": base_eval,
-        "final_eval_loss": final,
+        **get_task(cfg.task).summary_fields(base_eval, final),
         "final_eval_loss_by_client": {k: v["all"] for k, v in final_evals.items()}
         if len(final_evals) > 1
         else None,
-        "bytes_up_total": sum(r["bytes_up"] for r in history),
-        "bytes_down_total": sum(r["bytes_down"] for r in history),
-        "train_seconds": sum(r["seconds"] for r in history),
-        "wall_seconds": time.perf_counter() - t_start,
+        "bytes_up_total": sum(row["bytes_up"] for row in history),
+        "bytes_down_total": sum(row["bytes_down"] for row in history),
+        "train_seconds": sum(row["seconds"] for row in history),
+        "wall_seconds": time.perf_counter() - r.t_start,
         "benchmarks": {
             name: {
                 "n": b["n"],
+                "excluded_training_items": b.get("excluded_training_items", 0),
                 "base": b["metrics"],
                 "final": bench_after[name]["metrics"],
                 "items": b["items"],
@@ -390,23 +431,22 @@ def run(
             for name, b in bench_before.items()
         },
         "samples": [
-            {"prompt": record_prompt(r), "domain": r.metadata.get("domain"), "base": b, "final": a}
-            for r, b, a in zip(samples, before, after, strict=True)
+            {"prompt": p, "domain": s.metadata.get("domain"), "base": b, "final": a}
+            for p, s, b, a in zip(prompts, r.samples, r.baseline["answers"], after, strict=True)
         ],
+        "privacy": {k: last[k] for k in dp_keys}
+        if last.get("epsilon_by_client") or last.get("central_dp")
+        else None,
     }
-    if history and ("epsilon_by_client" in history[-1] or "central_dp" in history[-1]):
-        summary["privacy"] = {
-            k: history[-1][k]
-            for k in ("epsilon_by_client", "epsilon_max", "retired_clients", "central_dp")
-            if k in history[-1]
-        }
-    if cfg.task == "dpo":  # the evaluator's dict holds preference metrics, "all" its DPO loss
-        summary["base_preference"], summary["final_preference"] = base_eval, final
-        summary["base_eval_loss"] = {"all": base_eval["all"]}
-        summary["final_eval_loss"] = {"all": final["all"]}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    _plot(history, base_eval, out / "plots" / "loss.png", fc.algorithm)
+    (r.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    _plot(history, base_eval, r.out / "plots" / "loss.png", cfg.federation.algorithm)
     return summary
+
+
+def _rng_state(state: Any) -> tuple[Any, ...]:
+    """``random.Random.setstate`` wants tuples; a checkpoint may hold lists."""
+    version, internal, gauss = state
+    return (version, tuple(internal), gauss)
 
 
 @dataclass
@@ -421,7 +461,9 @@ class _PrivacyLedger:
     @classmethod
     def from_history(cls, history: list[dict[str, Any]]) -> _PrivacyLedger:
         last = history[-1] if history else {}
-        return cls(dict(last.get("epsilon_by_client", {})), set(last.get("retired_clients", [])))
+        return cls(
+            dict(last.get("epsilon_by_client") or {}), set(last.get("retired_clients") or [])
+        )
 
     def record(
         self, updates: list[ClientUpdate], strategy: Strategy, console: Console
@@ -479,7 +521,7 @@ def _fit_round(
 def _baseline(fed: Federation, samples: list[Record], console: Console) -> dict[str, Any]:
     """The base model (adapter disabled): held-out evaluation, suites, sample answers."""
     base_eval = fed.evaluator(base=True)
-    what = "preference" if fed.cfg.task == "dpo" else "loss"
+    what = get_task(fed.cfg.task).heldout_what
     console.print(f"base model held-out {what}: { {k: round(v, 4) for k, v in base_eval.items()} }")
     answers = (
         generate_answers(
@@ -595,10 +637,10 @@ def _save_adapters(fed: Federation, out: Path) -> None:
 
 
 def _round_line(row: dict[str, Any]) -> str:
-    ev = f"  eval {row['eval_loss']:.4f}" if "eval_loss" in row else ""
-    if "epsilon_max" in row:
+    ev = f"  eval {row['eval_loss']:.4f}" if row.get("eval_loss") is not None else ""
+    if row.get("epsilon_max") is not None:
         ev += f"  ε≤{row['epsilon_max']:.2f}"
-    if "central_dp" in row:
+    if row.get("central_dp"):
         ev += f"  central ε {row['central_dp']['epsilon']:.2f}"
     for name, m in row.get("benchmarks", {}).items():
         ev += f"  {name} {_headline(m)}"
@@ -634,7 +676,7 @@ def _plot(history: list[dict[str, Any]], base: dict[str, float], path: Path, alg
         "o-",
         label="train loss (sampled clients)",
     )
-    ev = [r for r in history if "eval_loss" in r]
+    ev = [r for r in history if r.get("eval_loss") is not None]
     ax.plot(
         [0] + [r["round"] for r in ev],
         [base["all"]] + [r["eval_loss"] for r in ev],

@@ -43,9 +43,17 @@ def load_prompts(name: str) -> list[PromptRecord]:
     return cast(list[PromptRecord], load_source(name))
 
 
+def _origin(r: InstructionRecord | MultipleChoiceRecord, **extra: object) -> dict[str, object]:
+    """The source record an item was made from (``source``, ``id``): what lets a run leave its
+    own training items out of a suite (:func:`fedloom.eval.suites.source_key`)."""
+    return {"source": r.metadata["source"], "id": r.metadata["id"], **extra}
+
+
 def load_gsm8k() -> list[PromptRecord]:
     return [
-        PromptRecord(f"gsm8k-{r.metadata['id']}", r.instruction, str(r.metadata["answer"]))
+        PromptRecord(
+            f"gsm8k-{r.metadata['id']}", r.instruction, str(r.metadata["answer"]), _origin(r)
+        )
         for r in cast(list[InstructionRecord], load_source("gsm8k"))
     ]
 
@@ -56,7 +64,7 @@ def load_math500() -> list[PromptRecord]:
             f"math500-{r.metadata['id']}",
             r.instruction,
             str(r.metadata["answer"]),
-            {"category": f"level {r.metadata.get('level')}"},
+            _origin(r, category=f"level {r.metadata.get('level')}"),
         )
         for r in cast(list[InstructionRecord], load_source("math500"))
     ]
@@ -73,11 +81,13 @@ def load_references(name: str) -> list[PromptRecord]:
     MedMCQA explanations (the 2,206 questions that have one; prompt = lettered question)."""
     if name == "medmcqa":
         recs = [r for r in load_mc("medmcqa") if r.metadata.get("explanation")]
-        pairs = [(r.id, as_instruction(r)) for r in recs]
         return [
-            PromptRecord(rid, ins.prompt(), str(ins.metadata["explanation"])) for rid, ins in pairs
+            PromptRecord(
+                r.id, as_instruction(r).prompt(), str(r.metadata["explanation"]), _origin(r)
+            )
+            for r in recs
         ]
     return [
-        PromptRecord(f"{name}-{r.metadata['id']}", r.prompt(), r.response)
+        PromptRecord(f"{name}-{r.metadata['id']}", r.prompt(), r.response, _origin(r))
         for r in cast(list[InstructionRecord], load_source(name))
     ]

@@ -40,6 +40,8 @@ class HeldoutEvaluator:
     def __call__(self, base: bool = False) -> dict[str, float]:
         """Held-out loss of the current adapter, or of the base model when ``base``."""
         self.model.eval()
+        # a plain model (no adapter attached) is its own base model
+        base = base and isinstance(self.model, PeftModel)
         ctx = self.model.disable_adapter() if base else contextlib.nullcontext()
         totals: dict[str, tuple[float, int]] = {}
         with ctx:

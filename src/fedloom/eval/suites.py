@@ -18,7 +18,7 @@ import functools
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -28,6 +28,7 @@ from rich.progress import track
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from fedloom.data.schema import LETTERS, mc_prompt
+from fedloom.errors import FedloomError
 from fedloom.eval import datasets
 from fedloom.eval.datasets import MCItem, PromptItem
 from fedloom.eval.heldout import generate_answers
@@ -42,6 +43,10 @@ from fedloom.eval.scoring import score_continuations
 from fedloom.utils import rng_for
 
 T = TypeVar("T")
+
+
+class SuiteError(FedloomError, ValueError):
+    """A suite cannot be run as asked (unknown name, judge or mode; no items left)."""
 
 
 @dataclass
@@ -69,6 +74,14 @@ class SuiteResult:
     items: list[dict[str, Any]] = field(default_factory=list)
     """Per item: id, prediction, correct / refused — the exact items used."""
     notes: list[str] = field(default_factory=list)
+    excluded: int = 0
+    """Items left out before subsampling because the run trained on them (``exclude``)."""
+
+
+def source_key(item: Any) -> tuple[str, str]:
+    """(source, id) of the source record a suite item was made from; training records carry
+    the same two fields in their metadata, so a run can leave its training items out."""
+    return str(item.metadata.get("source")), str(item.metadata.get("id"))
 
 
 def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -171,7 +184,7 @@ def run_math(name: str, items: list[PromptItem], ctx: EvalContext) -> SuiteResul
 
 def run_safety(name: str, items: list[PromptItem], ctx: EvalContext) -> SuiteResult:
     if ctx.judge not in JUDGES:
-        raise ValueError(f"unknown judge {ctx.judge!r}; choose one of {sorted(JUDGES)}")
+        raise SuiteError(f"unknown judge {ctx.judge!r}; choose one of {sorted(JUDGES)}")
     judge = JUDGES[ctx.judge]()
     t0 = time.perf_counter()
     answers = _generate([it.prompt for it in items], ctx, name)
@@ -366,15 +379,35 @@ for _name in ("alpaca_en", "gsm8k", "medmcqa"):
     )
 
 
-def run_suite(name: str, ctx: EvalContext, limit: int | None = None, seed: int = 0) -> SuiteResult:
+def run_suite(
+    name: str,
+    ctx: EvalContext,
+    limit: int | None = None,
+    seed: int = 0,
+    exclude: Collection[tuple[str, str]] = frozenset(),
+) -> SuiteResult:
+    """Score suite ``name`` on a fixed-seed subset of ``limit`` items. ``exclude``: the
+    (source, id) keys of records the model was trained on (:func:`source_key`); such items are
+    left out before the subset is drawn, and their number is reported (``excluded``)."""
     if name not in SUITES:
-        raise ValueError(
+        raise SuiteError(
             f"unknown suite {name!r}; choose one of {sorted(SUITES)} (or `heldout` with --config)"
         )
     if ctx.mc_mode not in ("letter", "cloze"):
-        raise ValueError(f"`mc_mode` is {ctx.mc_mode!r}: use letter or cloze")
+        raise SuiteError(f"`mc_mode` is {ctx.mc_mode!r}: use letter or cloze")
     suite = SUITES[name]
-    items = subsample(suite.load(), limit, seed, name)
+    every = suite.load()
+    kept = [it for it in every if source_key(it) not in exclude] if exclude else every
+    if not kept:
+        raise SuiteError(
+            f"suite {name!r}: every item is a training item of this run; train on another "
+            "source or limit the training source (`data.sources[].limit`)"
+        )
+    items = subsample(kept, limit, seed, name)
     if ctx.max_new_tokens is None:
         ctx = dataclasses.replace(ctx, max_new_tokens=suite.default_max_new_tokens)
-    return suite.run(name, items, ctx)
+    result = suite.run(name, items, ctx)
+    result.excluded = len(every) - len(kept)
+    if result.excluded:
+        result.notes.append(f"{result.excluded} training items of this run left out")
+    return result

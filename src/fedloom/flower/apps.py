@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from flwr.app import Context, Message, MessageType, RecordDict
@@ -139,12 +138,21 @@ class FlowerClients:
         return [updates[c] for c in cids if c in updates], failed
 
 
-def make_server_app(cfg: RunConfig, out: str | Path, resume: bool = False) -> ServerApp:
+RunSpec = Callable[[Context], tuple[RunConfig, str, bool]]
+"""(run config, output folder, resume) of a ServerApp's run, from its Flower Context."""
+
+
+def make_server_app(spec: RunSpec) -> ServerApp:
+    """The one ServerApp: builds the Federation (in its machine turn, like ``run``'s own build)
+    and runs the engine's round loop with the rounds' clients on Flower's Grid. The simulation
+    passes its config directly; a deployment reads it from Flower's run config
+    (:func:`deployment_run`)."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        with run_turn():  # FEDLOOM_TURN_LOCK (utils.run_turn), as run() does for its build
+        cfg, out, resume = spec(context)
+        with run_turn():  # FEDLOOM_TURN_LOCK (utils.run_turn): runs sharing a machine take turns
             fed = Federation.build(cfg)
         run(cfg, out, federation=fed, clients=FlowerClients(grid, fed), resume=resume)
 
@@ -203,14 +211,13 @@ def _cfg_from(config: Any, where: str) -> RunConfig:
     return load_config(str(path))
 
 
-# deployment entry points (referenced from the app's pyproject.toml by `fedloom server`)
-server_app = ServerApp()
+def deployment_run(context: Context) -> tuple[RunConfig, str, bool]:
+    """A deployment's run, from the run config `fedloom server` submits (`fedloom-config`,
+    `fedloom-out`, `fedloom-resume`)."""
+    rc = context.run_config
+    out = str(rc.get("fedloom-out") or "runs/flower")
+    return _cfg_from(rc, "run config"), out, bool(rc.get("fedloom-resume", False))
 
 
-@server_app.main()
-def _deployed_server(grid: Grid, context: Context) -> None:
-    cfg = _cfg_from(context.run_config, "run config")
-    out = str(context.run_config.get("fedloom-out") or "runs/flower")
-    fed = Federation.build(cfg)
-    resume = bool(context.run_config.get("fedloom-resume", False))
-    run(cfg, out, federation=fed, clients=FlowerClients(grid, fed), resume=resume)
+# the deployment's entry point (referenced from the app's pyproject.toml by `fedloom server`)
+server_app = make_server_app(deployment_run)

@@ -31,7 +31,7 @@ def run_simulation(cfg: RunConfig, out: str | Path, resume: bool = False) -> dic
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
     flwr_run_simulation(
-        server_app=make_server_app(cfg, out, resume),
+        server_app=make_server_app(lambda ctx: (cfg, str(out), resume)),
         client_app=make_client_app(lambda ctx: cfg),
         num_supernodes=num_clients(cfg),
         backend_config={

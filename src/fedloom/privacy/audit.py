@@ -255,7 +255,7 @@ def run_audit(
         if st.privacy.client_dp is None and st.privacy.central_dp is None:
             for line in (out / slug / "metrics.jsonl").read_text().splitlines():
                 norms += json.loads(line).get("client_update_norm", {}).values()
-        priv = summary.get("privacy", {})
+        priv = summary.get("privacy") or {}
         eps: float | None = None
         if "epsilon_by_client" in priv:
             eps = priv["epsilon_by_client"].get(str(client), 0.0)

@@ -167,11 +167,3 @@ class DPOObjective:
         pol = [sequence_logps(model, h, dtype)[0] for h in halves]
         losses, _, _ = dpo_loss(pol[0], pol[1], ref[0], ref[1], self.beta)
         return losses
-
-
-def build_objective(task: str, beta: float = 0.1) -> Objective:
-    if task == "sft":
-        return SFTObjective()
-    if task == "dpo":
-        return DPOObjective(beta)
-    raise ValueError(f"unknown task {task!r}; choose sft or dpo")

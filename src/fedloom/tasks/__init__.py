@@ -1,0 +1,7 @@
+"""Training tasks: one file per task, one registry (``TASKS``). See :mod:`fedloom.tasks.base`."""
+
+import fedloom.tasks.dpo  # noqa: F401  (registers)
+import fedloom.tasks.sft  # noqa: F401  (registers)
+from fedloom.tasks.base import TASKS, Evaluator, Task, TaskError, get_task, register_task
+
+__all__ = ["TASKS", "Evaluator", "Task", "TaskError", "get_task", "register_task"]
