@@ -105,6 +105,7 @@ def test_int8_training_stays_close_to_uncompressed(local_data: Path, tmp_path: P
     assert b["final_eval_loss"]["all"] == pytest.approx(a["final_eval_loss"]["all"], rel=1e-3)
 
 
+@pytest.mark.flower
 def test_compressed_updates_over_flower_equal_inprocess(local_data: Path, tmp_path: Path) -> None:
     from fedloom.flower.simulation import run_simulation
 

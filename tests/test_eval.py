@@ -79,13 +79,33 @@ def test_one_pass_fast_path_equals_full_scoring(tiny) -> None:  # type: ignore[n
 
 
 def test_cloze_mode_reports_length_normalised_accuracy(tiny) -> None:  # type: ignore[no-untyped-def]
-    items = [MCItem("q", "Capital of France?", ["Paris", "Rome in Italy"], answer=0)]
-    res = run_multiple_choice(
-        "toy",
-        items,
-        EvalContext(tiny.model, tiny.tokenizer, tiny.device, mc_mode="cloze", progress=False),
-    )
-    assert {"accuracy", "accuracy_norm", "ci95_low_norm"} <= res.metrics.keys()
+    """Cloze scores each option's text: raw accuracy picks the highest summed log-probability,
+    `_norm` the highest per character. A model that gives every token the same probability
+    makes the raw choice the option with fewest tokens and the normalised choice the option
+    with most characters per token; both are checked against hand-made expectations."""
+    tok = tiny.tokenizer
+    vocab = len(tok)
+
+    class Uniform(torch.nn.Module):
+        def forward(self, input_ids, attention_mask=None):  # type: ignore[no-untyped-def]
+            return SimpleNamespace(logits=torch.zeros(*input_ids.shape, vocab))
+
+    short, long = "Rome", "Rome in Italy, the capital city of a different country"
+    n_short = len(tok(short, add_special_tokens=False)["input_ids"])
+    n_long = len(tok(long, add_special_tokens=False)["input_ids"])
+    assert n_short < n_long and len(short) / n_short < len(long) / n_long
+    items = [
+        MCItem("q1", "Capital of France?", [short, long], answer=0),
+        MCItem("q2", "Capital of France?", [short, long], answer=1),
+    ]
+    ctx = EvalContext(Uniform(), tok, torch.device("cpu"), mc_mode="cloze", progress=False)  # type: ignore[arg-type]
+    res = run_multiple_choice("toy", items, ctx)
+    # uniform per token: raw log-prob = -n_tokens * ln(vocab), so the shorter option wins;
+    # per character the long option loses less (more characters per token)
+    assert [r["prediction"] for r in res.items] == [0, 0]
+    assert [r["prediction_norm"] for r in res.items] == [1, 1]
+    assert res.metrics["accuracy"] == 0.5 and res.metrics["accuracy_norm"] == 0.5
+    assert res.metrics["ci95_low_norm"] < 0.5 < res.metrics["ci95_high_norm"]
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,8 @@ from fedloom.engine import run
 from fedloom.flower.deploy import descendants, free_port, stop_group, superlink
 from tests.conftest import tiny_config
 
+pytestmark = pytest.mark.flower
+
 FEDLOOM = [sys.executable, "-m", "fedloom.cli"]
 
 
@@ -126,11 +128,28 @@ def two_clients(local_data: Path, tmp_path: Path):  # type: ignore[no-untyped-de
     return make
 
 
-def test_deployment_on_loopback_equals_inprocess(two_clients, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    # SCAFFOLD: its client control c_i must persist in the SuperNode's Context.state
+def test_deployment_over_tls_equals_inprocess(two_clients, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A SuperLink and two `fedloom client`s on loopback, over TLS, clients holding only the CA
+    certificate, running SCAFFOLD (its client control must persist in the SuperNode's
+    Context.state): the same adapter as the in-process engine. (One deployment for both
+    checks keeps the suite fast; the plain, insecure transport runs in the tests below.)"""
+    certs = tmp_path / "certs"
+    assert subprocess.run([*FEDLOOM, "certs", str(certs)], timeout=60).returncode == 0
+    for key in ("ca.key", "server.key"):  # private keys: owner-only from creation
+        assert (certs / key).stat().st_mode & 0o777 == 0o600
+    # as the docs say: a client machine holds the CA certificate only, never the server's key
+    client_certs = tmp_path / "client-certs"
+    client_certs.mkdir()
+    (client_certs / "ca.pem").write_bytes((certs / "ca.pem").read_bytes())
     cfg, path = two_clients(**{"federation.algorithm": "scaffold"})
     run(cfg, tmp_path / "inproc")
-    _deploy(path, tmp_path / "flower", 2, [])
+    _deploy(
+        path,
+        tmp_path / "flower",
+        2,
+        ["--certificates", str(certs)],
+        client_extra=["--certificates", str(client_certs)],
+    )
     _assert_close(_adapter(tmp_path / "flower"), _adapter(tmp_path / "inproc"))
     rows = [json.loads(x) for x in (tmp_path / "flower" / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rows] == [1, 2] and all(r["bytes_up"] > 0 for r in rows)
@@ -141,27 +160,6 @@ def test_deployment_on_loopback_equals_inprocess(two_clients, tmp_path: Path) ->
         assert log.count("model and partition loaded") == 1, log[-2000:]
         assert log.count(f"client {i}: trained, update sent") == 2, log[-2000:]
         assert "flwr-clientapp` process" not in log, log[-2000:]
-
-
-def test_deployment_with_tls(two_clients, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    certs = tmp_path / "certs"
-    assert subprocess.run([*FEDLOOM, "certs", str(certs)], timeout=60).returncode == 0
-    for key in ("ca.key", "server.key"):  # private keys: owner-only from creation
-        assert (certs / key).stat().st_mode & 0o777 == 0o600
-    # as the docs say: a client machine holds the CA certificate only, never the server's key
-    client_certs = tmp_path / "client-certs"
-    client_certs.mkdir()
-    (client_certs / "ca.pem").write_bytes((certs / "ca.pem").read_bytes())
-    cfg, path = two_clients()
-    run(cfg, tmp_path / "inproc")
-    _deploy(
-        path,
-        tmp_path / "tls",
-        2,
-        ["--certificates", str(certs)],
-        client_extra=["--certificates", str(client_certs)],
-    )
-    _assert_close(_adapter(tmp_path / "tls"), _adapter(tmp_path / "inproc"))
     # the SuperLink speaks TLS with the generated certificate: verified handshake with the CA,
     # and a plain-text request gets no HTTP answer
     port = free_port()

@@ -17,7 +17,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from fedloom.engine.inprocess import Federation
 from fedloom.flower import apps, worker
 from fedloom.flower.deploy import app_dir
-from fedloom.flower.records import from_record, load_client_state, train_content
+from fedloom.flower.records import from_record, load_client_state, read_train, train_content
 from fedloom.flower.worker import LoadedClient, TaskExecutor, check_app, poll_interval
 from tests.conftest import tiny_config
 
@@ -43,22 +43,40 @@ def _train_message(cfg, cid: int) -> RecordDict:  # type: ignore[no-untyped-def]
     return train_content(fed.strategy.broadcast(cid), 0, cid, cfg.train.lr)
 
 
+def _flat(state: dict) -> dict[str, torch.Tensor]:  # type: ignore[type-arg]
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        if isinstance(v, dict):
+            out |= {f"{k}.{kk}": vv for kk, vv in _flat(v).items()}
+        else:
+            out[k] = v
+    return out
+
+
 def test_loaded_client_answers_like_the_inprocess_client(scaffold_client) -> None:  # type: ignore[no-untyped-def]
+    """The `fedloom client` process's reply to a train message equals, bit for bit, what a
+    separately built in-process Federation computes for the same client and broadcast (the
+    loaded client's cached Federation is not the one compared against)."""
     cfg, client = scaffold_client
     content = _train_message(cfg, 1)
     assert client.secagg(_ctx(1)) is False
     reply, state = client.train(content, _ctx(1))
-    expected, expected_state = apps.train_reply(cfg, content, RecordDict(), 1)
+    inproc = Federation.build(cfg)
+    assert inproc is not apps.client_federation(cfg)
+    bc, round_idx, cid, lr = read_train(content)
+    expected = inproc.fit_client(round_idx, cid, lr, bc)
     got = from_record(reply.array_records["payload"])
-    want = from_record(expected.array_records["payload"])
-    assert got.keys() == want.keys()
-    for k in want:
-        torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)
+    assert got.keys() == expected.payload.keys() and got
+    for k, want in expected.payload.items():
+        torch.testing.assert_close(got[k], want, rtol=0, atol=0)
     assert dict(reply.metric_records["metrics"])["client-id"] == 1
-    # SCAFFOLD's client control travels back as the client's persistent state
-    c_i = load_client_state(state)
-    assert c_i and c_i.keys() == load_client_state(expected_state).keys()
-    assert any(float(v.abs().sum()) > 0 for t in c_i.values() for v in t.values())
+    # SCAFFOLD's client control c_i travels back as the client's persistent state, equal to
+    # the in-process client's, and it moved off zero
+    c_i, want_state = _flat(load_client_state(state)), _flat(inproc.client_states[1])
+    assert c_i and c_i.keys() == want_state.keys()
+    for k, want in want_state.items():
+        torch.testing.assert_close(c_i[k], want, rtol=0, atol=0)
+    assert any(float(v.abs().sum()) > 0 for v in c_i.values())
 
 
 def test_loaded_client_refuses_other_partitions(scaffold_client) -> None:  # type: ignore[no-untyped-def]

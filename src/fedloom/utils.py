@@ -7,6 +7,7 @@ import ctypes
 import fcntl
 import os
 import random
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,21 @@ def rng_for(*keys: int | str) -> random.Random:
     stream is identical across processes and Python versions.
     """
     return random.Random("/".join(str(k) for k in keys))
+
+
+_SEEDED_INIT = threading.Lock()
+
+
+@contextlib.contextmanager
+def seeded_torch(seed: int) -> Iterator[None]:
+    """Run code that draws from torch's global generator (weight init in transformers and
+    PEFT) with it seeded to ``seed``, then restore the caller's stream. One thread at a time:
+    the global generator is process-wide, so two threads initialising models at once (a
+    `fedloom client` builds in the background) would otherwise draw from each other's
+    stream and get different weights."""
+    with _SEEDED_INIT, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 def state_nbytes(state: StateDict) -> int:

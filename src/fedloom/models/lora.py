@@ -10,7 +10,7 @@ from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from transformers import PreTrainedModel
 
 from fedloom.config import LoraSettings
-from fedloom.utils import StateDict
+from fedloom.utils import StateDict, seeded_torch
 
 
 def attach_lora(model: PreTrainedModel, settings: LoraSettings, seed: int = 0) -> PeftModel:
@@ -34,12 +34,11 @@ def attach_lora(model: PreTrainedModel, settings: LoraSettings, seed: int = 0) -
         task_type="CAUSAL_LM",
         bias="none",
     )
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+    with seeded_torch(seed), warnings.catch_warnings():
         # PEFT calls a transformers property deprecated in v5; nothing for a user to act on
         warnings.filterwarnings(
             "ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning
         )
-        torch.manual_seed(seed)
         return get_peft_model(model, cfg)
 
 
