@@ -62,5 +62,19 @@ def main() -> int:
     return 0 if improved else 1
 
 
+def cli() -> int:
+    """`make demo [ARGS]`: extra arguments are `key=value` config overrides (as `--set`)."""
+    from fedloom.errors import FedloomError
+
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print(__doc__ or "", "\nusage: python scripts/demo.py [key=value ...]", sep="")
+        return 0
+    try:
+        return main()
+    except FedloomError as e:
+        print(f"fedloom demo: {e}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli())
