@@ -403,14 +403,14 @@ def _heldout(args: argparse.Namespace, model: Any, loaded: Any, suite: str) -> d
 
     from fedloom.config import load_config
     from fedloom.data import build_federated_data
-    from fedloom.tasks import TASKS
+    from fedloom.tasks import TASKS, EvalSetup
 
     cfg = load_config(args.config)
     task = next(t for t in TASKS.values() if t.heldout_suite == suite)
     tok = loaded.tokenizer
     data = build_federated_data(cfg.data, cfg.partition, tok, cfg.seed, pooled=True, task=task.name)
     limit = args.limit or cfg.eval.max_examples
-    evaluator = task.evaluator(
+    setup = EvalSetup(
         model,
         data,
         int(tok.pad_token_id),
@@ -420,6 +420,7 @@ def _heldout(args: argparse.Namespace, model: Any, loaded: Any, suite: str) -> d
         args.batch_size,
         cfg.train,
     )
+    evaluator = task.evaluator(setup)
     metrics = evaluator(base=args.adapter is None)
     if task.summary_key is not None:
         for k, v in metrics.items():

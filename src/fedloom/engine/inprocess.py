@@ -38,7 +38,7 @@ from fedloom.eval.suites import headline, source_key
 from fedloom.models import attach_lora, get_adapter_state, load_model, set_adapter_state
 from fedloom.models.loader import LoadedModel, load_tokenizer
 from fedloom.privacy import CentralDP, ClientDP, PrivacyBudgetSpent, update_norm
-from fedloom.tasks import Evaluator, get_task
+from fedloom.tasks import EvalSetup, Evaluator, get_task
 from fedloom.train import LocalTrainer, adapter_parameters, cosine_lr, draw_examples
 from fedloom.utils import StateDict, rng_for, run_turn, state_nbytes
 
@@ -88,14 +88,16 @@ class Federation:
             model, cfg.train, pad, loaded.device, loaded.autocast_dtype, task.objective(cfg.train)
         )
         evaluator = task.evaluator(
-            model,
-            data,
-            pad,
-            loaded.device,
-            loaded.autocast_dtype,
-            cfg.eval.max_examples,
-            cfg.eval.batch_size,
-            cfg.train,
+            EvalSetup(
+                model,
+                data,
+                pad,
+                loaded.device,
+                loaded.autocast_dtype,
+                cfg.eval.max_examples,
+                cfg.eval.batch_size,
+                cfg.train,
+            )
         )
         codec = get_codec(fc.compression, fc.topk_fraction)
         dp = cfg.privacy.client_dp

@@ -2,6 +2,14 @@
 
 import fedloom.tasks.dpo  # noqa: F401  (registers)
 import fedloom.tasks.sft  # noqa: F401  (registers)
-from fedloom.tasks.base import TASKS, Evaluator, Task, TaskError, get_task, register_task
+from fedloom.tasks.base import (
+    TASKS,
+    EvalSetup,
+    Evaluator,
+    Task,
+    TaskError,
+    get_task,
+    register_task,
+)
 
-__all__ = ["TASKS", "Evaluator", "Task", "TaskError", "get_task", "register_task"]
+__all__ = ["TASKS", "EvalSetup", "Evaluator", "Task", "TaskError", "get_task", "register_task"]

@@ -8,6 +8,7 @@ shared; adding a task is one new file in this folder with ``@register_task``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from fedloom.errors import FedloomError
@@ -33,6 +34,22 @@ class Evaluator(Protocol):
     def __call__(self, base: bool = False) -> dict[str, float]: ...
 
 
+@dataclass(frozen=True)
+class EvalSetup:
+    """What a task's held-out evaluator works on: the (LoRA) model as loaded, the run's data
+    (its held-out split), the pad id, device and autocast dtype, the examples per domain and
+    batch size (`eval.*`) and the training settings (DPO's β)."""
+
+    model: PeftModel
+    data: FederatedData
+    pad_id: int
+    device: torch.device
+    autocast_dtype: torch.dtype | None
+    max_examples: int
+    batch_size: int
+    train: TrainConfig
+
+
 class Task:
     name: ClassVar[str]
     schemas: ClassVar[tuple[str, ...]]
@@ -56,17 +73,7 @@ class Task:
     def objective(self, train: TrainConfig) -> Objective:
         raise NotImplementedError
 
-    def evaluator(
-        self,
-        model: PeftModel,
-        data: FederatedData,
-        pad_id: int,
-        device: torch.device,
-        autocast_dtype: torch.dtype | None,
-        max_examples: int,
-        batch_size: int,
-        train: TrainConfig,
-    ) -> Evaluator:
+    def evaluator(self, setup: EvalSetup) -> Evaluator:
         raise NotImplementedError
 
     def summary_fields(self, base: dict[str, float], final: dict[str, float]) -> dict[str, Any]:

@@ -6,14 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fedloom.tasks.base import Evaluator, Task, TaskError, register_task
+from fedloom.tasks.base import EvalSetup, Evaluator, Task, TaskError, register_task
 
 if TYPE_CHECKING:
-    import torch
-    from peft import PeftModel
-
     from fedloom.config import TrainConfig
-    from fedloom.data.federated import FederatedData
     from fedloom.data.schema import Record
     from fedloom.train.objectives import Objective
 
@@ -42,19 +38,17 @@ class DPO(Task):
 
         return DPOObjective(train.beta)
 
-    def evaluator(
-        self,
-        model: PeftModel,
-        data: FederatedData,
-        pad_id: int,
-        device: torch.device,
-        autocast_dtype: torch.dtype | None,
-        max_examples: int,
-        batch_size: int,
-        train: TrainConfig,
-    ) -> Evaluator:
+    def evaluator(self, setup: EvalSetup) -> Evaluator:
         from fedloom.eval.preference import PreferenceEvaluator
 
+        s = setup
         return PreferenceEvaluator(
-            model, data, pad_id, device, autocast_dtype, max_examples, batch_size, train.beta
+            s.model,
+            s.data,
+            s.pad_id,
+            s.device,
+            s.autocast_dtype,
+            s.max_examples,
+            s.batch_size,
+            s.train.beta,
         )

@@ -6,14 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from fedloom.tasks.base import Evaluator, Task, TaskError, register_task
+from fedloom.tasks.base import EvalSetup, Evaluator, Task, TaskError, register_task
 
 if TYPE_CHECKING:
-    import torch
-    from peft import PeftModel
-
     from fedloom.config import TrainConfig
-    from fedloom.data.federated import FederatedData
     from fedloom.data.schema import Record
     from fedloom.train.objectives import Objective
 
@@ -41,19 +37,10 @@ class SFT(Task):
 
         return SFTObjective()
 
-    def evaluator(
-        self,
-        model: PeftModel,
-        data: FederatedData,
-        pad_id: int,
-        device: torch.device,
-        autocast_dtype: torch.dtype | None,
-        max_examples: int,
-        batch_size: int,
-        train: TrainConfig,
-    ) -> Evaluator:
+    def evaluator(self, setup: EvalSetup) -> Evaluator:
         from fedloom.eval.heldout import HeldoutEvaluator
 
+        s = setup
         return HeldoutEvaluator(
-            model, data, pad_id, device, autocast_dtype, max_examples, batch_size
+            s.model, s.data, s.pad_id, s.device, s.autocast_dtype, s.max_examples, s.batch_size
         )
