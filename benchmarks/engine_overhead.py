@@ -14,7 +14,7 @@ both engines (from sampling to the round's metrics row); start-up is reported se
 This machine's speed drifts by 10-35% within minutes (the same 5 training steps, back to back,
 alone: 30.1 s, then 41.3 s), more than the overhead being measured. Two designs:
   --interleave  each deployment and an in-process run at the same time, taking the machine in
-                turns round by round (FEDLOOM_TURN_LOCK, fedloom.utils.run_turn: a run's
+                turns round by round (FEDLOOM_TURN_LOCK, benchmarks/turn_lock.py installed as a run hook: a run's
                 build, baseline, every round and final evaluation each wait for the lock, and a
                 round's time leaves the wait out). Both engines' rounds alternate under the same
                 machine conditions and with the same processes resident, so drift cancels. The
@@ -57,9 +57,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from turn_lock import HOOK, TURN_ENV, turn
+
 from fedloom.config import load_config
+from fedloom.engine.hooks import HOOK_ENV
 from fedloom.flower.deploy import free_port, stop_group
-from fedloom.utils import TURN_ENV, available_cores, run_turn
+from fedloom.utils import available_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,10 +81,10 @@ def inprocess_child(cfg_path: str, out: str, after: str | None = None) -> None:
     while after is not None and not Path(after).exists():  # imports done: wait for the cue
         time.sleep(0.2)
     t0 = time.perf_counter()
-    with run_turn():  # --interleave: in turn with the deployment's rounds
+    with turn():  # --interleave: in turn with the deployment's rounds
         fed = Federation.build(cfg)
         warm = fed.warm_up(0)  # as each `fedloom client` does before its first round
-    run(cfg, out, federation=fed)
+    run(cfg, out, federation=fed, turn=turn)
     print(json.dumps({"warm_up": warm, "job": time.perf_counter() - t0}))
 
 
@@ -262,7 +265,15 @@ def main() -> None:
         if cfg.partition.num_clients is None:
             raise SystemExit("--interleave needs a config with `partition.num_clients`")
         n_clients = cfg.partition.num_clients
-        env = dict(os.environ) | {TURN_ENV: str(work / "turn.lock")}
+        # the turn lock, installed as a run hook in every process the benchmark starts (the
+        # deployment's ServerApp included): this folder on PYTHONPATH, the hook named
+        here = str(Path(__file__).resolve().parent)
+        path = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH", "")) if p)
+        env = dict(os.environ) | {
+            TURN_ENV: str(work / "turn.lock"),
+            HOOK_ENV: HOOK,
+            "PYTHONPATH": path,
+        }
         for k in range(1, args.repeats + 1):
             start, job = interleaved(cfg_path, work, k, n_clients, client_args, env)
             starts.append(start)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -189,21 +191,37 @@ def test_benchmark_suites_before_and_after(local_data: Path, tmp_path: Path) -> 
     assert set(saved["benchmarks"]) == {"mmlu", "advbench"}
 
 
-def test_a_run_given_a_turn_lock_waits_its_turn_and_trains_the_same(
+TURN_LOCK: dict[str, str] = {}
+"""The lock file the hook below takes (set by the test)."""
+
+
+@contextlib.contextmanager
+def locked_turn() -> Iterator[None]:
+    """A run hook (fedloom.engine.hooks): each part of the run waits for TURN_LOCK's flock."""
+    from fedloom.utils import machine_lock
+
+    with machine_lock(TURN_LOCK["path"]):
+        yield
+
+
+def test_a_run_hook_waits_its_turn_and_trains_the_same(
     local_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """FEDLOOM_TURN_LOCK: each part of a run that uses the machine waits for the lock (here held
-    by another holder for the first second), a round's time leaves the wait out, and the run
-    trains exactly as without it."""
+    """A turn hook installed through FEDLOOM_RUN_HOOK (as the engine-overhead benchmark
+    installs its machine turn lock): each part of a run that uses the machine waits for it
+    (here a lock held by another holder for the first second), a round's time leaves the wait
+    out, and the run trains exactly as without it."""
     import threading
     import time
 
-    from fedloom.utils import TURN_ENV, machine_lock
+    from fedloom.engine.hooks import HOOK_ENV
+    from fedloom.utils import machine_lock
 
     cfg = tiny_config(local_data)
     plain = _final_adapter(cfg, tmp_path / "plain")
     lock = str(tmp_path / "turn.lock")
-    monkeypatch.setenv(TURN_ENV, lock)
+    monkeypatch.setitem(TURN_LOCK, "path", lock)
+    monkeypatch.setenv(HOOK_ENV, "tests.test_engine:locked_turn")
     held, release = threading.Event(), threading.Event()
 
     def other_run() -> None:
@@ -224,6 +242,20 @@ def test_a_run_given_a_turn_lock_waits_its_turn_and_trains_the_same(
     assert sum(r["seconds"] for r in rows) < elapsed - 0.9  # the wait is not in a round's time
     for k in plain:
         assert torch.equal(plain[k], turns[k])
+
+
+def test_run_hook_is_called_around_each_part(local_data: Path, tmp_path: Path) -> None:
+    """run(turn=...) wraps the build, the baseline, each round and the final evaluation."""
+    calls: list[str] = []
+
+    @contextlib.contextmanager
+    def counting() -> Iterator[None]:
+        calls.append("in")
+        yield
+        calls.append("out")
+
+    run(tiny_config(local_data, **{"federation.rounds": 3}), tmp_path, turn=counting)
+    assert calls == ["in", "out"] * (1 + 1 + 3 + 1)
 
 
 @pytest.mark.parametrize(

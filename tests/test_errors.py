@@ -194,6 +194,11 @@ def test_malformed_environment_knob(
     monkeypatch.delenv("FEDLOOM_THREADS")
     monkeypatch.setenv("FEDLOOM_MALLOC", "trim")
     _fails(capsys, ["run", cfg, "--out", str(tmp_path / "o")], "FEDLOOM_MALLOC='trim'")
+    monkeypatch.delenv("FEDLOOM_MALLOC")
+    monkeypatch.setenv("FEDLOOM_RUN_HOOK", "no_such_module:turn")
+    _fails(capsys, ["run", cfg], "FEDLOOM_RUN_HOOK='no_such_module:turn'", "cannot load")
+    monkeypatch.setenv("FEDLOOM_RUN_HOOK", "turn")
+    _fails(capsys, ["run", cfg], "write module:function")
 
 
 def test_set_into_a_section_saved_as_null(local_data: Path, tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ import fcntl
 import os
 import random
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,23 +114,3 @@ def machine_lock(path: str | None) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-TURN_ENV = "FEDLOOM_TURN_LOCK"
-
-
-@contextlib.contextmanager
-def run_turn() -> Iterator[None]:
-    """With ``FEDLOOM_TURN_LOCK=FILE`` set, hold an exclusive lock on FILE (:func:`machine_lock`)
-    and, once it is released, pause 0.2 s so that a run waiting for it gets it; else nothing.
-
-    A run (either engine) takes its turn for each part that uses the machine: building the
-    model, the baseline evaluation, every round (the part a round's time measures) and the final
-    evaluation. Runs on one machine given the same FILE so take rounds in turn, each with all
-    cores; ``benchmarks/engine_overhead.py --interleave`` measures the two engines this way,
-    round by round under the same machine conditions."""
-    path = os.environ.get(TURN_ENV) or None
-    with machine_lock(path):
-        yield
-    if path is not None:
-        time.sleep(0.2)  # the waiting run wakes now; without a pause this one would win again

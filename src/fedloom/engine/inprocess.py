@@ -13,7 +13,6 @@ import os
 import random
 import time
 from collections.abc import Callable, MutableMapping
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,6 +31,7 @@ from fedloom.data import FederatedData, build_federated_data, summary_table
 from fedloom.data.schema import Record, record_prompt
 from fedloom.engine import outputs
 from fedloom.engine.client_states import ClientStates
+from fedloom.engine.hooks import Turn, installed_turn
 from fedloom.errors import CheckpointError, FedloomError
 from fedloom.eval import EvalContext, generate_answers, run_suite
 from fedloom.eval.suites import headline, source_key
@@ -40,7 +40,7 @@ from fedloom.models.loader import LoadedModel, load_tokenizer
 from fedloom.privacy import CentralDP, ClientDP, PrivacyBudgetSpent, update_norm
 from fedloom.tasks import EvalSetup, Evaluator, get_task
 from fedloom.train import LocalTrainer, adapter_parameters, cosine_lr, draw_examples
-from fedloom.utils import StateDict, rng_for, run_turn, state_nbytes
+from fedloom.utils import StateDict, rng_for, state_nbytes
 
 
 @dataclass
@@ -241,13 +241,6 @@ def _mean_eval(evals: dict[str, dict[str, float]]) -> dict[str, float]:
     return {k: sum(e[k] for e in evals.values()) / len(evals) for k in keys}
 
 
-Turn = Callable[[], AbstractContextManager[None]]
-"""A hook around each part of a run that uses the machine (build, baseline, each round, final
-evaluation): the default, :func:`fedloom.utils.run_turn`, does nothing unless
-``FEDLOOM_TURN_LOCK`` is set (the engine-overhead benchmark sets it so that two runs on one
-machine take turns); a caller may pass its own."""
-
-
 @dataclass
 class _Run:
     """What a run carries from its start to its finish."""
@@ -273,7 +266,7 @@ def run(
     federation: Federation | None = None,
     resume: bool = False,
     clients: ClientRunner | None = None,
-    turn: Turn = run_turn,
+    turn: Turn | None = None,
 ) -> dict[str, Any]:
     """Run a federated fine-tuning job; write config, metrics, summary, adapter and plot to out_dir.
 
@@ -283,8 +276,10 @@ def run(
     pre-built (from the same ``cfg``); after the run it holds the final strategy state.
     ``clients`` runs the sampled clients (default: in this process; Flower's runner sends them
     to SuperNodes, where a client may fail: see ``federation.min_clients``). ``turn`` wraps
-    each part that uses the machine (:data:`Turn`).
+    each part that uses the machine (a hook, :mod:`fedloom.engine.hooks`; default: the one
+    ``FEDLOOM_RUN_HOOK`` installs, else none).
     """
+    turn = turn or installed_turn()
     r = _start(cfg, Path(out_dir), console or Console(), federation, resume, clients, turn)
     with (r.out / "metrics.jsonl").open("w") as log, _progress(r.console) as progress:
         for past in r.history:  # the rounds a resumed run already has

@@ -34,6 +34,7 @@ from flwr.serverapp import Grid, ServerApp
 import fedloom.flower  # noqa: F401  (offline Flower settings)
 from fedloom.algorithms.base import ClientUpdate
 from fedloom.config import RunConfig, load_config
+from fedloom.engine.hooks import installed_turn
 from fedloom.engine.inprocess import Federation, run
 from fedloom.flower import client
 from fedloom.flower.client import partition_id
@@ -47,7 +48,6 @@ from fedloom.flower.records import (
     update_content,
 )
 from fedloom.privacy.secagg import secagg_round, secagg_train
-from fedloom.utils import run_turn
 
 
 class FlowerClients:
@@ -152,9 +152,10 @@ def make_server_app(spec: RunSpec) -> ServerApp:
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg, out, resume = spec(context)
-        with run_turn():  # FEDLOOM_TURN_LOCK (utils.run_turn): runs sharing a machine take turns
+        turn = installed_turn()  # a hook the caller installed (engine.hooks), else none
+        with turn():
             fed = Federation.build(cfg)
-        run(cfg, out, federation=fed, clients=FlowerClients(grid, fed), resume=resume)
+        run(cfg, out, federation=fed, clients=FlowerClients(grid, fed), resume=resume, turn=turn)
 
     return app
 
