@@ -1,0 +1,29 @@
+"""Text generation: one config, one interface, backends, resumable jobs.
+
+gen = LocalGenerator(model, tokenizer, device)
+outs = gen.generate(["Write a haiku."], GenerationConfig(temperature=0.7, n=2, seed=1))
+run_job(gen, [("p1", "Write a haiku.")], cfg, "out/gen.jsonl")   # skips done prompts
+"""
+
+from fedloom.generation.base import (
+    Generation,
+    GenerationConfig,
+    Prompt,
+    TextGenerator,
+    cut_at_stop,
+)
+from fedloom.generation.jobs import GenerationJobError, JobReport, finished_ids, run_job
+from fedloom.generation.local import LocalGenerator
+
+__all__ = [
+    "Generation",
+    "GenerationConfig",
+    "GenerationJobError",
+    "JobReport",
+    "LocalGenerator",
+    "Prompt",
+    "TextGenerator",
+    "cut_at_stop",
+    "finished_ids",
+    "run_job",
+]
