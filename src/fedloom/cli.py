@@ -302,18 +302,9 @@ def _flower(args: argparse.Namespace) -> int:
     if args.command == "server":
         out = args.out or f"runs/{Path(args.config).stem}-flower"
         return deploy.serve(args.config, args.address, args.certificates, out, args.resume)
-    n = cfg.partition.num_clients
-    if n is None:  # `natural`: as many clients as the data has values (data only, no model)
-        from fedloom.algorithms import ALGORITHMS
-        from fedloom.data import build_federated_data
-        from fedloom.models.loader import load_tokenizer
+    from fedloom.flower.simulation import num_clients
 
-        pooled = ALGORITHMS[cfg.federation.algorithm].pooled_data
-        tok = load_tokenizer(cfg.model.name)
-        data = build_federated_data(
-            cfg.data, cfg.partition, tok, cfg.seed, pooled=pooled, task=cfg.task
-        )
-        n = len(data.clients)
+    n = num_clients(cfg)
     if not 0 <= args.client_id < n:
         raise ConfigError(
             f"--client-id {args.client_id} is outside the partition: {args.config} splits "

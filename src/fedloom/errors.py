@@ -25,9 +25,11 @@ class CheckpointError(FedloomError, ValueError):
     values (a tampered or foreign file is refused, never unpickled)."""
 
 
-def env_int(name: str, default: int | None, minimum: int | None = None) -> int | None:
+def env_int(
+    name: str, default: int | None, minimum: int | None = None, maximum: int | None = None
+) -> int | None:
     """``int(os.environ[name])`` with one clear error when the value is not a whole number
-    (or is below ``minimum``); ``default`` when unset or empty."""
+    (or is outside [``minimum``, ``maximum``]); ``default`` when unset or empty."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -37,6 +39,8 @@ def env_int(name: str, default: int | None, minimum: int | None = None) -> int |
         raise EnvError(f"environment variable {name}={raw!r} is not a whole number") from None
     if minimum is not None and value < minimum:
         raise EnvError(f"environment variable {name}={raw!r} must be >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise EnvError(f"environment variable {name}={raw!r} must be <= {maximum}")
     return value
 
 

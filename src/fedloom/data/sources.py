@@ -381,11 +381,7 @@ def _read_rows(
         except Exception as e:  # pyarrow raises several types for a bad file
             raise DataSourceError(f"{p}: cannot read as Parquet ({e})") from None
         return "record", list(enumerate(rows, 1))
-    if suffix not in LOCAL_SUFFIXES:
-        raise DataSourceError(
-            f"{p}: unsupported file type {p.suffix!r}; use {', '.join(LOCAL_SUFFIXES)}"
-        )
-    text = _read_text(p)
+    text = _read_text(p)  # the suffix is one of LOCAL_SUFFIXES: check_local_file ran first
     if suffix == ".csv":
         reader = csv.DictReader(io.StringIO(text, newline=""))
         out: list[tuple[int, Any]] = []

@@ -51,6 +51,14 @@ def prompt_text(tokenizer: PreTrainedTokenizerBase, record: InstructionRecord) -
     return str(text)
 
 
+def chat_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict[str, str]]) -> str:
+    """What a model is given to answer: a user prompt, or a dialogue ending in a user turn,
+    rendered with the chat template up to the assistant header."""
+    if isinstance(prompt, str):
+        return prompt_text(tokenizer, InstructionRecord(instruction=prompt, response=""))
+    return _render(tokenizer, prompt, gen=True)
+
+
 def tokenize_example(
     tokenizer: PreTrainedTokenizerBase, record: InstructionRecord, max_seq_len: int
 ) -> TokenizedExample | None:

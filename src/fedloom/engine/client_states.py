@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import itertools
 import os
+import pickle
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from fedloom.errors import CheckpointError
 
 
 class ClientStates(MutableMapping[int, dict[str, Any]]):
@@ -28,8 +31,6 @@ class ClientStates(MutableMapping[int, dict[str, Any]]):
         )
 
     def __getitem__(self, cid: int) -> dict[str, Any]:
-        from fedloom.engine.inprocess import load_plain  # local import: inprocess imports this
-
         return load_plain(self.dir / self._index[cid], f"client {cid}'s state")
 
     def __setitem__(self, cid: int, state: dict[str, Any]) -> None:
@@ -66,3 +67,21 @@ class ClientStates(MutableMapping[int, dict[str, Any]]):
         for f in self.dir.glob("*.pt*"):
             if f.name not in live:
                 f.unlink(missing_ok=True)
+
+
+def load_plain(path: Path, what: str) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)`` as a dict, or a :class:`CheckpointError`."""
+    try:
+        state = torch.load(path, weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(
+            f"{path}: refusing to load this {what}: it holds Python objects other than tensors "
+            f"and plain values ({first}); it was not written by this fedloom, or was tampered "
+            "with. Start the run again without --resume"
+        ) from None
+    except (OSError, RuntimeError, EOFError) as e:
+        raise CheckpointError(f"{path}: cannot read this {what} ({e})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: this {what} is not a mapping of state")
+    return dict(state)

@@ -30,7 +30,7 @@ from fedloom.config import ConfigError, RunConfig
 from fedloom.data import FederatedData, build_federated_data, summary_table
 from fedloom.data.schema import Record, record_prompt
 from fedloom.engine import outputs
-from fedloom.engine.client_states import ClientStates
+from fedloom.engine.client_states import ClientStates, load_plain
 from fedloom.engine.hooks import Turn, installed_turn
 from fedloom.errors import CheckpointError, FedloomError
 from fedloom.eval import EvalContext, generate_answers, run_suite
@@ -338,7 +338,7 @@ def _start(
             baseline = _baseline(fed, samples, console)
     else:
         fed.strategy.load_state_dict(ckpt["strategy"])
-        sampler.setstate(_rng_state(ckpt["sampler"]))
+        sampler.setstate(ckpt["sampler"])
         history, baseline = ckpt["history"], ckpt["baseline"]
         console.print(f"resuming {out} after round {ckpt['round']} of {cfg.federation.rounds}")
     runner = clients or InProcessClients(fed)
@@ -368,8 +368,9 @@ def _round(r: _Run, rnd: int, progress: Progress) -> dict[str, Any] | None:
     row |= r.privacy.record(updates, fed.strategy, r.console)
     if cfg.eval.every and ((rnd + 1) % cfg.eval.every == 0 or rnd + 1 == fc.rounds):
         evals = fed.evaluate()
-        row[get_task(cfg.task).metrics_key] = _mean_eval(evals)
-        row["eval_loss"] = _mean_eval(evals)["all"]
+        mean = _mean_eval(evals)
+        row[get_task(cfg.task).metrics_key] = mean
+        row["eval_loss"] = mean["all"]
         if len(evals) > 1:
             row["eval_loss_by_client"] = {k: v["all"] for k, v in evals.items()}
         if cfg.eval.suites and rnd + 1 < fc.rounds:  # the last round's: after the loop
@@ -438,12 +439,6 @@ def _finish(r: _Run) -> dict[str, Any]:
     (r.out / "summary.json").write_text(json.dumps(summary, indent=2))
     _plot(history, base_eval, r.out / "plots" / "loss.png", cfg.federation.algorithm)
     return summary
-
-
-def _rng_state(state: Any) -> tuple[Any, ...]:
-    """``random.Random.setstate`` wants tuples; a checkpoint may hold lists."""
-    version, internal, gauss = state
-    return (version, tuple(internal), gauss)
 
 
 @dataclass
@@ -580,26 +575,6 @@ def _load_checkpoint(out: Path) -> dict[str, Any]:
             f"no {CHECKPOINT} in {out}: nothing to resume (a run writes one after each round)"
         )
     return load_plain(path, "checkpoint")
-
-
-def load_plain(path: Path, what: str) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` as a dict, or a :class:`CheckpointError`."""
-    import pickle
-
-    try:
-        state = torch.load(path, weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(
-            f"{path}: refusing to load this {what}: it holds Python objects other than tensors "
-            f"and plain values ({first}); it was not written by this fedloom, or was tampered "
-            "with. Start the run again without --resume"
-        ) from None
-    except (OSError, RuntimeError, EOFError) as e:
-        raise CheckpointError(f"{path}: cannot read this {what} ({e})") from None
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: this {what} is not a mapping of state")
-    return dict(state)
 
 
 def _headline(metrics: dict[str, float]) -> str:

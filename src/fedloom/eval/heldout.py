@@ -10,8 +10,7 @@ from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from fedloom.data.federated import FederatedData
-from fedloom.data.schema import InstructionRecord
-from fedloom.data.template import IGNORE_INDEX, collate, prompt_text
+from fedloom.data.template import IGNORE_INDEX, chat_prompt, collate
 from fedloom.utils import autocast
 
 
@@ -97,14 +96,7 @@ def generate_answers(
         tokenizer.padding_side = "left"
         with ctx:
             for i in range(0, len(prompts), batch_size):
-                texts = [
-                    prompt_text(tokenizer, InstructionRecord(instruction=p, response=""))
-                    if isinstance(p, str)
-                    else str(
-                        tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-                    )
-                    for p in prompts[i : i + batch_size]
-                ]
+                texts = [chat_prompt(tokenizer, p) for p in prompts[i : i + batch_size]]
                 enc = tokenizer(
                     texts, return_tensors="pt", padding=True, add_special_tokens=False
                 ).to(device)

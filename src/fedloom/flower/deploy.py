@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from fedloom.errors import FedloomError
+from fedloom.errors import FedloomError, env_int
 
 FLOWER_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
@@ -53,12 +53,8 @@ def flower_nice() -> int:
     barrier). Measured here: a background load of 12% of a core (100 wake-ups/s) made a
     SmolLM2 client round 8% slower at nice 0 and left it unchanged at nice 19. Training itself
     (``fedloom client``'s own process, the in-process engine) keeps the normal priority."""
-    from fedloom.errors import EnvError
-
-    raw = os.environ.get(NICE_ENV, "19").strip() or "19"
-    if not raw.isdigit() or not 0 <= int(raw) <= 19:
-        raise EnvError(f"environment variable {NICE_ENV}={raw!r}: give a niceness from 0 to 19")
-    return int(raw)
+    nice = env_int(NICE_ENV, 19, minimum=0, maximum=19)
+    return 19 if nice is None else nice
 
 
 def _lower_priority(nice: int, die_with_parent: bool = False) -> Callable[[], None]:

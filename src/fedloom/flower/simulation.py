@@ -16,10 +16,16 @@ from fedloom.utils import available_cores
 
 
 def num_clients(cfg: RunConfig) -> int:
+    """Clients of the config's partition: ``partition.num_clients``, or for `natural` (no
+    number given) as many as the data has values, counted from the data alone (no model)."""
     if cfg.partition.num_clients is not None:
         return cfg.partition.num_clients
+    from fedloom.algorithms import ALGORITHMS
+
+    pooled = ALGORITHMS[cfg.federation.algorithm].pooled_data
+    tok = load_tokenizer(cfg.model.name)
     data = build_federated_data(
-        cfg.data, cfg.partition, load_tokenizer(cfg.model.name), cfg.seed, task=cfg.task
+        cfg.data, cfg.partition, tok, cfg.seed, pooled=pooled, task=cfg.task
     )
     return len(data.clients)
 

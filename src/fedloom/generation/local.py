@@ -11,8 +11,7 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from fedloom.data.schema import InstructionRecord
-from fedloom.data.template import prompt_text
+from fedloom.data.template import chat_prompt
 from fedloom.generation.base import Generation, GenerationConfig, Prompt, cut_at_stop
 from fedloom.models import get_adapter_state, set_adapter_state
 from fedloom.utils import StateDict, rng_for, seeded_torch
@@ -50,11 +49,7 @@ class LocalGenerator:
             if not isinstance(prompt, str):
                 raise ValueError("raw continuation (`chat: false`) takes text prompts")
             return prompt
-        if isinstance(prompt, str):
-            return prompt_text(self.tokenizer, InstructionRecord(instruction=prompt, response=""))
-        return str(
-            self.tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        )
+        return chat_prompt(self.tokenizer, prompt)
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Prompt], cfg: GenerationConfig) -> list[list[Generation]]:
