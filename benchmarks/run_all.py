@@ -16,6 +16,7 @@ SCRIPTS: tuple[tuple[str, ...], ...] = (
     ("federation_overhead.py",),
     ("compression.py",),
     ("scale_clients.py",),
+    ("generation.py",),
     # a real-model round (SmolLM2, the demo's round: 2 clients x 5 local steps) on both engines,
     # taking the machine in turns round by round (2 clients: both engines fit in memory at once)
     (

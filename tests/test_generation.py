@@ -151,3 +151,114 @@ def test_job_resumes_and_records_failures(tmp_path: Path) -> None:
     third = Scripted()
     run_job(third, [*items, ("p5", "fine now")], cfg, path, progress=False)
     assert third.seen == ["fine now"]
+
+
+# --- the OpenAI-compatible backend against a fake server on loopback -------------------------
+
+
+class _FakeOpenAI:
+    """A loopback server answering /v1/chat/completions and /v1/completions like vLLM: it
+    records every request body, fails the first ``flaky`` requests with a 503, and always
+    fails prompts containing FAIL with a 500."""
+
+    def __init__(self, flaky: int = 0) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[dict] = []
+        self.flaky = flaky
+        lock = threading.Lock()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with lock:
+                    outer.requests.append({"path": self.path, **body})
+                    fail = outer.flaky > 0
+                    outer.flaky -= int(fail)
+                text = json.dumps(body.get("messages") or body.get("prompt"))
+                if fail or "FAIL" in text:
+                    self.send_response(503 if fail else 500)
+                    self.end_headers()
+                    self.wfile.write(b'{"error": {"message": "boom"}}')
+                    return
+                n = body.get("n", 1)
+                prompt = body["messages"][-1]["content"] if "messages" in body else body["prompt"]
+                if "messages" in body:
+                    choices = [
+                        {"index": i, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": f"echo {i}: {prompt} END tail"}}
+                        for i in range(n)
+                    ]  # fmt: skip
+                    obj = "chat.completion"
+                else:
+                    choices = [
+                        {"index": i, "finish_reason": "length", "text": f" more {i}"}
+                        for i in range(n)
+                    ]
+                    obj = "text_completion"
+                resp = {
+                    "id": "x", "object": obj, "created": 0, "model": body["model"],
+                    "choices": choices,
+                    "usage": {"prompt_tokens": 3, "completion_tokens": 4 * n, "total_tokens": 3 + 4 * n},
+                }  # fmt: skip
+                data = json.dumps(resp).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def test_openai_backend_request_shape_retries_and_failures(tmp_path: Path) -> None:
+    from fedloom.generation import OpenAIGenerator
+
+    server = _FakeOpenAI(flaky=2)
+    try:
+        gen = OpenAIGenerator(
+            "served-model", server.url, "k", concurrency=2, retries=2, backoff=0.01
+        )
+        cfg = GenerationConfig(
+            max_new_tokens=7, temperature=0.5, top_p=0.9, top_k=5, n=2, seed=3, stop=["END"]
+        )
+        out = gen.generate(["hello", "world"], cfg)
+        # two 503s were retried: both prompts answered, n samples each, cut at the stop string
+        assert [[g.text for g in gens] for gens in out] == [
+            ["echo 0: hello", "echo 1: hello"],
+            ["echo 0: world", "echo 1: world"],
+        ]
+        assert all(g.tokens == 4 and g.finish_reason == "stop" for gens in out for g in gens)
+        ok = [r for r in server.requests if r["path"].endswith("/chat/completions")]
+        assert len(ok) == 4  # 2 failed + 2 answered
+        req = ok[-1]
+        assert req["model"] == "served-model" and req["max_tokens"] == 7 and req["n"] == 2
+        assert req["temperature"] == 0.5 and req["top_p"] == 0.9 and req["seed"] == 3
+        assert req["stop"] == ["END"] and req["top_k"] == 5  # top_k travels as an extra field
+        assert req["messages"] == [{"role": "user", "content": req["messages"][0]["content"]}]
+
+        raw = gen.generate(["once upon"], GenerationConfig(chat=False, max_new_tokens=2))
+        assert raw[0][0].text == "more 0" and raw[0][0].finish_reason == "length"
+        assert server.requests[-1]["path"].endswith("/completions")
+        assert "messages" not in server.requests[-1]
+
+        # a request that keeps failing is recorded in the job, not fatal; rerun retries it
+        path = tmp_path / "gen.jsonl"
+        rep = run_job(gen, [("a", "fine"), ("b", "FAIL please")], GenerationConfig(), path, False)
+        assert (rep.generated, rep.failed) == (1, 1)
+        rows = [json.loads(ln) for ln in path.read_text().splitlines()]
+        failed = next(r for r in rows if r["id"] == "b")
+        assert "3 attempts" in failed["error"] and "InternalServerError" in failed["error"]
+        assert finished_ids(path) == {"a"}
+    finally:
+        server.close()

@@ -10,7 +10,7 @@ from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from fedloom.data.federated import FederatedData
-from fedloom.data.template import IGNORE_INDEX, chat_prompt, collate
+from fedloom.data.template import IGNORE_INDEX, collate
 from fedloom.utils import autocast
 
 
@@ -82,34 +82,16 @@ def generate_answers(
     batch_size: int = 8,
 ) -> list[str]:
     """Greedy answers to user prompts or to dialogues (lists of messages ending in a user turn),
-    chat-templated, batched with left padding + KV cache. ``base`` disables the LoRA adapter
-    (PEFT models only)."""
-    model.eval()
-    answers: list[str] = []
-    side = tokenizer.padding_side
+    chat-templated, through :class:`~fedloom.generation.LocalGenerator` (batched by length,
+    left padding, KV cache). ``base`` disables the LoRA adapter (PEFT models only)."""
+    from fedloom.generation import GenerationConfig, LocalGenerator
+
+    gen = LocalGenerator(model, tokenizer, device)
+    cfg = GenerationConfig(max_new_tokens=max_new_tokens, batch_size=batch_size)
     ctx = (
         model.disable_adapter()
         if base and isinstance(model, PeftModel)
         else contextlib.nullcontext()
     )
-    try:
-        tokenizer.padding_side = "left"
-        with ctx:
-            for i in range(0, len(prompts), batch_size):
-                texts = [chat_prompt(tokenizer, p) for p in prompts[i : i + batch_size]]
-                enc = tokenizer(
-                    texts, return_tensors="pt", padding=True, add_special_tokens=False
-                ).to(device)
-                out = model.generate(  # type: ignore[operator]
-                    **enc,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
-                width = enc["input_ids"].shape[1]
-                answers += [
-                    str(tokenizer.decode(o[width:], skip_special_tokens=True)).strip() for o in out
-                ]
-    finally:
-        tokenizer.padding_side = side
-    return answers
+    with ctx:
+        return [gens[0].text for gens in gen.generate(list(prompts), cfg)]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from fedloom.data.catalog import last_boxed
+
+if TYPE_CHECKING:
+    from fedloom.generation import TextGenerator
 
 _NUM = r"-?\$?\s?-?\d[\d,]*(?:\.\d+)?"
 
@@ -174,28 +177,34 @@ class OpenAIJudge:
         return str(reply["choices"][0]["message"]["content"])
 
 
-class LocalModelJudge:
-    """A judge model loaded locally (a name, HF folder or .gguf path), greedy decoding."""
+class GeneratorJudge:
+    """A judge backed by any :class:`~fedloom.generation.TextGenerator` (greedy decoding): a
+    local model, or an OpenAI-compatible server through the generation package's backend."""
 
-    def __init__(self, name: str, max_new_tokens: int = 512) -> None:
-        from fedloom.config import ModelConfig
-        from fedloom.models import load_model
-
-        self.loaded = load_model(ModelConfig(name=name))
-        self.max_new_tokens = max_new_tokens
-        self.name = f"local:{name}"
+    def __init__(self, generator: TextGenerator, max_new_tokens: int = 512) -> None:
+        self.generator, self.max_new_tokens = generator, max_new_tokens
+        self.name = generator.name
 
     def complete(self, system: str, prompt: str) -> str:
-        from fedloom.eval.heldout import generate_answers
+        from fedloom.generation import GenerationConfig
 
         msgs = [{"role": "system", "content": system}, {"role": "user", "content": prompt}]
-        return generate_answers(
-            self.loaded.model,
-            self.loaded.tokenizer,
-            [msgs],
-            self.loaded.device,
-            self.max_new_tokens,
-        )[0]
+        cfg = GenerationConfig(max_new_tokens=self.max_new_tokens)
+        gen = self.generator.generate([msgs], cfg)[0][0]
+        if gen.error:
+            raise RuntimeError(f"judge {self.name} failed: {gen.error}")
+        return gen.text
+
+
+class LocalModelJudge(GeneratorJudge):
+    """A judge model loaded locally (a registered name, HF folder or .gguf path), greedy, with
+    bf16 weights where the hardware has native bf16."""
+
+    def __init__(self, name: str, max_new_tokens: int = 512) -> None:
+        from fedloom.generation import GeneratorConfig, build_generator
+
+        super().__init__(build_generator(GeneratorConfig(model=name)), max_new_tokens)
+        self.name = f"local:{name}"
 
 
 def make_rating_judge(spec: str | None) -> RatingJudge | None:

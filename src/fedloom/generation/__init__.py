@@ -12,10 +12,16 @@ from fedloom.generation.base import (
     TextGenerator,
     cut_at_stop,
 )
+from fedloom.generation.factory import BACKENDS, GeneratorConfig, build_generator
 from fedloom.generation.jobs import GenerationJobError, JobReport, finished_ids, run_job
 from fedloom.generation.local import LocalGenerator
+from fedloom.generation.openai_backend import OpenAIGenerator
 
 __all__ = [
+    "BACKENDS",
+    "GeneratorConfig",
+    "OpenAIGenerator",
+    "build_generator",
     "Generation",
     "GenerationConfig",
     "GenerationJobError",

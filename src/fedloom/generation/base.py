@@ -1,7 +1,7 @@
 """One way to generate text: a :class:`GenerationConfig`, the :class:`TextGenerator` interface
 and what a generation returns. Backends: :mod:`fedloom.generation.local` (any model fedloom
-loads, optionally with a switchable LoRA adapter). A real deployment points an OpenAI-compatible
-backend at vLLM or another server instead (the next step of this package)."""
+loads, optionally with a switchable LoRA adapter) and :mod:`fedloom.generation.openai_backend`
+(any OpenAI-compatible server: vLLM, llama.cpp server, Ollama, a hosted API)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,9 @@ class Generation:
     tokens: int
     """New tokens generated (before a stop string cut)."""
     finish_reason: str
-    """`stop` (a stop string or end of sequence) or `length` (max_new_tokens reached)."""
+    """`stop` (a stop string or end of sequence), `length` (max_new_tokens reached) or `error`
+    (the backend failed on this prompt: see ``error``)."""
+    error: str | None = None
 
 
 class TextGenerator(Protocol):

@@ -87,17 +87,25 @@ def run_job(
             chunk = todo[start : start + cfg.batch_size]
             try:
                 results = generator.generate([p for _, p in chunk], cfg)
-                rows = [
-                    {
-                        "id": i,
-                        "prompt": p,
-                        "generations": [asdict(g) for g in gens],
-                        "generator": generator.name,
-                    }
-                    for (i, p), gens in zip(chunk, results, strict=True)
-                ]
-                report.generated += len(chunk)
-                report.tokens += sum(g.tokens for gens in results for g in gens)
+                rows = []
+                for (i, p), gens in zip(chunk, results, strict=True):
+                    errors = [g.error for g in gens if g.error]
+                    if errors:  # the backend gave up on this prompt: retried on the next run
+                        rows.append({"id": i, "prompt": p, "error": errors[0]})
+                        report.failed += 1
+                        continue
+                    rows.append(
+                        {
+                            "id": i,
+                            "prompt": p,
+                            "generations": [
+                                {k: v for k, v in asdict(g).items() if k != "error"} for g in gens
+                            ],
+                            "generator": generator.name,
+                        }
+                    )
+                    report.generated += 1
+                    report.tokens += sum(g.tokens for g in gens)
             except Exception as e:  # noqa: BLE001  (recorded, not fatal: the job goes on)
                 rows = [
                     {"id": i, "prompt": p, "error": f"{type(e).__name__}: {e}"[:500]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -62,3 +63,21 @@ def set_adapter_state(model: PeftModel, state: StateDict) -> None:
                 f"adapter tensor {k}: shape {tuple(v.shape)} != model's {tuple(current[k].shape)}"
             )
     set_peft_model_state_dict(model, state)
+
+
+def load_adapter_folder(model: PeftModel, folder: str | Path) -> None:
+    """Load a saved adapter (``save_pretrained`` folder, e.g. a run's ``adapter/``) into
+    ``model``'s adapter: ``lora.init_from``. Its rank and target modules must match."""
+    from safetensors.torch import load_file
+
+    from fedloom.config import ConfigError
+
+    path = Path(folder) / "adapter_model.safetensors"
+    saved = load_file(str(path))
+    try:
+        set_adapter_state(model, {k: v.to(torch.float32) for k, v in saved.items()})
+    except (KeyError, ValueError) as e:
+        raise ConfigError(
+            f"`lora.init_from`: the adapter in {folder} does not fit this run's LoRA settings "
+            f"(lora.r, lora.target_modules, model): {e}"
+        ) from None

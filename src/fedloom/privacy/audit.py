@@ -87,10 +87,7 @@ def plant(fed: Any, canaries: Sequence[Canary], client: int, repeats: int) -> in
         ex = tokenize_example(tok, c.record(), max_len)
         if ex is None or ex.truncated:
             raise ValueError(f"canary {c.name!r} does not fit data.max_seq_len = {max_len}")
-        for _ in range(repeats):
-            fed.data.clients[client].append(len(fed.data.train))
-            fed.data.train.append(ex)
-            fed.data.train_records.append(c.record())
+    fed.data.add(client, [c.record() for c in canaries for _ in range(repeats)], tok, max_len)
     return len(canaries) * repeats
 
 
@@ -147,15 +144,11 @@ def extracted(
     model: PeftModel, tokenizer: PreTrainedTokenizerBase, canary: Canary, device: torch.device
 ) -> bool:
     """Greedy decoding after the question and the answer's lead reproduces the secret."""
+    from fedloom.generation import GenerationConfig, LocalGenerator
+
     text = prompt_text(tokenizer, InstructionRecord(canary.question, "")) + canary.lead
-    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(device)
-    gen = model.generate(
-        **ids,
-        max_new_tokens=2 * len(canary.secret) + 2,
-        do_sample=False,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    completion = tokenizer.decode(gen[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+    cfg = GenerationConfig(max_new_tokens=2 * len(canary.secret) + 2, chat=False, batch_size=1)
+    completion = LocalGenerator(model, tokenizer, device).generate([text], cfg)[0][0].text
     digits = "".join(ch for ch in completion if ch.isdigit())
     return digits.startswith(canary.secret)
 

@@ -1,0 +1,81 @@
+"""Which generator a pipeline uses: :class:`GeneratorConfig` (validated, saved with the
+pipeline) and :func:`build_generator`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fedloom.config import ConfigError, ModelConfig
+from fedloom.generation.base import TextGenerator
+
+BACKENDS = ("local", "openai")
+
+
+@dataclass
+class GeneratorConfig:
+    backend: str = "local"
+    """`local` (a model fedloom loads, on this machine) or `openai` (an OpenAI-compatible server:
+    vLLM, llama.cpp server, Ollama, a hosted API)."""
+    model: str = "smollm2-135m-instruct"
+    """local: a registered model (`fedloom models`), HF folder or .gguf; openai: the served
+    model's name."""
+    weights: str = "auto"
+    """local: `auto` (bf16 weights where the hardware has native bf16, else fp32), `bf16`, `fp32`."""
+    device: str = "auto"
+    base_url: str | None = None
+    """openai: e.g. http://localhost:8000/v1 (vLLM's `vllm serve MODEL`)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """openai: the environment variable holding the key (never put keys in configs)."""
+    concurrency: int = 4
+    timeout: float = 120.0
+    retries: int = 3
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.backend in BACKENDS, f"`generator.backend` is {self.backend!r}; use {BACKENDS}"),
+            (bool(self.model), "`generator.model` is empty"),
+            (self.weights in ("auto", "bf16", "fp32"), "`generator.weights`: auto, bf16 or fp32"),
+            (
+                self.backend != "openai" or bool(self.base_url),
+                "`generator.backend: openai` needs `generator.base_url` (e.g. "
+                "http://localhost:8000/v1)",
+            ),
+            (self.concurrency >= 1, "`generator.concurrency` must be >= 1"),
+            (self.timeout > 0, "`generator.timeout` must be > 0 seconds"),
+            (self.retries >= 0, "`generator.retries` must be >= 0"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ConfigError(msg)
+
+
+def build_generator(cfg: GeneratorConfig, chat: bool = True) -> TextGenerator:
+    """The generator ``cfg`` describes (a local one loads its model now). ``chat``: whether the
+    prompts go through a chat template (base models need ``chat=False``)."""
+    import os
+
+    if cfg.backend == "openai":
+        from fedloom.generation.openai_backend import OpenAIGenerator
+
+        return OpenAIGenerator(
+            cfg.model,
+            str(cfg.base_url),
+            os.environ.get(cfg.api_key_env),
+            cfg.concurrency,
+            cfg.timeout,
+            cfg.retries,
+        )
+    import torch
+
+    from fedloom.generation.local import LocalGenerator
+    from fedloom.models import load_model, resolve_runtime, weights_dtype
+    from fedloom.models.loader import load_tokenizer
+
+    mcfg = ModelConfig(name=cfg.model, device=cfg.device)
+    device, _ = resolve_runtime(mcfg)
+    dtype = {"bf16": torch.bfloat16, "fp32": torch.float32}.get(cfg.weights) or weights_dtype(
+        device
+    )
+    tok = load_tokenizer(cfg.model, need_chat=chat)
+    loaded = load_model(mcfg, tok, dtype=dtype)
+    return LocalGenerator(loaded.model, loaded.tokenizer, loaded.device, name=cfg.model)
