@@ -92,7 +92,7 @@ def test_loaded_client_reports_a_failed_build(
     tmp_path: Path,
     monkeypatch,  # type: ignore[no-untyped-def]
 ) -> None:
-    def boom(cfg):  # type: ignore[no-untyped-def]
+    def boom(cfg, only=None):  # type: ignore[no-untyped-def]
         raise FileNotFoundError("no such model file: x.gguf")
 
     monkeypatch.setattr(apps, "client_federation", boom)
@@ -114,6 +114,20 @@ def test_loaded_client_refuses_a_client_id_outside_the_partition(
     client.start()
     assert client.built.wait(120)
     assert client.failed is not None and "client 9 does not exist" in client.failed
+
+
+def test_loaded_client_holds_only_its_own_shard(local_data: Path, tmp_path: Path) -> None:
+    from fedloom.flower.apps import client_federation
+
+    path = tmp_path / "cfg.yaml"
+    cfg = tiny_config(local_data)
+    cfg.save(path)
+    client = LoadedClient(str(path), 1)
+    client.start()
+    assert client.built.wait(120) and client.failed is None
+    fed = client_federation(client.cfg, 1)
+    sizes = fed.data.client_sizes()
+    assert sizes[1] > 0 and sum(sizes) == sizes[1] == len(fed.data.train)
 
 
 def _fab(tmp_path: Path, clientapp: str | None = None) -> bytes:

@@ -59,6 +59,9 @@ class LoraSettings:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+    init_from: str | None = None
+    """Start from an existing adapter folder (PEFT format, e.g. `runs/x/adapter`) instead of a
+    fresh one: continued training, post-hoc defense. Its r and target modules must match."""
 
     def __post_init__(self) -> None:
         _require(self.r > 0, f"`lora.r` must be > 0 (got {self.r})")
@@ -67,6 +70,12 @@ class LoraSettings:
             0.0 <= self.dropout < 1.0, f"`lora.dropout` must be in [0, 1) (got {self.dropout})"
         )
         _require(len(self.target_modules) > 0, "`lora.target_modules` is empty: name at least one")
+        if self.init_from is not None:
+            _require(
+                (Path(self.init_from) / "adapter_model.safetensors").is_file(),
+                f"`lora.init_from`: {self.init_from!r} holds no adapter_model.safetensors; point "
+                "it at a saved adapter folder (a run's `adapter/`)",
+            )
 
 
 @dataclass
@@ -87,9 +96,32 @@ class SourceConfig:
     domain: str | None = None
     """Domain label for every example of this source (used by splits and per-domain evaluation);
     for `local`, default: the file's domain column, else the file name."""
+    clients: list[int] | None = None
+    """Client-owned data: this source's training records belong to these clients only (dealt
+    among them); sources without `clients` are partitioned over all clients by
+    `partition.strategy`. E.g. one file per client: `clients: [0]`, `clients: [1]`, ..."""
+    heldout: int | None = None
+    """Held-out examples of this source (None: `data.heldout`; 0: none, all train)."""
+    heldout_only: bool = False
+    """Evaluation-only source: all its examples (up to `limit`) are held out, none trained on
+    (e.g. gold pairs scored after training on generated data)."""
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "`data.sources[].name` is empty")
+        _require(
+            self.clients is None or (len(self.clients) > 0 and min(self.clients) >= 0),
+            f"`clients` of source {self.name!r} must be a non-empty list of client ids >= 0 "
+            "(or left out: partitioned over all clients)",
+        )
+        _require(
+            self.heldout is None or self.heldout >= 0,
+            f"`heldout` of source {self.name!r} must be >= 0",
+        )
+        _require(
+            not (self.heldout_only and self.clients),
+            f"source {self.name!r} is `heldout_only` and so has no training records to assign "
+            "to `clients`",
+        )
         _require(
             self.limit is None or self.limit > 0, f"`limit` of source {self.name!r} must be > 0"
         )
@@ -123,7 +155,8 @@ class SourceConfig:
 class DataConfig:
     sources: list[SourceConfig] = field(default_factory=lambda: [SourceConfig(name="alpaca_en")])
     heldout: int = 50
-    """Held-out examples per source (fixed by `seed`), never used for training."""
+    """Held-out examples per source (fixed by `seed`), never used for training; a source's own
+    `heldout` overrides it."""
     max_seq_len: int = 256
 
     def __post_init__(self) -> None:
@@ -132,6 +165,10 @@ class DataConfig:
         ]
         _require(len(self.sources) > 0, "`data.sources` is empty: list at least one source")
         _require(self.heldout >= 1, f"`data.heldout` must be >= 1 (got {self.heldout})")
+        _require(
+            any(not s.heldout_only for s in self.sources),
+            "every source in `data.sources` is `heldout_only`: nothing is left to train on",
+        )
         _require(
             self.max_seq_len >= 16, f"`data.max_seq_len` must be >= 16 (got {self.max_seq_len})"
         )
@@ -522,6 +559,12 @@ class RunConfig:
                 "`federation.sample_clients` >= 2 (a sum over one client is that client's update)",
             )
         n = self.partition.num_clients
+        for src in self.data.sources:
+            _require(
+                n is None or not src.clients or max(src.clients) < n,
+                f"source {src.name!r} is assigned to clients {src.clients}, but "
+                f"`partition.num_clients` is {n} (ids 0..{(n or 1) - 1})",
+            )
         if n is not None and self.federation.algorithm != "central":
             _require(
                 self.federation.sample_clients <= n,

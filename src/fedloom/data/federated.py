@@ -12,7 +12,7 @@ from rich.table import Table
 from transformers import PreTrainedTokenizerBase
 
 from fedloom.config import DataConfig, PartitionConfig
-from fedloom.data.partition import partition
+from fedloom.data.partition import PartitionError, partition
 from fedloom.data.schema import Record
 from fedloom.data.sources import DataSourceError, LoadReport, load_source_report
 from fedloom.data.template import TokenizeReport, tokenize_all
@@ -35,6 +35,22 @@ class FederatedData:
     def client_sizes(self) -> list[int]:
         return [len(c) for c in self.clients]
 
+    def add(
+        self, cid: int, records: list[Record], tokenizer: PreTrainedTokenizerBase, max_seq_len: int
+    ) -> TokenizeReport:
+        """Tokenise ``records`` and append them to client ``cid``'s shard (counted in the
+        training report: what was cut or dropped is never silent)."""
+        if not 0 <= cid < len(self.clients):
+            raise PartitionError(f"client {cid} is not in [0, {len(self.clients)})")
+        examples, kept, rep = tokenize_all(tokenizer, records, max_seq_len)
+        self.clients[cid].extend(range(len(self.train), len(self.train) + len(examples)))
+        self.train.extend(examples)
+        self.train_records.extend(kept)
+        total = self.report.setdefault("train", TokenizeReport())
+        for f in ("kept", "dropped", "truncated", "turns_cut"):
+            setattr(total, f, getattr(total, f) + getattr(rep, f))
+        return rep
+
     def heldout_by_domain(self) -> dict[str, list[int]]:
         groups: dict[str, list[int]] = {}
         for i, r in enumerate(self.heldout_records):
@@ -42,26 +58,35 @@ class FederatedData:
         return dict(sorted(groups.items()))
 
 
-def load_records(
-    cfg: DataConfig, seed: int, reports: list[LoadReport] | None = None, task: str = "sft"
-) -> tuple[list[Record], list[Record]]:
-    """All sources' records in the task's form (sft: instructions and conversations, with
-    multiple-choice questions as lettered questions answered with the option and its
-    explanation; dpo: preference pairs), split per source into (train, held-out) by a seeded
-    shuffle."""
+@dataclass
+class RecordSplit:
+    """Every source's records, split into training and held-out, before any tokenisation."""
+
+    train: list[Record]
+    heldout: list[Record]
+    train_source: list[int]
+    """Per training record, the index of its source in ``data.sources``."""
+
+
+def split_records(
+    cfg: DataConfig, seed: int, reports: list[LoadReport] | None = None, task: str | None = "sft"
+) -> RecordSplit:
+    """All sources' records, in the task's form when ``task`` is given (sft: instructions and
+    conversations, with multiple-choice questions as lettered questions answered with the option
+    and its explanation; dpo: preference pairs) or as loaded (``None``: raw text stays text),
+    split per source into (train, held-out) by a seeded shuffle."""
     from fedloom.tasks import TaskError, get_task  # local import: tasks reach into eval
 
-    task_ = get_task(task)
-    train: list[Record] = []
-    heldout: list[Record] = []
-    for src in cfg.sources:
+    task_ = get_task(task) if task is not None else None
+    out = RecordSplit([], [], [])
+    for s, src in enumerate(cfg.sources):
         loaded, rep = load_source_report(
             src.name, src.domain, src.path, src.columns, src.schema, src.skip_malformed
         )
         if reports is not None:
             reports.append(rep)
         try:
-            records = [task_.to_record(r) for r in loaded]
+            records = [task_.to_record(r) for r in loaded] if task_ is not None else loaded
         except TaskError as e:
             raise TaskError(f"source {src.name!r}: {e}") from None
         order = list(range(len(records)))
@@ -69,14 +94,70 @@ def load_records(
         rng_for(seed, "data", src.name, Path(src.path).name if src.path else "").shuffle(order)
         if src.limit is not None:
             order = order[: src.limit]
-        if len(order) <= cfg.heldout:
+        n_held = (
+            len(order) if src.heldout_only else cfg.heldout if src.heldout is None else src.heldout
+        )
+        if not src.heldout_only and len(order) <= n_held:
             raise DataSourceError(
-                f"source {src.name!r} has {len(order)} examples, not more than `data.heldout` "
-                f"({cfg.heldout}); lower data.heldout or raise the source's limit"
+                f"source {src.name!r} has {len(order)} examples, not more than its held-out "
+                f"count ({n_held}); lower data.heldout (or the source's `heldout`) or raise its "
+                "limit"
             )
-        heldout += [records[i] for i in order[: cfg.heldout]]
-        train += [records[i] for i in order[cfg.heldout :]]
-    return train, heldout
+        out.heldout += [records[i] for i in order[:n_held]]
+        out.train += [records[i] for i in order[n_held:]]
+        out.train_source += [s] * (len(order) - n_held)
+    return out
+
+
+def load_records(
+    cfg: DataConfig, seed: int, reports: list[LoadReport] | None = None, task: str = "sft"
+) -> tuple[list[Record], list[Record]]:
+    """(train, held-out) records of every source (see :func:`split_records`)."""
+    split = split_records(cfg, seed, reports, task)
+    return split.train, split.heldout
+
+
+def assign_clients(
+    split: RecordSplit, data_cfg: DataConfig, part_cfg: PartitionConfig, seed: int
+) -> list[list[int]]:
+    """Indices into ``split.train`` per client. Records of sources without ``clients`` are
+    partitioned over every client by ``partition.strategy``; a source with ``clients: [..]``
+    belongs to those clients only and is dealt among them (seeded shuffle, round robin)."""
+    owned = {s for s, src in enumerate(data_cfg.sources) if src.clients}
+    shared = [i for i, s in enumerate(split.train_source) if s not in owned]
+    if shared:
+        parts = partition(
+            part_cfg.strategy,
+            [split.train[i].metadata for i in shared],
+            part_cfg.num_clients,
+            key=part_cfg.key,
+            seed=seed,
+            alpha=part_cfg.alpha,
+            min_examples=part_cfg.min_examples,
+        )
+        clients = [[shared[j] for j in part] for part in parts]
+    else:
+        if part_cfg.num_clients is None:
+            raise PartitionError(
+                "every source is assigned to clients (`clients:`), so `partition.num_clients` "
+                "must say how many clients there are"
+            )
+        clients = [[] for _ in range(part_cfg.num_clients)]
+    for s in sorted(owned):
+        src = data_cfg.sources[s]
+        bad = [c for c in src.clients or [] if not 0 <= c < len(clients)]
+        if bad:
+            raise PartitionError(
+                f"source {src.name!r} is assigned to clients {bad}, but there are only "
+                f"{len(clients)} clients (0..{len(clients) - 1})"
+            )
+        mine = [i for i, t in enumerate(split.train_source) if t == s]
+        rng_for(seed, "owned", s, src.name).shuffle(mine)
+        for j, i in enumerate(mine):
+            clients[(src.clients or [])[j % len(src.clients or [])]].append(i)
+    for c in clients:
+        c.sort()
+    return clients
 
 
 def build_federated_data(
@@ -86,25 +167,33 @@ def build_federated_data(
     seed: int,
     pooled: bool = False,
     task: str = "sft",
+    only_client: int | None = None,
 ) -> FederatedData:
-    """Load, split, tokenise and partition. ``pooled`` puts all training data on one client
-    (the centralized baseline) while keeping the same held-out set."""
+    """Load, split, partition (records, before tokenisation) and tokenise. ``pooled`` puts all
+    training data on one client (the centralized baseline) while keeping the same held-out set.
+    ``only_client``: tokenise and hold only that client's shard (what a deployed client
+    process holds); the other clients' index lists are empty."""
     reports: list[LoadReport] = []
-    train_recs, held_recs = load_records(data_cfg, seed, reports, task)
-    train, train_recs, train_rep = tokenize_all(tokenizer, train_recs, data_cfg.max_seq_len)
-    held, held_recs, held_rep = tokenize_all(tokenizer, held_recs, data_cfg.max_seq_len)
+    split = split_records(data_cfg, seed, reports, task)
     if pooled:
-        clients = [list(range(len(train)))]
+        owners = [list(range(len(split.train)))]
     else:
-        clients = partition(
-            part_cfg.strategy,
-            [r.metadata for r in train_recs],
-            part_cfg.num_clients,
-            key=part_cfg.key,
-            seed=seed,
-            alpha=part_cfg.alpha,
-            min_examples=part_cfg.min_examples,
-        )
+        owners = assign_clients(split, data_cfg, part_cfg, seed)
+    if only_client is not None:
+        if not 0 <= only_client < len(owners):
+            raise PartitionError(
+                f"client {only_client} does not exist: the config's partition has "
+                f"{len(owners)} clients (0..{len(owners) - 1})"
+            )
+        owners = [c if k == only_client else [] for k, c in enumerate(owners)]
+    wanted = sorted({i for c in owners for i in c})
+    train, train_recs, train_rep = tokenize_all(
+        tokenizer, [split.train[i] for i in wanted], data_cfg.max_seq_len
+    )
+    kept_ids = {id(r): j for j, r in enumerate(train_recs)}
+    position = {i: kept_ids[id(split.train[i])] for i in wanted if id(split.train[i]) in kept_ids}
+    clients = [[position[i] for i in c if i in position] for c in owners]
+    held, held_recs, held_rep = tokenize_all(tokenizer, split.heldout, data_cfg.max_seq_len)
     return FederatedData(
         train,
         train_recs,

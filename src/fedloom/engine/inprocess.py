@@ -37,6 +37,7 @@ from fedloom.eval import EvalContext, generate_answers, run_suite
 from fedloom.eval.suites import headline, source_key
 from fedloom.models import attach_lora, get_adapter_state, load_model, set_adapter_state
 from fedloom.models.loader import LoadedModel, load_tokenizer
+from fedloom.models.lora import load_adapter_folder
 from fedloom.privacy import CentralDP, ClientDP, PrivacyBudgetSpent, update_norm
 from fedloom.tasks import EvalSetup, Evaluator, get_task
 from fedloom.train import LocalTrainer, adapter_parameters, cosine_lr, draw_examples
@@ -64,15 +65,26 @@ class Federation:
     """DP-SGD for local training (`privacy.client_dp`)."""
 
     @classmethod
-    def build(cls, cfg: RunConfig, console: Console | None = None) -> Federation:
+    def build(
+        cls, cfg: RunConfig, console: Console | None = None, only_client: int | None = None
+    ) -> Federation:
+        """``only_client``: hold only that client's shard (a deployed client process)."""
         # data first: a data error costs seconds, not a model load
         tokenizer = load_tokenizer(cfg.model.name)
         pooled = ALGORITHMS[cfg.federation.algorithm].pooled_data
         data = build_federated_data(
-            cfg.data, cfg.partition, tokenizer, cfg.seed, pooled=pooled, task=cfg.task
+            cfg.data,
+            cfg.partition,
+            tokenizer,
+            cfg.seed,
+            pooled=pooled,
+            task=cfg.task,
+            only_client=only_client,
         )
         loaded = load_model(cfg.model, tokenizer)
         model = attach_lora(loaded.model, cfg.lora, seed=cfg.seed)
+        if cfg.lora.init_from is not None:
+            load_adapter_folder(model, cfg.lora.init_from)
         if console is not None:
             summary_table(data, cfg.partition.key, console)
         fc = cfg.federation

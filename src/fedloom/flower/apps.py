@@ -163,22 +163,24 @@ def make_server_app(spec: RunSpec) -> ServerApp:
 _FEDERATIONS: dict[str, Federation] = {}
 
 
-def client_federation(cfg: RunConfig) -> Federation:
+def client_federation(cfg: RunConfig, only: int | None = None) -> Federation:
     """One Federation per config per process (`fedloom client` / simulation actor), built
-    lazily and kept: later rounds reuse the loaded model and partition."""
-    key = repr(cfg.to_dict())
+    lazily and kept: later rounds reuse the loaded model and partition. ``only``: this process
+    is that one client and builds and holds only its own shard, as a real deployment must (a
+    simulation actor serves many partitions and holds them all)."""
+    key = f"{cfg.to_dict()!r}|{only}"
     if key not in _FEDERATIONS:
-        _FEDERATIONS[key] = Federation.build(cfg)
+        _FEDERATIONS[key] = Federation.build(cfg, only_client=only)
     return _FEDERATIONS[key]
 
 
 def train_reply(
-    cfg: RunConfig, content: RecordDict, state: RecordDict, pid: int
+    cfg: RunConfig, content: RecordDict, state: RecordDict, pid: int, only: int | None = None
 ) -> tuple[RecordDict, RecordDict]:
     """A client's work on a ``train`` message: its persistent state (SCAFFOLD's c_i, its DP
     accountant) from ``state``, :meth:`Federation.fit_client` on partition ``pid`` with the
     received adapter; returns the reply content and the new state records."""
-    fed = client_federation(cfg)
+    fed = client_federation(cfg, only)
     fed.client_states[pid] = load_client_state(state)
     try:
         if cfg.privacy.secagg is not None:  # legacy FitIns/FitRes, masked by the mod

@@ -80,7 +80,8 @@ def _standalone_train(content: RecordDict, ctx: Context) -> tuple[RecordDict, Re
     from fedloom.config import load_config
     from fedloom.flower.apps import train_reply
 
-    return train_reply(load_config(_config_path(ctx)), content, ctx.state, partition_id(ctx))
+    pid = partition_id(ctx)  # this process serves one message of one partition: only its shard
+    return train_reply(load_config(_config_path(ctx)), content, ctx.state, pid, only=pid)
 
 
 client_app = make_client_app(_standalone_train, _standalone_secagg)

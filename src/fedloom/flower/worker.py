@@ -88,7 +88,7 @@ class LoadedClient:
         try:
             from fedloom.flower.apps import client_federation
 
-            fed = client_federation(self.cfg)
+            fed = client_federation(self.cfg, only=self.client_id)  # its own shard only
             n = len(fed.data.clients)
             if not 0 <= self.client_id < n:
                 raise ValueError(
@@ -112,7 +112,7 @@ class LoadedClient:
 
         self.warmed = True
         with machine_lock(self.train_lock):
-            seconds = client_federation(self.cfg).warm_up(self.client_id)
+            seconds = client_federation(self.cfg, self.client_id).warm_up(self.client_id)
         print(f"client {self.client_id}: warmed up ({seconds:.1f} s)", flush=True)
 
     def _mine(self, ctx: Context) -> int:
@@ -137,7 +137,7 @@ class LoadedClient:
 
         with machine_lock(self.train_lock):  # with a lock file: one training per machine
             t, r = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
-            answer = train_reply(self.cfg, content, ctx.state, pid)
+            answer = train_reply(self.cfg, content, ctx.state, pid, only=pid)
             seconds, used = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
         self.warmed = True
         cpu = used.ru_utime + used.ru_stime - r.ru_utime - r.ru_stime
