@@ -122,6 +122,16 @@ def make_parser() -> argparse.ArgumentParser:
     ce.add_argument("directory")
     ce.add_argument("--host", action="append", default=[], help="server IP or name (repeatable)")
     sub.add_parser("algorithms", help="list FL algorithms and their parameters")
+    sub.add_parser("models", help="list the registered models (generators and trained models)")
+    pl = sub.add_parser(
+        "pipeline",
+        help="run (or resume) a staged data-generation pipeline, e.g. FedIT-U2S: "
+        "fedloom pipeline configs/u2s.yaml",
+    )
+    pl.add_argument(
+        "config", help="YAML pipeline config (method, out, the method's section, train)"
+    )
+    pl.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     a = sub.add_parser(
         "audit",
         help="privacy audit: plant canaries in one client, train without DP / with client DP "
@@ -194,6 +204,20 @@ def _dispatch(args: argparse.Namespace) -> int:
             params = {f.name: f.default for f in dataclasses.fields(cls.config_cls)}
             doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
             print(f"{name:<11} {json.dumps(params):<70} {doc}")
+        return 0
+    if args.command == "models":
+        from fedloom.models import MODELS
+
+        for name, spec in MODELS.items():
+            kind = "chat" if spec.chat else "base"
+            print(f"{name:<30} {kind:<5} {spec.licence:<40} {spec.description}")
+        return 0
+    if args.command == "pipeline":
+        from fedloom.pipeline import load_pipeline_config, run_pipeline
+
+        pcfg = load_pipeline_config(args.config, args.overrides)
+        summaries = run_pipeline(pcfg)
+        print(f"pipeline {pcfg.method}: {len(summaries)} stages done · outputs in {pcfg.out}/")
         return 0
     if args.command == "eval":
         return _eval(args)

@@ -1,0 +1,8 @@
+"""Data-generation pipelines (``fedloom pipeline CONFIG``). Each method is a file that
+registers itself with :data:`fedloom.pipeline.PIPELINES`:
+
+* ``u2s`` — FedIT-U2S: clients turn their raw text into instruction pairs with few-shot
+  examples retrieved from a shared pool, then federated instruction tuning (docs/u2s.md).
+"""
+
+from fedloom.synth import u2s  # noqa: F401  (registers the method)

@@ -1,0 +1,201 @@
+"""FedIT-U2S: the parser on hand-written outputs, chunking, disjoint data, and the pipeline end
+to end on tiny-llama (whose outputs do not parse: counted, then hand-written outputs resume it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fedloom.cli import main
+from fedloom.config import ConfigError
+from fedloom.pipeline import load_pipeline_config
+from fedloom.synth.text import as_text, as_triple, chunk_text, split_sentences
+from fedloom.synth.u2s import (
+    U2SConfig,
+    build_prompt,
+    distinct_n,
+    grounding,
+    parse_generations,
+    parse_output,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PIECE = (
+    "Digoxin inhibits the sodium potassium ATPase pump in cardiac myocytes. This raises "
+    "intracellular calcium and strengthens contraction."
+)
+
+
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (
+            "Instruction: What does digoxin inhibit?\nResponse: The sodium potassium ATPase pump.",
+            ("What does digoxin inhibit?", "The sodium potassium ATPase pump."),
+        ),
+        (
+            "**Instruction:** How does digoxin act?\n**Response:** It inhibits the ATPase pump.\n"
+            "### Example 4\nText: more",
+            ("How does digoxin act?", "It inhibits the ATPase pump."),
+        ),
+        (
+            "Sure! Here is a pair.\n\ninstruction : Why?\nresponse: Because calcium rises.\n"
+            "Instruction: a second pair",
+            ("Why?", "Because calcium rises."),
+        ),
+        ("Digoxin is a drug. It acts on the heart.", "no_markers"),
+        ("Instruction: What does digoxin do?", "no_markers"),
+        ("Instruction:\nResponse: It raises calcium.", "empty_field"),
+        ("Instruction: What does it do?\nResponse:   ", "empty_field"),
+    ],
+)
+def test_parse_output(text, expected) -> None:
+    assert parse_output(text) == expected
+
+
+def _cfg(**kw) -> U2SConfig:
+    doms = [{"name": "medicine", "text_source": "medmcqa", "clients": [0], "pool": 3, "gold": 2}]
+    from fedloom.config import _build
+
+    return _build(U2SConfig, {"domains": doms, "num_clients": 1} | kw, "u2s")
+
+
+def test_parse_generations_counts_every_failure_reason() -> None:
+    piece = {"id": "p", "client": 0, "domain": "medicine", "text": PIECE}
+    pool = [{"id": "ex0", "text": "t", "instruction": "Name the pump.", "response": "ATPase."}]
+    good = "Instruction: What does digoxin inhibit in cardiac myocytes?\nResponse: The sodium potassium ATPase pump, which raises intracellular calcium."
+    texts = [
+        good,
+        "nothing here",  # no_markers
+        "Instruction: x\nResponse:",  # empty_field
+        "Instruction: Describe it.\nResponse: " + "calcium " * 400,  # too_long
+        "Instruction: Name the pump.\nResponse: Something about digoxin.",  # copied_example
+        "Instruction: Who won the 1998 world cup?\nResponse: France beat Brazil in Paris.",  # not grounded
+        good,  # duplicate
+    ]
+    rows = [{"id": "p", "generations": [{"text": t} for t in texts], "generator": "hand"}]
+    rows.append({"id": "p", "error": "timeout"})  # a prompt the backend gave up on
+    kept, rep = parse_generations(rows, {"p": piece}, pool, {"p": [0]}, _cfg())
+    assert rep.total == 8 and rep.kept == 1 and len(kept) == 1
+    assert dict(rep.failures) == {
+        "no_markers": 1, "empty_field": 1, "too_long": 1, "copied_example": 1,
+        "not_grounded": 1, "duplicate": 1, "generation_error": 1,
+    }  # fmt: skip
+    row = kept[0]
+    assert row["piece"] == "p" and row["examples"] == ["ex0"] and row["client"] == 0
+    assert row["prompt_version"] == "u2s-v1" and row["generator"] == "hand"
+    assert rep.as_dict()["parse_success"] == pytest.approx(1 / 8)
+
+
+def test_grounding_distinct_and_prompt() -> None:
+    # content words of the pair: digoxin, inhibits, pump, football -> 3 of 4 in the piece
+    assert grounding("digoxin inhibits the pump football", PIECE) == pytest.approx(0.75)
+    assert grounding("the of and", PIECE) == 1.0
+    assert distinct_n(["a b a b"], 1) == pytest.approx(0.5)  # 2 distinct of 4
+    assert distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)  # ab, ba, ab
+    prompt = build_prompt(PIECE, [{"text": "w " * 300, "instruction": "I", "response": "R"}], 10)
+    assert prompt.count("### Example") == 1 and f"Text: {PIECE}" in prompt
+    assert "w w w w w w w w w w ..." in prompt and "w " * 11 not in prompt
+
+
+def test_chunking_keeps_sentences_whole() -> None:
+    text = "One two three. Four five six seven. Eight nine. Long " + "long " * 29 + "end."
+    words = lambda s: len(s.split())  # noqa: E731
+    pieces = chunk_text(text, words, 6)
+    assert pieces[0] == "One two three." and pieces[1] == "Four five six seven. Eight nine."
+    assert all(words(p) <= 6 for p in pieces)  # the 31-word sentence is cut, nothing lost
+    assert sum(words(p) for p in pieces) == words(text)
+    assert split_sentences("Dr. Who? Yes. 3 cats.") == ["Dr.", "Who?", "Yes.", "3 cats."]
+
+
+def test_views() -> None:
+    from fedloom.data.schema import InstructionRecord, MultipleChoiceRecord, TextRecord
+
+    mc = MultipleChoiceRecord("m", "Q?", ["a", "b"], 1, metadata={"explanation": "Because b."})
+    assert as_text(mc) == "Because b." and as_triple(mc) == ("Because b.", "Q?", "b. Because b.")
+    assert as_text(MultipleChoiceRecord("m", "Q?", ["a"], 0)) is None
+    alp = InstructionRecord("Summarise.", "Short.", "A long input text.")
+    assert as_triple(alp) == ("A long input text.", "Summarise.", "Short.")
+    assert as_triple(InstructionRecord("Hi", "Hello")) is None  # no text behind it
+    assert as_text(TextRecord("  doc  ", "wiki")) == "doc"
+
+
+def test_config_errors_are_one_line(tmp_path, capsys) -> None:
+    bad = tmp_path / "bad.yaml"
+    raw = (ROOT / "configs/tiny-u2s.yaml").read_text()
+    bad.write_text(raw.replace("selection: retrieval", "selection: nearest"))
+    assert main(["pipeline", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "u2s.selection" in err and err.count("\n") == 1
+    with pytest.raises(ConfigError, match="cover"):
+        load_pipeline_config(ROOT / "configs/tiny-u2s.yaml", ["u2s.num_clients=3"])
+    with pytest.raises(ConfigError, match="method"):
+        load_pipeline_config(ROOT / "configs/tiny-u2s.yaml", ["method=nope"])
+
+
+def _rows(path: Path) -> list[dict]:
+    from fedloom.synth.u2s import read_jsonl
+
+    return read_jsonl(path, cut_ok=True)
+
+
+def test_u2s_end_to_end_on_tiny_llama(tmp_path, capsys) -> None:
+    out = tmp_path / "u2s"
+    args = ["pipeline", str(ROOT / "configs/tiny-u2s.yaml"), "--set", f"out={out}"]
+    # 1. a random model's outputs do not parse: counted, then a clear stop before training
+    assert main(args) == 2
+    assert "client 0 has no training pairs" in capsys.readouterr().err
+    parse = json.loads((out / "4-parse/done.json").read_text())["summary"]
+    assert parse["outputs"] == 8 and parse["kept"] == 0
+    assert sum(parse["failures"].values()) == 8
+    data = out / "1-data"
+    pieces = {p["id"]: p for p in _rows(data / "pieces.jsonl")}
+    pool = _rows(data / "pool.jsonl")
+    used = {tuple(k) for k in json.loads((data / "used_keys.json").read_text())}
+    gold = [r for f in data.glob("gold_*.jsonl") if f.name != "gold_train.jsonl" for r in _rows(f)]
+    assert len(pieces) == 8 and len(pool) == 8 and len(gold) == 8
+    assert {p["source"] + ":" + str(p["record"]) for p in pieces.values()}.isdisjoint(
+        {p["id"] for p in pool}
+    )
+    assert all(f"{p['source']}" in ("gsm8k", "medmcqa") for p in pieces.values()) and used
+
+    # 2. a killed generation resumes: drop three results, rerun generate (and what follows)
+    gen_file = out / "3-generate/generations.jsonl"
+    rows = _rows(gen_file)
+    gen_file.write_text("".join(json.dumps(r) + "\n" for r in rows[:5]) + '{"id": "cut')
+    for stage in ("3-generate", "4-parse"):
+        (out / stage / "done.json").unlink()
+    assert main(args) == 2
+    gen = json.loads((out / "3-generate/done.json").read_text())["summary"]
+    assert gen["done_before"] == 5 and gen["generated"] == 3
+
+    # 3. hand-written outputs (grounded in each piece) for every other prompt; parse again
+    rows = _rows(gen_file)
+    good = 0
+    for i, r in enumerate(rows):
+        if "generations" in r and i % 2 == 0:
+            words = pieces[r["id"]]["text"].split()
+            r["generations"][0]["text"] = (
+                f"Instruction: Explain {' '.join(words[:6])}?\nResponse: {' '.join(words[:30])}"
+            )
+            good += 1
+    gen_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (out / "4-parse/done.json").unlink()
+    assert main(args) == 0, capsys.readouterr().err
+    parse = json.loads((out / "4-parse/done.json").read_text())["summary"]
+    assert parse["kept"] == good and parse["outputs"] == 8
+    assert parse["failures"]["no_markers"] == 8 - good
+    train = json.loads((out / "5-train/done.json").read_text())["summary"]
+    assert train["pairs"] == good and set(train["final_eval_loss"]) == {"all", "math", "medicine"}
+    ev = json.loads((out / "6-evaluate/done.json").read_text())["summary"]
+    assert ev["suites"]["gsm8k"]["base"]["n"] == 3
+    # every gsm8k record used as client text or pool example is left out of the suite
+    n_used = sum(1 for src, _ in used if src == "gsm8k")
+    assert ev["suites"]["gsm8k"]["tuned"]["excluded"] == n_used >= 4
+
+    # 4. a finished pipeline: every stage skipped
+    capsys.readouterr()
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("done, skipped") == 6
