@@ -25,6 +25,7 @@ bound).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections import Counter
@@ -45,7 +46,7 @@ from fedloom.pipeline.runner import (
     register_pipeline,
 )
 from fedloom.synth.text import as_text, as_triple, chunk_text
-from fedloom.utils import rng_for
+from fedloom.utils import cache_dir, rng_for
 
 PROMPT_VERSION = "u2s-v1"
 SELECTIONS = ("retrieval", "random", "fixed")
@@ -801,7 +802,17 @@ class U2S(PipelineMethod):
         out: dict[str, Any] = {}
         for name in suites:
             res: dict[str, Any] = {}
+            # the base model's score depends only on (model, suite, subset, left-out items):
+            # cached, so the runs of an ablation share it
+            mine = sorted(k for k in used if k[0] == name)
+            key = json.dumps([cfg.train.model.name, name, p.suite_limit, cfg.seed, mine])
+            cached = (
+                cache_dir() / "u2s-base" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+            )
             for which in ("base", "tuned"):
+                if which == "base" and cached.exists():
+                    res["base"] = json.loads(cached.read_text()) | {"cached": True}
+                    continue
                 ectx = EvalContext(model, loaded.tokenizer, loaded.device, loaded.autocast_dtype)
                 with torch.no_grad():
                     if which == "base":
@@ -813,6 +824,9 @@ class U2S(PipelineMethod):
                 (ctx.folder / f"{name}_{which}.json").write_text(
                     json.dumps({"metrics": r.metrics, "items": r.items}, indent=1)
                 )
+                if which == "base":
+                    cached.parent.mkdir(parents=True, exist_ok=True)
+                    cached.write_text(json.dumps(res["base"]))
             out[name] = res
             ctx.console.print(f"{name}: base {res['base']}  tuned {res['tuned']}")
         return {"suites": out}
