@@ -62,7 +62,7 @@ def main() -> None:
     texts = [chat_prompt(tok, p) for p in prompts]
     local(gen, prompts[:2], 2, 8)  # warm-up: first-call kernels out of the timings
 
-    print(f"{args.model}, {len(prompts)} prompts, {args.new} new tokens, weights {dtype}")
+    print(f"{args.model}, {len(prompts)} prompts, {args.new} new tokens, weights {dtype}", flush=True)
     best: dict[str, float] = {}
     for _ in range(args.repeats):  # interleaved: drift hits both alike
         for name, fn in (
@@ -73,6 +73,7 @@ def main() -> None:
         ):
             n, s = fn()
             best[name] = max(best.get(name, 0.0), n / s)
+            print(f"  ({name}: {n} tokens in {s:.1f} s)", flush=True)
     if dtype == torch.bfloat16:
         fp32 = load_model(mcfg, tok, dtype=torch.float32).model
         g32 = LocalGenerator(fp32, tok, torch.device("cpu"), args.model)

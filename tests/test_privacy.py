@@ -366,6 +366,21 @@ def test_audit_dp_lowers_exposure(local_data: Path, tmp_path: Path) -> None:
     assert "| client DP ε=0.5 |" in table and (tmp_path / "audit.png").stat().st_size > 10_000
     saved = json.loads((tmp_path / "audit.json").read_text())
     assert saved["meta"]["repeats"] == 20 and len(saved["rows"]) == 3
+    # on the stage runner: a rerun skips the finished settings and reports the same rows
+    assert sorted(p.parent.name for p in tmp_path.glob("*/done.json")) == [
+        "1-no-DP",
+        "2-client-DP-eps0.5",
+    ]
+    again = run_audit(
+        cfg,
+        tmp_path,
+        default_settings([0.5], None, None),
+        canaries=2,
+        repeats=20,
+        digits=4,
+        candidates=60,
+    )
+    assert again == rows
 
 
 def test_audit_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:

@@ -152,7 +152,18 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict[st
         )
     saved.with_suffix(".yaml.new").replace(saved)
     method = PIPELINES[cfg.method]()
-    stages = method.stages(cfg)
+    summaries = run_stages(out, method.stages(cfg), console)
+    (out / "summary.json").write_text(json.dumps(summaries, indent=2, ensure_ascii=False))
+    return summaries
+
+
+def run_stages(out: Path, stages: list[Stage], console: Console) -> dict[str, Any]:
+    """Run ``stages`` in order in ``out/<k>-<name>/``, skipping those with a ``done.json``;
+    returns {stage: summary}. Used by :func:`run_pipeline` and by ``fedloom audit``."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise PipelineError(f"stage names repeat: {names}")
     folders: dict[str, Path] = {}
     summaries: dict[str, Any] = {}
     for k, stage in enumerate(stages, start=1):
@@ -176,5 +187,4 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict[st
         tmp.replace(done)
         summaries[stage.name] = summary
         folders[stage.name] = folder
-    (out / "summary.json").write_text(json.dumps(summaries, indent=2, ensure_ascii=False))
     return summaries

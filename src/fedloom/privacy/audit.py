@@ -24,6 +24,7 @@ import copy
 import json
 import math
 import random
+import shutil
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -219,43 +220,41 @@ def run_audit(
     client: int = 0,
     console: Console | None = None,
 ) -> list[dict[str, Any]]:
-    """Train once per setting with the same canaries planted in ``client``; measure each."""
-    from fedloom.engine.inprocess import Federation, run
+    """Train once per setting with the same canaries planted in ``client``; measure each. Each
+    setting is a stage of the stage runner (``out/<k>-<setting>/``, its run in ``run/``): a
+    rerun of the same command skips finished settings and redoes a cut-off one."""
+    from fedloom.pipeline.runner import Stage, StageContext, run_stages
 
     console = console or Console()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     cs = make_canaries(canaries, digits, cfg.seed)
-    rows: list[dict[str, Any]] = []
-    base_row: dict[str, Any] | None = None
-    norms: list[float] = []  # client update norms seen so far (for central DP's clip norm)
-    for st in settings:
-        scfg = copy.deepcopy(cfg)
-        scfg.privacy = copy.deepcopy(st.privacy)
-        if st.auto_clip and scfg.privacy.central_dp is not None and norms:
-            scfg.privacy.central_dp.clip_norm = statistics.median(norms)
-        scfg.__post_init__()  # validate the combination (and turn LoRA dropout off under DP)
-        console.rule(f"audit: {st.name}")
-        fed = Federation.build(scfg, console)
-        planted = plant(fed, cs, client, repeats)
-        if base_row is None:  # the untrained model: what exposure looks like without training
-            with fed.model.disable_adapter():
-                m = measure(fed, cs, candidates, cfg.seed)
-            base_row = {"setting": "base model (untrained)", "epsilon": None, **m}
-        slug = st.name.replace(" ", "-").replace("=", "").replace("σ", "sigma").replace("ε", "eps")
-        summary = run(scfg, out / slug, console=console, federation=fed)
-        m = measure(fed, cs, candidates, cfg.seed)
-        if st.privacy.client_dp is None and st.privacy.central_dp is None:
-            for line in (out / slug / "metrics.jsonl").read_text().splitlines():
-                norms += json.loads(line).get("client_update_norm", {}).values()
-        priv = summary.get("privacy") or {}
-        eps: float | None = None
-        if "epsilon_by_client" in priv:
-            eps = priv["epsilon_by_client"].get(str(client), 0.0)
-        elif "central_dp" in priv:
-            eps = priv["central_dp"]["epsilon"]
-        rows.append(
-            {
+
+    def setting_stage(st: AuditSetting, first: bool) -> Stage:
+        def body(ctx: StageContext) -> dict[str, Any]:
+            from fedloom.engine.inprocess import Federation, run
+
+            scfg = copy.deepcopy(cfg)
+            scfg.privacy = copy.deepcopy(st.privacy)
+            norms = [n for f in ctx.stage_folders.values() for n in _update_norms(f)]
+            if st.auto_clip and scfg.privacy.central_dp is not None and norms:
+                scfg.privacy.central_dp.clip_norm = statistics.median(norms)
+            scfg.__post_init__()  # validate the combination (and LoRA dropout off under DP)
+            fed = Federation.build(scfg, console)
+            planted = plant(fed, cs, client, repeats)
+            base = None
+            if first:  # the untrained model: what exposure looks like without training
+                with fed.model.disable_adapter():
+                    base = measure(fed, cs, candidates, cfg.seed)
+            shutil.rmtree(ctx.folder / "run", ignore_errors=True)  # a cut-off run starts over
+            summary = run(scfg, ctx.folder / "run", console=console, federation=fed)
+            m = measure(fed, cs, candidates, cfg.seed)
+            priv = summary.get("privacy") or {}
+            eps: float | None = None
+            if "epsilon_by_client" in priv:
+                eps = priv["epsilon_by_client"].get(str(client), 0.0)
+            elif "central_dp" in priv:
+                eps = priv["central_dp"]["epsilon"]
+            row = {
                 "setting": st.name,
                 "epsilon": eps,
                 "delta": (priv.get("central_dp") or {}).get("delta"),
@@ -264,16 +263,25 @@ def run_audit(
                 "base_heldout_loss": summary["base_eval_loss"]["all"],
                 "rounds_completed": summary["rounds_completed"],
                 "planted": planted,
-                "run_dir": str(out / slug),
+                "run_dir": str(ctx.folder / "run"),
+                "no_dp": st.privacy.client_dp is None and st.privacy.central_dp is None,
                 **m,
             }
-        )
-        console.print(
-            f"{st.name}: exposure {m['exposure_mean']:.2f} bits (max {m['exposure_max']:.2f}), "
-            f"extracted {m['extracted']}/{len(cs)}, held-out loss {rows[-1]['heldout_loss']:.4f}"
-        )
-    assert base_row is not None
-    result = [base_row, *rows]
+            console.print(
+                f"{st.name}: exposure {m['exposure_mean']:.2f} bits (max "
+                f"{m['exposure_max']:.2f}), extracted {m['extracted']}/{len(cs)}, held-out loss "
+                f"{row['heldout_loss']:.4f}"
+            )
+            return {"row": row, "base": base}
+
+        slug = st.name.replace(" ", "-").replace("=", "").replace("σ", "sigma").replace("ε", "eps")
+        return Stage(slug, body, {"setting": st.name, "privacy": asdict(st.privacy)})
+
+    stages = [setting_stage(st, i == 0) for i, st in enumerate(settings)]
+    done = run_stages(out, stages, console)
+    first = done[stages[0].name]
+    base_row = {"setting": "base model (untrained)", "epsilon": None, **first["base"]}
+    result = [base_row, *(done[s.name]["row"] for s in stages)]
     meta = {
         "canaries": [asdict(c) for c in cs],
         "repeats": repeats,
@@ -285,6 +293,18 @@ def run_audit(
     (out / "audit.md").write_text(table_markdown(result, meta))
     plot(result, meta, out / "audit.png")
     return result
+
+
+def _update_norms(stage_folder: Path) -> list[float]:
+    """Client update norms of a finished no-DP setting (central DP's clip norm is their
+    median)."""
+    done = stage_folder / "done.json"
+    if not done.exists() or not json.loads(done.read_text())["summary"]["row"].get("no_dp"):
+        return []
+    norms: list[float] = []
+    for line in (stage_folder / "run" / "metrics.jsonl").read_text().splitlines():
+        norms += json.loads(line).get("client_update_norm", {}).values()
+    return norms
 
 
 def table_markdown(rows: Sequence[dict[str, Any]], meta: dict[str, Any]) -> str:
