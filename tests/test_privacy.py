@@ -348,15 +348,12 @@ def test_audit_dp_lowers_exposure(local_data: Path, tmp_path: Path) -> None:
             "lora.r": 8,
         },
     )
-    rows = run_audit(
-        cfg,
-        tmp_path,
-        default_settings([0.5], None, None),
-        canaries=2,
-        repeats=20,
-        digits=4,
-        candidates=60,
-    )
+
+    def audit() -> list[dict]:
+        settings = default_settings([0.5], None, None)
+        return run_audit(cfg, tmp_path, settings, canaries=2, repeats=20, digits=4, candidates=60)
+
+    rows = audit()
     by = {r["setting"]: r for r in rows}
     base, plain, dp = by["base model (untrained)"], by["no DP"], by["client DP ε=0.5"]
     assert plain["exposure_mean"] > base["exposure_mean"] + 1.5  # training exposes the canaries
@@ -371,16 +368,7 @@ def test_audit_dp_lowers_exposure(local_data: Path, tmp_path: Path) -> None:
         "1-no-DP",
         "2-client-DP-eps0.5",
     ]
-    again = run_audit(
-        cfg,
-        tmp_path,
-        default_settings([0.5], None, None),
-        canaries=2,
-        repeats=20,
-        digits=4,
-        candidates=60,
-    )
-    assert again == rows
+    assert audit() == rows
 
 
 def test_audit_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
