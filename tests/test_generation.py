@@ -239,6 +239,7 @@ def test_openai_backend_request_shape_retries_and_failures(tmp_path: Path) -> No
             ["echo 0: world", "echo 1: world"],
         ]
         assert all(g.tokens == 4 and g.finish_reason == "stop" for gens in out for g in gens)
+        assert all(g.prompt_tokens == 3 for gens in out for g in gens)  # from `usage`
         ok = [r for r in server.requests if r["path"].endswith("/chat/completions")]
         assert len(ok) == 4  # 2 failed + 2 answered
         req = ok[-1]
@@ -262,3 +263,16 @@ def test_openai_backend_request_shape_retries_and_failures(tmp_path: Path) -> No
         assert finished_ids(path) == {"a"}
     finally:
         server.close()
+
+
+def test_prompt_tokens_count_the_templated_prompt(gen: LocalGenerator, tmp_path: Path) -> None:
+    """Prefill work is reported: each generation's prompt_tokens is its templated prompt's
+    length (padding excluded); a job sums it once per prompt."""
+    cfg = GenerationConfig(max_new_tokens=3, batch_size=3)
+    outs = gen.generate(PROMPTS, cfg)
+    for p, gens in zip(PROMPTS, outs, strict=True):
+        ids = gen.tokenizer(gen.render(p, True), add_special_tokens=False)["input_ids"]
+        assert gens[0].prompt_tokens == len(ids)
+    items = [(str(i), p) for i, p in enumerate(PROMPTS)]
+    rep = run_job(gen, items, cfg, tmp_path / "j.jsonl", progress=False)
+    assert rep.prompt_tokens == sum(g[0].prompt_tokens for g in outs)

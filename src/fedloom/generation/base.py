@@ -66,6 +66,8 @@ class Generation:
     """`stop` (a stop string or end of sequence), `length` (max_new_tokens reached) or `error`
     (the backend failed on this prompt: see ``error``)."""
     error: str | None = None
+    prompt_tokens: int = 0
+    """Tokens of the (templated) prompt: prefill work, often most of the cost."""
 
 
 class TextGenerator(Protocol):

@@ -28,6 +28,8 @@ class JobReport:
     failed: int
     tokens: int
     seconds: float
+    prompt_tokens: int = 0
+    """Prompt tokens processed (prefill), counted once per prompt."""
 
     @property
     def tokens_per_second(self) -> float:
@@ -106,6 +108,7 @@ def run_job(
                     )
                     report.generated += 1
                     report.tokens += sum(g.tokens for g in gens)
+                    report.prompt_tokens += gens[0].prompt_tokens if gens else 0
             except Exception as e:  # noqa: BLE001  (recorded, not fatal: the job goes on)
                 rows = [
                     {"id": i, "prompt": p, "error": f"{type(e).__name__}: {e}"[:500]}

@@ -103,6 +103,7 @@ class LocalGenerator:
                 text = str(self.tokenizer.decode(new, skip_special_tokens=True))
                 text, stopped = cut_at_stop(text, cfg.stop)
                 reason = "stop" if ended or stopped else "length"
-                gens.append(Generation(text.strip(), len(new), reason))
+                prompt_len = int(enc["attention_mask"][p].sum())
+                gens.append(Generation(text.strip(), len(new), reason, prompt_tokens=prompt_len))
             result.append(gens)
         return result

@@ -85,9 +85,14 @@ class OpenAIGenerator:
             resp = self.client.completions.create(prompt=prompt, **common)
             texts = [(c.text or "", c.finish_reason) for c in resp.choices]
         used = resp.usage.completion_tokens if resp.usage is not None else 0
+        prompt_used = resp.usage.prompt_tokens if resp.usage is not None else 0
         out = []
         for text, reason in texts:
             cut, stopped = cut_at_stop(text, cfg.stop)
             finish = "length" if reason == "length" and not stopped else "stop"
-            out.append(Generation(cut.strip(), used // max(1, len(texts)), finish))
+            out.append(
+                Generation(
+                    cut.strip(), used // max(1, len(texts)), finish, prompt_tokens=prompt_used
+                )
+            )
         return out

@@ -694,7 +694,8 @@ class U2S(PipelineMethod):
         still = rep.failed
         ctx.console.print(
             f"generated {rep.generated} prompts ({rep.done_before} done before), {rep.failed} "
-            f"failed, {rep.tokens} tokens, {rep.tokens_per_second:.1f} tok/s"
+            f"failed, {rep.tokens} tokens ({rep.prompt_tokens} prompt tokens), "
+            f"{rep.tokens_per_second:.1f} tok/s"
         )
         return {
             "prompts": len(items),
@@ -702,6 +703,7 @@ class U2S(PipelineMethod):
             "done_before": rep.done_before,
             "failed": still,
             "tokens": rep.tokens,
+            "prompt_tokens": rep.prompt_tokens,
             "seconds": round(rep.seconds, 1),
             "tokens_per_second": round(rep.tokens_per_second, 2),
             "generator": gen.name,
