@@ -195,7 +195,38 @@ def test_u2s_end_to_end_on_tiny_llama(tmp_path, capsys) -> None:
     n_used = sum(1 for src, _ in used if src == "gsm8k")
     assert ev["suites"]["gsm8k"]["tuned"]["excluded"] == n_used >= 4
 
+    gl = json.loads((out / "7-gold_loss/done.json").read_text())["summary"]
+    assert set(gl) == {"math", "medicine"} and gl["math"]["n"] + gl["math"]["dropped"] == 4
+    lo, hi = gl["math"]["ci95"]
+    assert lo <= gl["math"]["diff"] <= hi
+
     # 4. a finished pipeline: every stage skipped
     capsys.readouterr()
     assert main(args) == 0
-    assert capsys.readouterr().out.count("done, skipped") == 6
+    assert capsys.readouterr().out.count("done, skipped") == 7
+
+
+def test_paired_bootstrap_and_example_losses() -> None:
+    from fedloom.config import ModelConfig
+    from fedloom.data.template import tokenize_example
+    from fedloom.eval.heldout import example_losses, paired_bootstrap
+    from fedloom.models import load_model
+
+    assert paired_bootstrap([0.5] * 10, seed=0) == (0.5, 0.5, 0.5)
+    mean, lo, hi = paired_bootstrap([-1.0, 0.0, 1.0, 2.0], seed=0)
+    assert mean == 0.5 and -1.0 <= lo < 0.5 < hi <= 2.0
+    assert paired_bootstrap([-1.0, 0.0, 1.0, 2.0], seed=0) == (mean, lo, hi)  # seeded
+    # per-example losses: one example's equals the token-weighted loss the run reports
+    loaded = load_model(ModelConfig(precision="fp32"))
+    tok = loaded.tokenizer
+    from fedloom.data.schema import InstructionRecord
+
+    ex = [
+        tokenize_example(tok, InstructionRecord(f"Q{i}?", "an answer " * (i + 1)), 64)
+        for i in range(3)
+    ]
+    pad = int(tok.pad_token_id)
+    batched = example_losses(loaded.model, ex, pad, loaded.device, None, batch_size=3)
+    single = [example_losses(loaded.model, [e], pad, loaded.device, None)[0] for e in ex]
+    assert batched == pytest.approx(single, abs=1e-5)  # padding does not leak into a loss
+    assert all(9 < x < 12 for x in single)  # a random model: about ln(vocab) = 10.8

@@ -10,7 +10,7 @@ from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from fedloom.data.federated import FederatedData
-from fedloom.data.template import IGNORE_INDEX, collate
+from fedloom.data.template import IGNORE_INDEX, TokenizedExample, collate
 from fedloom.utils import autocast
 
 
@@ -69,6 +69,60 @@ class HeldoutEvaluator:
         out = {d: s / max(n, 1) for d, (s, n) in totals.items()}
         all_sum, all_n = sum(s for s, _ in totals.values()), sum(n for _, n in totals.values())
         return {"all": all_sum / max(all_n, 1), **out}
+
+
+@torch.no_grad()
+def example_losses(
+    model: PreTrainedModel | PeftModel,
+    examples: Sequence[TokenizedExample],
+    pad_id: int,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+    batch_size: int = 8,
+    base: bool = False,
+) -> list[float]:
+    """Mean loss per response token of each example (for paired comparisons between two
+    adapters on the same items). ``base`` disables the LoRA adapter."""
+    model.eval()
+    ctx = (
+        model.disable_adapter()
+        if base and isinstance(model, PeftModel)
+        else contextlib.nullcontext()
+    )
+    out: list[float] = []
+    with ctx:
+        for i in range(0, len(examples), batch_size):
+            batch = {
+                k: v.to(device)
+                for k, v in collate(list(examples[i : i + batch_size]), pad_id).items()
+            }
+            with autocast(device, autocast_dtype):
+                logits = model(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                ).logits
+            logits, labels = logits[:, :-1].float(), batch["labels"][:, 1:]  # [B, T-1, V], [B, T-1]
+            nll = torch.nn.functional.cross_entropy(
+                logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
+            )  # [B, T-1]
+            n = (labels != IGNORE_INDEX).sum(dim=1).clamp(min=1)
+            out += (nll.sum(dim=1) / n).tolist()
+    return out
+
+
+def paired_bootstrap(
+    diffs: Sequence[float], seed: int, resamples: int = 2000
+) -> tuple[float, float, float]:
+    """Mean of paired differences and its 95% percentile-bootstrap interval (items resampled
+    with replacement, ``random.Random(seed)``)."""
+    import random
+
+    if not diffs:
+        raise ValueError("no paired differences")
+    rng = random.Random(seed)
+    n = len(diffs)
+    means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    lo, hi = means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
+    return sum(diffs) / n, lo, hi
 
 
 @torch.no_grad()

@@ -607,8 +607,9 @@ class U2S(PipelineMethod):
         data = Stage("data", lambda ctx: self._data(ctx, cfg), {"u2s": asdict(p)})
         train = Stage("train", lambda ctx: self._train(ctx, cfg), {"train_on": p.train_on})
         evaluate = Stage("evaluate", lambda ctx: self._evaluate(ctx, cfg), {})
+        paired = Stage("gold_loss", lambda ctx: self._gold_loss(ctx, cfg), {"resamples": 2000})
         if p.train_on == "gold":
-            return [data, train, evaluate]
+            return [data, train, evaluate, paired]
         sel = {"selection": p.selection, "k": p.k, "embedder": p.embedder}
         gen = {"generator": asdict(p.generator), "generation": asdict(p.generation)}
         return [
@@ -618,6 +619,7 @@ class U2S(PipelineMethod):
             Stage("parse", lambda ctx: self._parse(ctx, cfg), {"prompt_version": PROMPT_VERSION}),
             train,
             evaluate,
+            paired,
         ]
 
     # stage bodies: each reads earlier stages' files, writes its own
@@ -832,3 +834,40 @@ class U2S(PipelineMethod):
             out[name] = res
             ctx.console.print(f"{name}: base {res['base']}  tuned {res['tuned']}")
         return {"suites": out}
+
+    def _gold_loss(self, ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
+        """Per-example loss on each domain's gold pairs, base vs tuned: the mean paired
+        difference with a 95% bootstrap interval, and the share of pairs that improved."""
+        from peft import PeftModel
+
+        from fedloom.data.template import tokenize_example
+        from fedloom.eval.heldout import example_losses, paired_bootstrap
+        from fedloom.models import load_model
+
+        p: U2SConfig = cfg.params
+        loaded = load_model(cfg.train.model)
+        adapter = ctx.folder_of("train") / "run" / "adapter"
+        model = PeftModel.from_pretrained(loaded.model, str(adapter))
+        pad = int(loaded.tokenizer.pad_token_id)
+        out: dict[str, Any] = {}
+        for d in p.domains:
+            rows = read_jsonl(ctx.folder_of("data") / f"gold_{d.name}.jsonl")
+            recs = [InstructionRecord(r["instruction"], r["response"], r["input"]) for r in rows]
+            toks = [tokenize_example(loaded.tokenizer, r, cfg.train.data.max_seq_len) for r in recs]
+            examples = [t for t in toks if t is not None]
+            args = (model, examples, pad, loaded.device, loaded.autocast_dtype)
+            base = example_losses(*args, base=True)
+            tuned = example_losses(*args)
+            diff = [t - b for b, t in zip(base, tuned, strict=True)]
+            mean, lo, hi = paired_bootstrap(diff, cfg.seed)
+            out[d.name] = {
+                "n": len(examples),
+                "dropped": len(toks) - len(examples),
+                "base": round(sum(base) / len(base), 4),
+                "tuned": round(sum(tuned) / len(tuned), 4),
+                "diff": round(mean, 4),
+                "ci95": [round(lo, 4), round(hi, 4)],
+                "improved": round(sum(x < 0 for x in diff) / len(diff), 4),
+            }
+            ctx.console.print(f"{d.name}: {out[d.name]}")
+        return out
