@@ -62,7 +62,9 @@ def main() -> None:
     texts = [chat_prompt(tok, p) for p in prompts]
     local(gen, prompts[:2], 2, 8)  # warm-up: first-call kernels out of the timings
 
-    print(f"{args.model}, {len(prompts)} prompts, {args.new} new tokens, weights {dtype}", flush=True)
+    print(
+        f"{args.model}, {len(prompts)} prompts, {args.new} new tokens, weights {dtype}", flush=True
+    )
     best: dict[str, float] = {}
     for _ in range(args.repeats):  # interleaved: drift hits both alike
         for name, fn in (
