@@ -2,8 +2,9 @@
 
     python scripts/u2s_table.py runs/u2s runs/u2s-random runs/u2s-fixed runs/u2s-gold
 
-Per folder: what it trained on, generation cost, data quality, held-out loss on each domain's
-gold pairs (base -> tuned) and the suites (base -> tuned, with their 95% intervals).
+Per folder: what it trained on, data quality, the change in per-example loss on each domain's
+gold pairs (tuned - base, 95% paired-bootstrap interval) and the suites (base -> tuned, 95%
+Wilson interval of the tuned score).
 """
 
 from __future__ import annotations
@@ -11,44 +12,43 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 
-def _stage(folder: Path, name: str) -> dict | None:  # type: ignore[type-arg]
+def _stage(folder: Path, name: str) -> Any:
     hits = sorted(folder.glob(f"*-{name}/done.json"))
     return json.loads(hits[0].read_text())["summary"] if hits else None
 
 
+def _f(x: Any, fmt: str = ".2f") -> str:
+    return "—" if x is None else format(x, fmt)
+
+
 def main(folders: list[str]) -> None:
-    print(
-        "| run | pairs | parse ok | grounding | distinct-2 | spread | gen tokens (tok/s) | held-out loss base → tuned | suites base → tuned |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
+    head = "| run | pairs | parse ok | grounding | distinct-2 | spread | Δ gold loss (tuned − base) | suites |"
+    print(head + "\n|---|---|---|---|---|---|---|---|")
     for f in map(Path, folders):
-        sel, gen, parse = _stage(f, "select"), _stage(f, "generate"), _stage(f, "parse")
-        train, ev = _stage(f, "train"), _stage(f, "evaluate")
-        name = f"{f.name} ({sel['selection'] if sel else 'gold pairs'})"
-        pairs = train["pairs"] if train else "—"
-        q = (
-            (f"{parse['parse_success']:.2f}", f"{parse['grounding_mean']:.2f}",
-             f"{parse['distinct_2']:.2f}", f"{parse.get('embedding_spread', 0):.2f}")
-            if parse else ("—",) * 4
-        )  # fmt: skip
-        cost = f"{gen['tokens']} ({gen['tokens_per_second']:.1f})" if gen else "—"
+        sel, parse = _stage(f, "select"), _stage(f, "parse")
+        train, ev, gl = _stage(f, "train"), _stage(f, "evaluate"), _stage(f, "gold_loss")
+        name = f"`{f.name}` ({sel['selection'] if sel else 'gold pairs'})"
+        parse = parse or {}
+        q = [_f(parse.get(k)) for k in ("parse_success", "grounding_mean", "distinct_2")]
+        q.append(_f(parse.get("embedding_spread")))
         loss = "—"
-        if train and train.get("final_eval_loss"):
-            b, t = train["base_eval_loss"], train["final_eval_loss"]
-            loss = "; ".join(f"{k} {b[k]:.3f} → {t[k]:.3f}" for k in b)
+        if gl:
+            loss = "; ".join(
+                f"{d} {r['diff']:+.3f} [{r['ci95'][0]:+.3f}, {r['ci95'][1]:+.3f}]"
+                for d, r in gl.items()
+            )
         suites = "—"
         if ev and ev.get("suites"):
-            parts = []
-            for s, r in ev["suites"].items():
-                b, t = r["base"], r["tuned"]
-                parts.append(
-                    f"{s} {b['accuracy']:.3f} → {t['accuracy']:.3f} "
-                    f"[{t['ci95_low']:.2f}, {t['ci95_high']:.2f}] n={t['n']}"
-                )
-            suites = "; ".join(parts)
-        print(f"| {name} | {pairs} | {' | '.join(q)} | {cost} | {loss} | {suites} |")
+            suites = "; ".join(
+                f"{s} {r['base']['accuracy']:.3f} → {r['tuned']['accuracy']:.3f} "
+                f"[{r['tuned']['ci95_low']:.2f}, {r['tuned']['ci95_high']:.2f}]"
+                for s, r in ev["suites"].items()
+            )
+        pairs = train["pairs"] if train else "—"
+        print(f"| {name} | {pairs} | {' | '.join(q)} | {loss} | {suites} |")
 
 
 if __name__ == "__main__":
