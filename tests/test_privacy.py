@@ -320,6 +320,9 @@ def test_canary_exposure_ranks_a_memorised_secret_first(local_data: Path) -> Non
         def __init__(self, text: str) -> None:
             self.text = text
 
+        def eval(self) -> Says:
+            return self
+
         def generate(self, input_ids: torch.Tensor, **kw: object) -> torch.Tensor:
             more = tok(self.text, return_tensors="pt", add_special_tokens=False)["input_ids"]
             return torch.cat([input_ids, more], dim=1)
