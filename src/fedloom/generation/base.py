@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fedloom.config import ConfigError
+from fedloom.config import _require
 
 Prompt = str | list[dict[str, str]]
 """A user prompt (chat-templated) or raw text (``chat: false``), or a dialogue of messages
@@ -53,8 +53,7 @@ class GenerationConfig:
             (all(self.stop), f"`{w}.stop` holds an empty string"),
         ]
         for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
+            _require(ok, msg)
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fedloom.config import ConfigError, ModelConfig
+from fedloom.config import ModelConfig, _require
 from fedloom.generation.base import TextGenerator
 
 BACKENDS = ("local", "openai")
@@ -45,8 +45,7 @@ class GeneratorConfig:
             (self.retries >= 0, "`generator.retries` must be >= 0"),
         ]
         for ok, msg in checks:
-            if not ok:
-                raise ConfigError(msg)
+            _require(ok, msg)
 
 
 def build_generator(cfg: GeneratorConfig, chat: bool = True) -> TextGenerator:

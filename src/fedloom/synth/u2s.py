@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedloom.config import ConfigError, RunConfig, config_from_dict
+from fedloom.config import RunConfig, _require, config_from_dict
 from fedloom.data.schema import InstructionRecord, Record, as_instruction
 from fedloom.data.sources import load_source_report
 from fedloom.errors import FedloomError
@@ -54,11 +54,6 @@ SELECTIONS = ("retrieval", "random", "fixed")
 
 class U2SError(FedloomError, ValueError):
     """The U2S data cannot be built as configured."""
-
-
-def _require(ok: bool, msg: str) -> None:
-    if not ok:
-        raise ConfigError(msg)
 
 
 @dataclass
@@ -195,7 +190,6 @@ def build_data(cfg: U2SConfig, seed: int, count_tokens: Any, folder: Path) -> di
     def records(name: str) -> list[Record]:
         if name not in cache:
             recs, _ = load_source_report(name)
-            cache[name] = recs
             order = list(range(len(recs)))
             rng_for(seed, "u2s", name).shuffle(order)
             cache[name] = [recs[i] for i in order]
@@ -307,10 +301,16 @@ def build_data(cfg: U2SConfig, seed: int, count_tokens: Any, folder: Path) -> di
 
 
 def select_examples(
-    selection: str, k: int, seed: int, piece_emb: Any, pool_emb: Any, n_pool: int
+    selection: str,
+    k: int,
+    seed: int,
+    n: int,
+    n_pool: int,
+    piece_emb: Any = None,
+    pool_emb: Any = None,
 ) -> tuple[list[list[int]], list[list[float]]]:
-    """k pool indices per piece (and their cosines; 0 for random/fixed)."""
-    n = len(piece_emb) if piece_emb is not None else 0
+    """k pool indices for each of ``n`` pieces (and their cosines; 0 for random/fixed);
+    ``retrieval`` ranks by the embeddings."""
     if selection == "retrieval":
         from fedloom.embed import top_k
 
@@ -657,9 +657,9 @@ class U2S(PipelineMethod):
             emb = get_embedder(p.embedder, [x["text"] for x in pool + pieces])
             piece_emb = emb.encode([x["text"] for x in pieces])
             pool_emb = emb.encode([x["text"] for x in pool])
-        else:
-            piece_emb = [None] * len(pieces)
-        idx, sims = select_examples(p.selection, p.k, cfg.seed, piece_emb, pool_emb, len(pool))
+        idx, sims = select_examples(
+            p.selection, p.k, cfg.seed, len(pieces), len(pool), piece_emb, pool_emb
+        )
         rows = [
             {"id": x["id"], "examples": i, "scores": s}
             for x, i, s in zip(pieces, idx, sims, strict=True)
