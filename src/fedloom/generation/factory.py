@@ -8,20 +8,24 @@ from dataclasses import dataclass
 from fedloom.config import ModelConfig, _require
 from fedloom.generation.base import TextGenerator
 
-BACKENDS = ("local", "openai")
+BACKENDS = ("local", "openai", "onnx")
 
 
 @dataclass
 class GeneratorConfig:
     backend: str = "local"
-    """`local` (a model fedloom loads, on this machine) or `openai` (an OpenAI-compatible server:
-    vLLM, llama.cpp server, Ollama, a hosted API)."""
+    """`local` (a model fedloom loads, on this machine), `openai` (an OpenAI-compatible server:
+    vLLM, llama.cpp server, Ollama, a hosted API) or `onnx` (the same local model converted
+    once to ONNX Runtime GenAI: faster on CPU, no LoRA adapters; `pip install 'fedloom[onnx]'`)."""
     model: str = "smollm2-135m-instruct"
     """local: a registered model (`fedloom models`), HF folder or .gguf; openai: the served
     model's name."""
     weights: str = "auto"
     """local: `auto` (bf16 weights where the hardware has native bf16, else fp32), `bf16`, `fp32`."""
     device: str = "auto"
+    onnx_precision: str = "int4"
+    """onnx: weights of the converted model, `int4` (fastest; hurts the smallest models'
+    answers), `int8` or `fp32`."""
     base_url: str | None = None
     """openai: e.g. http://localhost:8000/v1 (vLLM's `vllm serve MODEL`)."""
     api_key_env: str = "OPENAI_API_KEY"
@@ -34,6 +38,10 @@ class GeneratorConfig:
         checks = [
             (self.backend in BACKENDS, f"`generator.backend` is {self.backend!r}; use {BACKENDS}"),
             (bool(self.model), "`generator.model` is empty"),
+            (
+                self.onnx_precision in ("int4", "int8", "fp32"),
+                f"`generator.onnx_precision` is {self.onnx_precision!r}; use int4, int8 or fp32",
+            ),
             (self.weights in ("auto", "bf16", "fp32"), "`generator.weights`: auto, bf16 or fp32"),
             (
                 self.backend != "openai" or bool(self.base_url),
@@ -64,6 +72,13 @@ def build_generator(cfg: GeneratorConfig, chat: bool = True) -> TextGenerator:
             cfg.timeout,
             cfg.retries,
         )
+    if cfg.backend == "onnx":
+        from fedloom.generation.onnx_backend import OnnxGenerator, build_onnx
+        from fedloom.models.loader import hf_folder, load_tokenizer
+
+        tok = load_tokenizer(cfg.model, need_chat=chat)
+        folder = build_onnx(hf_folder(cfg.model), cfg.onnx_precision)
+        return OnnxGenerator(folder, tok, name=f"{cfg.model} (onnx {cfg.onnx_precision})")
     import torch
 
     from fedloom.generation.local import LocalGenerator

@@ -142,6 +142,25 @@ def _model_folder(name: str, what: str) -> Path:
     return _resolve_local(name)
 
 
+def hf_folder(name: str, seed: int = 0) -> Path:
+    """A Hugging Face folder (config, safetensors weights, tokenizer) holding model ``name``,
+    for tools that read one (the ONNX GenAI builder). tiny-llama (built in memory) is saved once
+    per ``seed`` into the cache."""
+    if name != TINY_LLAMA:
+        folder = _model_folder(name, "model")
+        if not (folder / "tokenizer_config.json").exists():
+            raise ModelNotFoundError(f"{folder} has no tokenizer files; save the tokenizer there")
+        return folder
+    dest = cache_dir() / "models" / f"tiny-llama-seed{seed}"
+    if not (dest / "config.json").exists():
+        tok = load_tokenizer(TINY_LLAMA)
+        tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=cache_dir() / "models"))
+        build_tiny_llama(len(tok), seed).save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        os.replace(tmp, dest)
+    return dest
+
+
 def load_tokenizer(name: str, need_chat: bool = True) -> PreTrainedTokenizerBase:
     """``need_chat``: refuse a tokenizer without a chat template (training formats examples
     with it); generation in raw mode passes False so base models work."""
