@@ -11,15 +11,9 @@ import pytest
 from fedloom.cli import main
 from fedloom.config import ConfigError
 from fedloom.pipeline import load_pipeline_config
+from fedloom.synth.common import distinct_n, parse_output
 from fedloom.synth.text import as_text, as_triple, chunk_text, split_sentences
-from fedloom.synth.u2s import (
-    U2SConfig,
-    build_prompt,
-    distinct_n,
-    grounding,
-    parse_generations,
-    parse_output,
-)
+from fedloom.synth.u2s import U2SConfig, build_prompt, grounding, parse_generations
 
 ROOT = Path(__file__).resolve().parents[1]
 PIECE = (
@@ -136,7 +130,7 @@ def test_config_errors_are_one_line(tmp_path, capsys) -> None:
 
 
 def _rows(path: Path) -> list[dict]:
-    from fedloom.synth.u2s import read_jsonl
+    from fedloom.synth.common import read_jsonl
 
     return read_jsonl(path, cut_ok=True)
 

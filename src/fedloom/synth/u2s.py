@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +43,16 @@ from fedloom.pipeline.runner import (
     Stage,
     StageContext,
     register_pipeline,
+)
+from fedloom.synth.common import (
+    WORD,
+    distinct_n,
+    instruction_row,
+    normalise,
+    parse_output,
+    read_jsonl,
+    record_key,
+    write_jsonl,
 )
 from fedloom.synth.text import as_text, as_triple, chunk_text
 from fedloom.utils import cache_dir, rng_for
@@ -152,33 +161,6 @@ class U2SConfig:
 # --- stage 1: data ----------------------------------------------------------------------------
 
 
-def _key(r: Record) -> tuple[str, str]:
-    return str(r.metadata.get("source", "")), str(r.metadata.get("id", ""))
-
-
-def instruction_row(rec: InstructionRecord, **extra: Any) -> dict[str, Any]:
-    return {"instruction": rec.instruction, "input": rec.input, "response": rec.response} | extra
-
-
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-
-def read_jsonl(path: Path, cut_ok: bool = False) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; ``cut_ok``: skip lines a killed job cut short (generation files:
-    such a prompt was generated again on the rerun, so nothing is lost)."""
-    rows = []
-    for ln in path.read_text(encoding="utf-8").splitlines():
-        if not ln.strip():
-            continue
-        try:
-            rows.append(json.loads(ln))
-        except json.JSONDecodeError:
-            if not cut_ok:
-                raise
-    return rows
-
-
 def build_data(cfg: U2SConfig, seed: int, count_tokens: Any, folder: Path) -> dict[str, Any]:
     """Slices per source (gold, pool, client text) from one seeded order, so that no record
     serves two roles; writes pieces.jsonl, pool.jsonl, gold_<domain>.jsonl, gold_train.jsonl
@@ -228,11 +210,11 @@ def build_data(cfg: U2SConfig, seed: int, count_tokens: Any, folder: Path) -> di
         gold = take(d.gold_from, d.gold, gold_ok)
         _require(len(gold) == d.gold, f"domain {d.name}: only {len(gold)} gold pairs available")
         gold_rows[d.name] = [instruction_row(as_instruction(r), domain=d.name) for r in gold]
-        gold_keys |= {_key(r) for r in gold}
+        gold_keys |= {record_key(r) for r in gold}
     for d in cfg.domains:
         for r in take(d.pool_from, d.pool, lambda r: as_triple(r) is not None):
             text, instr, resp = as_triple(r) or ("", "", "")
-            src, rid = _key(r)
+            src, rid = record_key(r)
             pool_rows.append(
                 {"id": f"{src}:{rid}", "domain": d.name, "text": text}
                 | {"instruction": instr, "response": resp}
@@ -246,7 +228,7 @@ def build_data(cfg: U2SConfig, seed: int, count_tokens: Any, folder: Path) -> di
                 skipped["source exhausted"] += 1
                 break
             r = nxt[0]
-            src, rid = _key(r)
+            src, rid = record_key(r)
             used.add((src, rid))
             chunks = chunk_text(as_text(r) or "", count_tokens, cfg.piece_tokens)
             first = len(got)
@@ -268,7 +250,7 @@ def build_data(cfg: U2SConfig, seed: int, count_tokens: Any, folder: Path) -> di
             # raw text without pairs behind it (Wikipedia): the upper bound trains this domain's
             # clients on as many real pairs of its gold source, unused elsewhere
             for j, r in enumerate(take(d.gold_from, d.pieces, gold_ok)):
-                used.add(_key(r))
+                used.add(record_key(r))
                 client = d.clients[j % len(d.clients)]
                 gold_train.append(instruction_row(as_instruction(r), client=client, domain=d.name))
         pieces += got
@@ -278,11 +260,11 @@ def build_data(cfg: U2SConfig, seed: int, count_tokens: Any, folder: Path) -> di
     )
     pool_texts = {p["text"] for p in pool_rows}
     assert not any(p["text"] in pool_texts for p in pieces), "a piece is also a pool text"
-    _write_jsonl(folder / "pieces.jsonl", pieces)
-    _write_jsonl(folder / "pool.jsonl", pool_rows)
-    _write_jsonl(folder / "gold_train.jsonl", gold_train)
+    write_jsonl(folder / "pieces.jsonl", pieces)
+    write_jsonl(folder / "pool.jsonl", pool_rows)
+    write_jsonl(folder / "gold_train.jsonl", gold_train)
     for name, rows in gold_rows.items():
-        _write_jsonl(folder / f"gold_{name}.jsonl", rows)
+        write_jsonl(folder / f"gold_{name}.jsonl", rows)
     (folder / "used_keys.json").write_text(json.dumps(sorted(used)))
     return {
         "pieces": dict(Counter(p["domain"] for p in pieces)),
@@ -372,11 +354,6 @@ FAILURES = (
     "duplicate",
     "generation_error",
 )
-_MARK = r"[#>*\s]*{}\s*[*]*\s*:\s*[*]*"
-_INSTR = re.compile(_MARK.format("instruction"), re.IGNORECASE)
-_RESP = re.compile(_MARK.format("response"), re.IGNORECASE)
-_END = re.compile(r"\n\s*(?:#{2,}|Text\s*:|Instruction\s*:|Example\s+\d)", re.IGNORECASE)
-_WORD = re.compile(r"[a-z0-9]+")
 STOPWORDS = frozenset(
     [
         "a",
@@ -476,12 +453,8 @@ STOPWORDS = frozenset(
 )
 
 
-def _norm(s: str) -> str:
-    return " ".join(_WORD.findall(s.lower()))
-
-
 def content_words(s: str) -> set[str]:
-    return {w for w in _WORD.findall(s.lower()) if w not in STOPWORDS and len(w) > 2}
+    return {w for w in WORD.findall(s.lower()) if w not in STOPWORDS and len(w) > 2}
 
 
 def grounding(pair_text: str, piece: str) -> float:
@@ -489,27 +462,6 @@ def grounding(pair_text: str, piece: str) -> float:
     content words)."""
     words = content_words(pair_text)
     return len(words & content_words(piece)) / len(words) if words else 1.0
-
-
-def parse_output(text: str) -> tuple[str, str] | str:
-    """(instruction, response) read from a generation in the marked format, or the failure
-    reason (``no_markers``, ``empty_field``). Tolerates markdown bold / headings around the
-    markers and text after the response (a next example) is cut."""
-    mi = _INSTR.search(text)
-    if mi is None:
-        return "no_markers"
-    mr = _RESP.search(text, mi.end())
-    if mr is None:
-        return "no_markers"
-    instruction = text[mi.end() : mr.start()].strip().strip("*").strip()
-    rest = text[mr.end() :]
-    end = _END.search(rest)
-    response = (rest[: end.start()] if end else rest).strip().strip("*").strip()
-    if response.startswith("```") or instruction.startswith("<"):
-        return "empty_field" if not response.strip("`") else (instruction, response)
-    if not instruction or not response:
-        return "empty_field"
-    return instruction, response
 
 
 @dataclass
@@ -561,8 +513,8 @@ def parse_generations(
             if len(resp.split()) > cfg.max_response_words:
                 rep.failures["too_long"] += 1
                 continue
-            if any(_norm(instr) == _norm(ex["instruction"]) for ex in shown) or any(
-                _norm(resp) == _norm(ex["response"]) for ex in shown
+            if any(normalise(instr) == normalise(ex["instruction"]) for ex in shown) or any(
+                normalise(resp) == normalise(ex["response"]) for ex in shown
             ):
                 rep.failures["copied_example"] += 1
                 continue
@@ -570,10 +522,10 @@ def parse_generations(
             if g_score < cfg.min_grounding:
                 rep.failures["not_grounded"] += 1
                 continue
-            if _norm(instr) in seen:
+            if normalise(instr) in seen:
                 rep.failures["duplicate"] += 1
                 continue
-            seen.add(_norm(instr))
+            seen.add(normalise(instr))
             rep.kept += 1
             rep.grounding.append(g_score)
             kept.append(
@@ -583,15 +535,6 @@ def parse_generations(
                 | {"generator": row.get("generator"), "prompt_version": PROMPT_VERSION}
             )
     return kept, rep
-
-
-def distinct_n(texts: list[str], n: int) -> float:
-    """Distinct n-grams / all n-grams over the texts (lexical diversity)."""
-    grams: list[tuple[str, ...]] = []
-    for t in texts:
-        w = _WORD.findall(t.lower())
-        grams += [tuple(w[i : i + n]) for i in range(len(w) - n + 1)]
-    return len(set(grams)) / len(grams) if grams else 0.0
 
 
 # --- the pipeline -----------------------------------------------------------------------------
@@ -664,7 +607,7 @@ class U2S(PipelineMethod):
             {"id": x["id"], "examples": i, "scores": s}
             for x, i, s in zip(pieces, idx, sims, strict=True)
         ]
-        _write_jsonl(ctx.folder / "selections.jsonl", rows)
+        write_jsonl(ctx.folder / "selections.jsonl", rows)
         same_domain = sum(
             pool[j]["domain"] == x["domain"] for x, i in zip(pieces, idx, strict=True) for j in i
         )
@@ -722,7 +665,7 @@ class U2S(PipelineMethod):
             if row["id"] not in latest or "error" not in row:
                 latest[row["id"]] = row  # a retried prompt's success replaces its error row
         kept, rep = parse_generations(list(latest.values()), pieces, pool, selections, p)
-        _write_jsonl(ctx.folder / "pairs.jsonl", kept)
+        write_jsonl(ctx.folder / "pairs.jsonl", kept)
         summary = rep.as_dict()
         texts = [f"{r['instruction']} {r['response']}" for r in kept]
         summary["distinct_1"] = round(distinct_n(texts, 1), 4)
@@ -759,7 +702,7 @@ class U2S(PipelineMethod):
                     "`u2s.domains[].pieces` or use a stronger `u2s.generator.model`"
                 )
             path = ctx.folder / f"client_{c}.jsonl"
-            _write_jsonl(path, mine)
+            write_jsonl(path, mine)
             sources.append({"name": "local", "path": str(path), "clients": [c], "heldout": 0})
         for d in p.domains:
             path = data / f"gold_{d.name}.jsonl"
