@@ -17,8 +17,10 @@ from fedloom.embed.embedders import (
 from fedloom.embed.similarity import (
     cosine_matrix,
     embedding_spread,
+    frechet_distance,
     near_duplicates,
     tfidf_max_similarity,
+    tfidf_pair_similarity,
     top_k,
 )
 
@@ -30,9 +32,11 @@ __all__ = [
     "TfidfEmbedder",
     "cosine_matrix",
     "embedding_spread",
+    "frechet_distance",
     "get_embedder",
     "near_duplicates",
     "register_embedder",
     "tfidf_max_similarity",
+    "tfidf_pair_similarity",
     "top_k",
 ]

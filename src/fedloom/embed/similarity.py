@@ -73,3 +73,37 @@ def tfidf_max_similarity(texts: Sequence[str], references: Sequence[str]) -> np.
     vec = TfidfVectorizer().fit(list(texts) + list(references))
     sims = (vec.transform(texts) @ vec.transform(references).T).toarray()  # rows are unit norm
     return np.asarray(sims.max(axis=1))
+
+
+def tfidf_pair_similarity(a: str, b: str) -> float:
+    """TF-IDF cosine of two texts with the vocabulary fitted on just these two (as KnowledgeSG's
+    filter does: a generated instruction against one few-shot example); 0 when either has no
+    word."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    try:
+        m = TfidfVectorizer().fit_transform([a, b])
+    except ValueError:  # no word in either text
+        return 0.0
+    return float((m[0] @ m[1].T).toarray()[0, 0])
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two sets of embeddings (rows):
+    ||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)). Lower: the distributions are closer.
+    Needs >= 2 rows each; with fewer rows than dimensions the covariances are singular and the
+    figure is noisy — compare methods on equal sample sizes."""
+    from scipy import linalg
+
+    _check(a, "a")
+    _check(b, "b")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"dimensions differ: {a.shape[1]} vs {b.shape[1]}")
+    if a.shape[0] < 2 or b.shape[0] < 2:
+        raise ValueError("the Fréchet distance needs at least 2 rows in each set")
+    mu = a.mean(axis=0) - b.mean(axis=0)
+    sa = np.atleast_2d(np.cov(a, rowvar=False))
+    sb = np.atleast_2d(np.cov(b, rowvar=False))
+    root = linalg.sqrtm(sa @ sb)
+    root = np.real(root)
+    return float(max(0.0, mu @ mu + np.trace(sa) + np.trace(sb) - 2.0 * np.trace(root)))

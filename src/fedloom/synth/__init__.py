@@ -3,6 +3,8 @@ registers itself with :data:`fedloom.pipeline.PIPELINES`:
 
 * ``u2s`` — FedIT-U2S: clients turn their raw text into instruction pairs with few-shot
   examples retrieved from a shared pool, then federated instruction tuning (docs/u2s.md).
+* ``knowledgesg`` — KnowledgeSG: DP-trained writer adapters travel, the server synthesises, a
+  professional model filters and answers; with its baselines (docs/knowledgesg.md).
 """
 
-from fedloom.synth import u2s  # noqa: F401  (registers the method)
+from fedloom.synth import knowledgesg, u2s  # noqa: F401  (register the methods)

@@ -1,0 +1,132 @@
+"""The KnowledgeSG method table: one row per method from its stages' summaries (utility,
+canary leakage, ε, data quality, time), as markdown, JSON and a plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fedloom.pipeline.runner import PipelineConfig, StageContext
+
+
+def _done(folder: Path) -> dict[str, Any]:
+    return dict(json.loads((folder / "done.json").read_text()))
+
+
+def method_row(ctx: StageContext, cfg: PipelineConfig, name: str) -> dict[str, Any]:
+    from fedloom.synth.ksg_methods import KSG_METHODS
+
+    m = KSG_METHODS[name]
+    p = cfg.params
+    stages = [f"{name}.write", f"{name}.refine", f"{name}.train", f"{name}.evaluate"]
+    done = {s.rsplit(".", 1)[1]: _done(ctx.folder_of(s)) for s in stages if s in ctx.stage_folders}
+    ev = done["evaluate"]["summary"]
+    row: dict[str, Any] = {
+        "method": name,
+        "leaky": m.leaky or m.writer is None,
+        "pairs": done["train"]["summary"]["pairs"],
+        "heldout_diff": ev["heldout_loss"]["diff"],
+        "heldout_ci95": ev["heldout_loss"]["ci95"],
+        "heldout_tuned": ev["heldout_loss"]["tuned"],
+        "canary_exposure": ev["canaries"]["exposure_mean"],
+        "canaries_extracted": ev["canaries"]["extracted"],
+        "seconds": round(sum(d["seconds"] for d in done.values()), 1),
+    }
+    if "suite" in ev:
+        key = "accuracy" if "accuracy" in ev["suite"]["tuned"] else next(iter(ev["suite"]["tuned"]))
+        row["suite"] = p.suite
+        row["suite_base"] = ev["suite"]["base"].get(key)
+        row["suite_tuned"] = ev["suite"]["tuned"].get(key)
+        row["suite_n"] = ev["suite"]["tuned"].get("n")
+    if "freeform" in ev:
+        row["freeform_rating"] = ev["freeform"]["mean_rating"]
+    if "refine" in done:
+        ref = done["refine"]["summary"]
+        row |= {
+            "canaries_in_synthetic_exact": ref["canaries_in_synthetic"]["exact"],
+            "canaries_in_synthetic_fuzzy": ref["canaries_in_synthetic"]["fuzzy"],
+            "kept_rate": ref["kept_rate"],
+            "acceptance_rate": ref["acceptance_rate"],
+            "frechet_distance": ref.get("frechet_distance"),
+            "distinct_2": ref.get("distinct_2"),
+            "answered_by": ref["answered_by"],
+        }
+    else:  # non-private trains on the private data, canaries included
+        row |= {"canaries_in_synthetic_exact": None, "canaries_in_synthetic_fuzzy": None}
+    if m.writer == "dp":
+        w = _done(ctx.folder_of("writer-dp"))
+        eps = w["summary"]["epsilon_by_client"] or {}
+        row["epsilon"] = round(max(eps.values()), 3) if eps else None
+        row["seconds"] += w["seconds"]
+    else:
+        row["epsilon"] = None  # no formal guarantee
+        if m.writer == "plain":
+            row["seconds"] += _done(ctx.folder_of("writer-plain"))["seconds"]
+    return row
+
+
+def _fmt(v: Any, nd: int = 3) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def table_markdown(rows: list[dict[str, Any]]) -> str:
+    head = (
+        "| method | pairs | held-out Δloss [95% CI] | suite base→tuned | canaries in data "
+        "(exact/fuzzy) | exposure (bits) | extracted | ε | FD | distinct-2 | accepted | time (min) |"
+    )
+    lines = [head, "|" + "---|" * 12]
+    for r in rows:
+        ci = r["heldout_ci95"]
+        suite = f"{_fmt(r.get('suite_base'))}→{_fmt(r.get('suite_tuned'))}" if "suite" in r else "—"
+        data = (
+            "all (trains on them)"
+            if r["method"] == "non-private"
+            else f"{r['canaries_in_synthetic_exact']}/{r['canaries_in_synthetic_fuzzy']}"
+        )
+        eps = _fmt(r["epsilon"], 2) if r["epsilon"] is not None else "∞"
+        name = r["method"] + (" (leaky)" if r["leaky"] and r["method"] != "non-private" else "")
+        lines.append(
+            f"| {name} | {r['pairs']} | {r['heldout_diff']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}] "
+            f"| {suite} | {data} | {_fmt(r['canary_exposure'], 2)} | {r['canaries_extracted']} "
+            f"| {eps} | {_fmt(r.get('frechet_distance'), 3)} | {_fmt(r.get('distinct_2'), 3)} "
+            f"| {_fmt(r.get('acceptance_rate'), 2)} | {r['seconds'] / 60:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["method"] for r in rows]
+    diffs = [r["heldout_diff"] for r in rows]
+    lo = [r["heldout_diff"] - r["heldout_ci95"][0] for r in rows]
+    hi = [r["heldout_ci95"][1] - r["heldout_diff"] for r in rows]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.barh(names, diffs, xerr=[lo, hi], color="#4c72b0")
+    a.axvline(0, color="k", lw=0.8)
+    a.set_xlabel("held-out loss − base (lower is better), 95% CI")
+    a.invert_yaxis()
+    b.barh(names, [r["canary_exposure"] or 0 for r in rows], color="#c44e52")
+    b.set_xlabel("canary exposure of the final model (bits)")
+    b.invert_yaxis()
+    b.set_yticklabels([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_table(ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
+    rows = [method_row(ctx, cfg, m) for m in cfg.params.methods]
+    (ctx.folder / "table.md").write_text(table_markdown(rows))
+    (ctx.folder / "results.json").write_text(json.dumps(rows, indent=2))
+    plot(rows, ctx.folder / "table.png")
+    ctx.console.print(table_markdown(rows))
+    return {"rows": rows}

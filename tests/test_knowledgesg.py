@@ -1,0 +1,188 @@
+"""KnowledgeSG: the TF-IDF example filter, parsing, canary counting and the Fréchet distance on
+hand-computed cases; the method table's definitions; the whole pipeline on tiny-llama (whose
+outputs do not parse: counted, then hand-written outputs, ratings and answers resume it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fedloom.cli import main
+from fedloom.config import ConfigError
+from fedloom.embed import frechet_distance, tfidf_pair_similarity
+from fedloom.pipeline import load_pipeline_config
+from fedloom.privacy.accounting import epsilon, noise_for_epsilon
+from fedloom.synth.common import read_jsonl
+from fedloom.synth.knowledgesg import (
+    canary_leaks,
+    parse_instruction,
+    parse_rating_reply,
+    writer_prompt,
+)
+from fedloom.synth.ksg_methods import KSG_METHODS
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "configs/tiny-knowledgesg.yaml"
+
+
+def test_tfidf_pair_filter_above_and_below_052() -> None:
+    # fitted on the two texts: shared words have idf 1, the others ln(3/2) + 1 = 1.4055;
+    # "the cat sat" vs "the cat ran": 2 / (1 + 1 + 1.4055^2) = 0.5031 -> kept (<= 0.52)
+    w = np.log(1.5) + 1
+    assert tfidf_pair_similarity("the cat sat", "the cat ran") == pytest.approx(2 / (2 + w * w))
+    assert tfidf_pair_similarity("the cat sat", "the cat ran") <= 0.52
+    # three of four words shared: 3 / (3 + 1.4055^2) = 0.603 -> dropped (> 0.52)
+    s = tfidf_pair_similarity("what causes acute appendicitis", "what causes acute gout")
+    assert s == pytest.approx(3 / (3 + w * w)) and s > 0.52
+    assert tfidf_pair_similarity("", "anything") == 0.0
+
+
+def test_frechet_distance_hand_computed() -> None:
+    # 1-D: means 1 and 3, variances 2 and 8 -> (1-3)^2 + 2 + 8 - 2*sqrt(16) = 6
+    assert frechet_distance(np.array([[0.0], [2.0]]), np.array([[1.0], [5.0]])) == pytest.approx(6)
+    a = np.random.default_rng(0).normal(size=(50, 4))
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
+    with pytest.raises(ValueError, match="at least 2 rows"):
+        frechet_distance(a[:1], a)
+
+
+def test_parsing_of_instructions_and_ratings() -> None:
+    assert (
+        parse_instruction("Instruction: What causes gout?\nResponse: urate") == "What causes gout?"
+    )
+    assert (
+        parse_instruction("**Instruction:** Why do we sneeze?\n\nMore text") == "Why do we sneeze?"
+    )
+    assert parse_instruction("What causes gout?") == "no_markers"
+    assert parse_instruction("Instruction:   \n") == "empty_field"
+    assert parse_rating_reply("[[8]]") == 8 and parse_rating_reply("Rating: 7") == 7
+    assert parse_rating_reply("somewhere between 3 and 9") is None
+    assert parse_rating_reply("[[11]]") is None and parse_rating_reply("none") is None
+
+
+def test_canary_counting() -> None:
+    canaries = [
+        {"name": "Ada Quint", "secret": "123456"},
+        {"name": "Hiro Varga", "secret": "999000"},
+    ]
+    texts = ["Ada Quint's number is 123456.", "call 999001 now", "nothing here"]
+    got = canary_leaks(texts, canaries)
+    assert (got["exact"], got["fuzzy"]) == (1, 2)  # one digit off counts as fuzzy only
+    assert canary_leaks(["hiro varga asked"], canaries)["fuzzy"] == 1
+    assert canary_leaks(["1234567 and 99"], canaries)["fuzzy"] == 1  # the run contains the secret
+
+
+def test_method_table_and_config_errors() -> None:
+    assert [m for m, x in KSG_METHODS.items() if x.leaky] == ["icl"]
+    doc = (ROOT / "docs/knowledgesg.md").read_text()
+    assert all(f"`{m}`" in doc for m in KSG_METHODS)  # each defined in the docs
+    with pytest.raises(ConfigError, match="unknown"):
+        load_pipeline_config(TINY, ["knowledgesg.methods=[dp-ksg,nope]"])
+    with pytest.raises(ConfigError, match="examples"):
+        load_pipeline_config(TINY, ["knowledgesg.examples=some"])
+    with pytest.raises(ConfigError, match="freeform"):
+        load_pipeline_config(TINY, ["knowledgesg.freeform=9"])
+    # the writer adapter is trained on, and then prompted with, the example-free prompt
+    assert "Example" not in writer_prompt([], "pair")
+
+
+def _summary(folder: Path) -> dict:
+    return json.loads((folder / "done.json").read_text())["summary"]
+
+
+def test_knowledgesg_end_to_end_on_tiny_llama(tmp_path, capsys) -> None:
+    out = tmp_path / "ksg"
+    args = ["pipeline", str(TINY), "--set", f"out={out}"]
+    leaky = [*args, "--set", "knowledgesg.methods=[non-private,dp-ksg,icl]"]
+    # 1. tiny-llama's writings do not parse: every one counted, then a clear stop
+    assert main(leaky) == 2
+    assert "dp-ksg: no synthetic pair survived" in capsys.readouterr().err
+    ref = _summary(out / "6-dp-ksg.refine")
+    assert ref["kept"] == 0 and ref["failures"]["no_markers"] == 6
+
+    # epsilon is composed over every step of the run (2 rounds x 2 steps), not per round
+    data = out / "1-data"
+    n = len(read_jsonl(data / "private.jsonl"))
+    assert n == 20 + 2 * 2  # private pairs + canaries x repeats
+    q, delta = 2 / n, 1 / n
+    sigma = noise_for_epsilon(8.0, delta, q, 4, "rdp")
+    eps = _summary(out / "2-writer-dp")["epsilon_by_client"]["0"]
+    assert eps == pytest.approx(epsilon([(sigma, q, 4)], delta, "rdp"), rel=1e-9)
+    assert eps == pytest.approx(8.0, abs=0.02)
+    assert eps > epsilon([(sigma, q, 2)], delta, "rdp") + 1  # what per-round accounting says
+
+    # the faithful mode's prompts hold no private text; held-out items are nowhere
+    private = read_jsonl(data / "private.jsonl")
+    held = read_jsonl(data / "heldout.jsonl")
+    prompts = [r["prompt"] for r in read_jsonl(out / "5-dp-ksg.write/generations.jsonl")]
+    snippets = [r["instruction"][:40] for r in private] + [r["response"][:40] for r in private]
+    assert prompts and not any(s in p for s in snippets for p in prompts)
+    assert not any(h["instruction"][:40] in p for h in held for p in prompts)
+
+    # 2. hand-written writings, ratings and answers; the refine stage counts each drop
+    gen_file = out / "5-dp-ksg.write/generations.jsonl"
+    rows = read_jsonl(gen_file)
+    shown = json.loads((out / "5-dp-ksg.write/shown.json").read_text())
+    public = {r["id"]: r for r in read_jsonl(data / "public.jsonl")}
+    texts = {
+        "dp-ksg-0": "Instruction: What are the first-line drugs for hypertension in adults?",
+        "dp-ksg-1": "Instruction: Which nerve is injured in wrist drop after a fracture?",
+        "dp-ksg-2": "no markers at all",
+        "dp-ksg-3": "Instruction: Hi there",
+        "dp-ksg-4": "Instruction: What are the first-line drugs for hypertension in adults?",
+        "dp-ksg-5": "Instruction: " + public[shown["dp-ksg-5"][0]]["instruction"],
+    }
+    for r in rows:
+        r["generations"][0]["text"] = texts[r["id"]]
+    gen_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    refine = out / "6-dp-ksg.refine"
+    for f in refine.iterdir():
+        f.unlink()
+
+    def job(name: str, replies: dict[str, str]) -> None:
+        (refine / name).write_text(
+            "".join(
+                json.dumps({"id": i, "prompt": "", "generations": [{"text": t, "tokens": 1}]})
+                + "\n"
+                for i, t in replies.items()
+            )
+        )
+
+    job("ratings.jsonl", {"dp-ksg-0": "[[8]]", "dp-ksg-1": "Rating: [[3]]"})
+    job("answers.jsonl", {"dp-ksg-0": "Thiazides, ACE inhibitors, ARBs or calcium blockers."})
+    assert main(leaky) == 2  # now stops at the leaky baseline, whose outputs do not parse
+    assert "icl: no synthetic pair survived" in capsys.readouterr().err
+    ref = _summary(refine)
+    assert ref["kept"] == 1 and ref["acceptance_rate"] == 0.5
+    f = ref["failures"]
+    assert (f["no_markers"], f["too_short"], f["duplicate"], f["copied_example"]) == (1, 1, 1, 1)
+    assert (f["low_rating"], f["unrated"], f["near_duplicate"]) == (1, 0, 0)
+    syn = read_jsonl(refine / "synthetic.jsonl")
+    assert syn[0]["response"].startswith("Thiazides") and syn[0]["rating"] == 8
+    assert syn[0]["leaky"] is False and syn[0]["prompt_version"] == "ksg-v1"
+
+    # the leaky baseline's prompts do carry private pairs, and say so
+    icl = out / "9-icl.write"
+    assert _summary(icl)["leaky"] is True
+    icl_prompts = [r["prompt"] for r in read_jsonl(icl / "generations.jsonl")]
+    assert any(r["instruction"][:30] in p for r in private for p in icl_prompts)
+
+    # 3. the table of the two methods
+    assert main(args) == 0, capsys.readouterr().err
+    table = _summary(out / "9-table")["rows"]
+    by = {r["method"]: r for r in table}
+    assert by["dp-ksg"]["pairs"] == 1 and by["non-private"]["pairs"] == n
+    assert (
+        by["dp-ksg"]["epsilon"] == pytest.approx(eps, abs=1e-3)
+        and by["non-private"]["epsilon"] is None
+    )
+    assert by["dp-ksg"]["canaries_in_synthetic_exact"] == 0
+    lo, hi = by["dp-ksg"]["heldout_ci95"]
+    assert lo <= by["dp-ksg"]["heldout_diff"] <= hi
+    assert (out / "9-table/table.md").read_text().count("\n") == 4
+    ev = _summary(out / "8-dp-ksg.evaluate")
+    assert ev["suite"]["tuned"]["n"] == 3 and ev["freeform"]["answered"] == 2
+    assert len(ev["canaries"]["per_canary"]) == 2
