@@ -56,7 +56,10 @@ def test_parsing_of_instructions_and_ratings() -> None:
     assert (
         parse_instruction("**Instruction:** Why do we sneeze?\n\nMore text") == "Why do we sneeze?"
     )
-    assert parse_instruction("What causes gout?") == "no_markers"
+    # no marker: the first line, when it reads as a question or request
+    assert parse_instruction("Question: What causes gout?\nmore") == "What causes gout?"
+    assert parse_instruction("### Example 4\nYour answer:") == "no_markers"
+    assert parse_instruction("Your turn") == "no_markers"
     assert parse_instruction("Instruction:   \n") == "empty_field"
     assert parse_rating_reply("[[8]]") == 8 and parse_rating_reply("Rating: 7") == 7
     assert parse_rating_reply("somewhere between 3 and 9") is None
@@ -101,7 +104,7 @@ def test_knowledgesg_end_to_end_on_tiny_llama(tmp_path, capsys) -> None:
     assert main(leaky) == 2
     assert "dp-ksg: no synthetic pair survived" in capsys.readouterr().err
     ref = _summary(out / "6-dp-ksg.refine")
-    assert ref["kept"] == 0 and ref["failures"]["no_markers"] == 6
+    assert ref["kept"] == 0 and sum(ref["failures"].values()) == 6
 
     # epsilon is composed over every step of the run (2 rounds x 2 steps), not per round
     data = out / "1-data"
@@ -130,7 +133,7 @@ def test_knowledgesg_end_to_end_on_tiny_llama(tmp_path, capsys) -> None:
     texts = {
         "dp-ksg-0": "Instruction: What are the first-line drugs for hypertension in adults?",
         "dp-ksg-1": "Instruction: Which nerve is injured in wrist drop after a fracture?",
-        "dp-ksg-2": "no markers at all",
+        "dp-ksg-2": "### Example 3",
         "dp-ksg-3": "Instruction: Hi there",
         "dp-ksg-4": "Instruction: What are the first-line drugs for hypertension in adults?",
         "dp-ksg-5": "Instruction: " + public[shown["dp-ksg-5"][0]]["instruction"],

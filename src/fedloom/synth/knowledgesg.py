@@ -233,16 +233,25 @@ _STOP = re.compile(r"\n\s*\n|\n\s*(?:#{2,}|response\s*:|instruction\s*:)", re.IG
 
 
 def parse_instruction(text: str) -> str:
-    """The instruction of a writer's output (after an ``Instruction:`` marker, up to a blank
-    line, a response or the next marker), or the failure reason (``no_markers``,
-    ``empty_field``)."""
+    """The instruction of a writer's output: after an ``Instruction:`` marker, up to a blank
+    line, a response or the next marker; with no marker, the first line when it reads as a
+    question or request (small instruct models often answer the slot with the bare question).
+    Else the failure reason (``no_markers``, ``empty_field``)."""
     m = _INSTR_ONLY.search(text)
     if m is None:
-        return "no_markers"
+        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+        first = _LEAD.sub("", first).strip()
+        if not first or first.startswith("#") or _NOT_A_QUESTION.match(first):
+            return "no_markers"
+        return first
     rest = text[m.end() :]
     stop = _STOP.search(rest)
     instr = (rest[: stop.start()] if stop else rest).strip().strip("*").strip()
     return instr if instr else "empty_field"
+
+
+_LEAD = re.compile(r"^(?:\*\*)?(?:question|q|new question)\s*[:.]\s*(?:\*\*)?", re.IGNORECASE)
+_NOT_A_QUESTION = re.compile(r"^(?:your |my |the answer|answer|response|example)", re.IGNORECASE)
 
 
 def parse_rating_reply(text: str) -> float | None:
