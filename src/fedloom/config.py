@@ -284,9 +284,17 @@ class TrainConfig:
     """Gradient clipping; 0 disables."""
     beta: float = 0.1
     """DPO's β (`task: dpo`): strength of the pull towards the reference (base) model."""
+    packing: str = "auto"
+    """Pack each micro-batch into one row without padding (same loss and gradients, fewer
+    FLOPs): `auto` (on where exact: SFT without client DP-SGD), `on` (refused where it cannot
+    apply), `off` (pad every micro-batch to its longest example)."""
 
     def __post_init__(self) -> None:
         _require(self.beta > 0, f"`train.beta` must be > 0 (got {self.beta})")
+        _require(
+            self.packing in ("auto", "on", "off"),
+            f"`train.packing` is {self.packing!r}; use auto, on or off",
+        )
         for name in ("local_steps", "batch_size", "grad_accum"):
             _require(getattr(self, name) >= 1, f"`train.{name}` must be >= 1")
         _require(self.lr > 0, f"`train.lr` must be > 0 (got {self.lr})")
@@ -505,6 +513,12 @@ class RunConfig:
         from fedloom.algorithms import ALGORITHMS  # local import: algorithms import config
 
         mean_based = sorted(a for a, cls in ALGORITHMS.items() if cls.mean_only)
+        if self.train.packing == "on":
+            _require(
+                self.task == "sft" and p.client_dp is None,
+                "`train.packing: on` applies to SFT without `privacy.client_dp` (DPO pairs and "
+                "DP-SGD's per-example gradients train on padded rows); use `packing: auto`",
+            )
         if p.client_dp is not None:
             _require(
                 not self.model.gradient_checkpointing,
@@ -693,3 +707,9 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     for o in overrides or []:
         apply_override(data, o)
     return config_from_dict(data)
+
+
+def packing_enabled(cfg: RunConfig) -> bool:
+    """Whether training micro-batches are packed (``train.packing`` resolved): on for SFT
+    without client DP-SGD unless `off`; DPO and DP-SGD train on padded rows."""
+    return cfg.train.packing != "off" and cfg.task == "sft" and cfg.privacy.client_dp is None

@@ -226,3 +226,22 @@ def collate(examples: list[TokenizedExample], pad_id: int) -> dict[str, torch.Te
         labels[i, :n] = torch.tensor(e.labels)
         mask[i, :n] = 1
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def collate_packed(examples: list[TokenizedExample]) -> dict[str, torch.Tensor]:
+    """A micro-batch packed into one row with no padding: the examples' tokens back to back,
+    ``position_ids`` restarting at 0 for each example (transformers then builds a block-diagonal
+    causal mask from them, so no token attends across an example boundary), and labels with
+    each example's first token ignored (it must not be predicted from the previous example)."""
+    ids: list[int] = []
+    labels: list[int] = []
+    positions: list[int] = []
+    for e in examples:
+        ids += e.input_ids
+        labels += [IGNORE_INDEX, *e.labels[1:]]
+        positions += range(len(e.input_ids))
+    return {
+        "input_ids": torch.tensor([ids], dtype=torch.long),
+        "labels": torch.tensor([labels], dtype=torch.long),
+        "position_ids": torch.tensor([positions], dtype=torch.long),
+    }

@@ -13,7 +13,7 @@ import os
 import random
 import time
 from collections.abc import Callable, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,7 +26,7 @@ from fedloom.algorithms import ALGORITHMS, ClientUpdate, Strategy, build_strateg
 from fedloom.algorithms.aggregate import add_scaled, subtract
 from fedloom.algorithms.base import Broadcast
 from fedloom.compression.codecs import Codec, NoCompression, get_codec
-from fedloom.config import ConfigError, RunConfig
+from fedloom.config import ConfigError, RunConfig, packing_enabled
 from fedloom.data import FederatedData, build_federated_data, summary_table
 from fedloom.data.schema import Record, record_prompt
 from fedloom.engine import outputs
@@ -96,8 +96,10 @@ class Federation:
         strategy.initialize(get_adapter_state(model))
         pad = int(loaded.tokenizer.pad_token_id)
         task = get_task(cfg.task)
+        # `packing: auto` resolved here: the objective packs only where it is exact
+        packed = replace(cfg.train, packing="on" if packing_enabled(cfg) else "off")
         trainer = LocalTrainer(
-            model, cfg.train, pad, loaded.device, loaded.autocast_dtype, task.objective(cfg.train)
+            model, cfg.train, pad, loaded.device, loaded.autocast_dtype, task.objective(packed)
         )
         evaluator = task.evaluator(
             EvalSetup(
@@ -421,6 +423,7 @@ def _finish(r: _Run) -> dict[str, Any]:
         "num_clients": len(fed.data.clients),
         "client_sizes": fed.data.client_sizes(),
         "precision": str(fed.loaded.autocast_dtype or "fp32").replace("torch.", ""),
+        "packing": packing_enabled(cfg),
         "device": str(fed.loaded.device),
         **get_task(cfg.task).summary_fields(base_eval, final),
         "final_eval_loss_by_client": {k: v["all"] for k, v in final_evals.items()}

@@ -11,7 +11,7 @@ from typing import Any
 
 from fedloom.algorithms import ClientUpdate
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 def task_keys() -> tuple[list[str], list[str]]:
@@ -65,6 +65,7 @@ SUMMARY_FIELDS = (
     "num_clients",
     "client_sizes",
     "precision",
+    "packing",
     "device",
     "base_eval_loss",
     "final_eval_loss",

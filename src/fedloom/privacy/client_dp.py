@@ -180,7 +180,7 @@ def private_gradient(
     for j, chunk in enumerate(chunks):
         batch = {
             k: v.to(trainer.device)
-            for k, v in trainer.objective.collate(list(chunk), trainer.pad_id).items()
+            for k, v in trainer.objective.collate_rows(list(chunk), trainer.pad_id).items()
         }
         per_example = trainer.objective.per_example_loss(
             trainer.model, batch, trainer.autocast_dtype

@@ -35,7 +35,7 @@ class SFT(Task):
     def objective(self, train: TrainConfig) -> Objective:
         from fedloom.train.objectives import SFTObjective
 
-        return SFTObjective()
+        return SFTObjective(packed=train.packing == "on")
 
     def evaluator(self, setup: EvalSetup) -> Evaluator:
         from fedloom.eval.heldout import HeldoutEvaluator

@@ -179,7 +179,8 @@ class LocalTrainer:
                         loss = loss + extra
                 (loss / accum).backward()
                 tokens += int((batch["labels"][:, 1:] != -100).sum())
-                input_tokens += int(batch["attention_mask"].sum())
+                mask = batch.get("attention_mask")
+                input_tokens += int(mask.sum()) if mask is not None else batch["input_ids"].numel()
             if self.cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm)
             opt.step()

@@ -17,14 +17,21 @@ import torch
 import torch.nn.functional as F
 from peft import PeftModel
 
-from fedloom.data.template import IGNORE_INDEX, collate, collate_pairs
+from fedloom.data.template import IGNORE_INDEX, collate, collate_packed, collate_pairs
 from fedloom.utils import autocast
 
 
 class Objective(Protocol):
     name: str
 
-    def collate(self, examples: list[Any], pad_id: int) -> dict[str, torch.Tensor]: ...
+    def collate(self, examples: list[Any], pad_id: int) -> dict[str, torch.Tensor]:
+        """A training micro-batch (may be packed)."""
+        ...
+
+    def collate_rows(self, examples: list[Any], pad_id: int) -> dict[str, torch.Tensor]:
+        """One padded row per example (a pair's two sequences for DPO): what
+        :meth:`per_example_loss` reads."""
+        ...
 
     def loss(
         self, model: PeftModel, batch: dict[str, torch.Tensor], dtype: torch.dtype | None
@@ -43,20 +50,30 @@ class Objective(Protocol):
 class SFTObjective:
     name = "sft"
 
+    def __init__(self, packed: bool = False) -> None:
+        self.packed = packed
+        """Training micro-batches are packed into one row (no padding, same loss and gradients);
+        per-example losses (DP-SGD) read padded rows (:meth:`collate_rows`)."""
+
     def collate(self, examples: list[Any], pad_id: int) -> dict[str, torch.Tensor]:
+        return collate_packed(examples) if self.packed else collate(examples, pad_id)
+
+    def collate_rows(self, examples: list[Any], pad_id: int) -> dict[str, torch.Tensor]:
         return collate(examples, pad_id)
 
     def loss(
         self, model: PeftModel, batch: dict[str, torch.Tensor], dtype: torch.dtype | None
     ) -> torch.Tensor:
         with autocast(batch["input_ids"].device, dtype):
-            out = model(**batch)
+            # no KV cache: transformers reads packed position ids only without one
+            out = model(**batch, use_cache=False)
         return out.loss.float()  # mean over this micro-batch's response tokens
 
     def per_example_loss(
         self, model: PeftModel, batch: dict[str, torch.Tensor], dtype: torch.dtype | None
     ) -> torch.Tensor:
-        """Each row's mean cross-entropy over its own response tokens."""
+        """Each row's mean cross-entropy over its own response tokens (``batch`` from
+        :meth:`collate_rows`)."""
         with autocast(batch["input_ids"].device, dtype):
             logits = model(
                 input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
@@ -143,6 +160,9 @@ class DPOObjective:
         self.beta = beta
 
     def collate(self, examples: list[Any], pad_id: int) -> dict[str, torch.Tensor]:
+        return collate_pairs(examples, pad_id)
+
+    def collate_rows(self, examples: list[Any], pad_id: int) -> dict[str, torch.Tensor]:
         return collate_pairs(examples, pad_id)
 
     def loss(
