@@ -598,10 +598,12 @@ class KnowledgeSG(PipelineMethod):
 
         # the professional rates (ksg) and answers; or the writer's model answers itself
         answerer_name = f"{m.writer}-writer"
+        prof = build_generator(p.professional) if m.refine or m.answers == "professional" else None
         if m.answers == "professional":
-            prof = build_generator(p.professional)
+            assert prof is not None
             answerer_name = prof.name
         if m.refine and cand:
+            assert prof is not None
             items = [
                 (c["id"], [_system(RATE_SYSTEM), _user(RATE_PROMPT.format(q=c["instruction"]))])
                 for c in cand
@@ -627,6 +629,7 @@ class KnowledgeSG(PipelineMethod):
                 few = _few_shot(m, shown, by_id, p.example_words)
                 items = [(c["id"], [*few(c["id"]), _user(c["instruction"])]) for c in cand]
             else:
+                assert prof is not None
                 answerer = prof
                 items = [(c["id"], [_system(ANSWER_SYSTEM), _user(c["instruction"])]) for c in cand]
             acfg = GenerationConfig(
