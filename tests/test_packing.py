@@ -106,3 +106,31 @@ def test_packing_is_on_only_where_exact(local_data) -> None:  # type: ignore[no-
 
     ex = [TokenizedExample([5, 6, 7], [-100, 6, 7], False), TokenizedExample([8], [8], False)]
     assert SFTObjective(packed=True).collate_rows(ex, 0)["input_ids"].shape == (2, 3)
+
+
+def test_packed_attention_runs_each_example_alone(setup) -> None:  # type: ignore[no-untyped-def]
+    from fedloom.train.packing import packed_attention, segments
+
+    model, tok, examples = setup
+    model.eval()
+    batch = collate_packed(examples)
+    assert segments(batch["position_ids"]) == [
+        (0, len(examples[0].input_ids)),
+        (len(examples[0].input_ids), len(examples[0].input_ids) + len(examples[1].input_ids)),
+        (batch["input_ids"].shape[1] - len(examples[2].input_ids), batch["input_ids"].shape[1]),
+    ]
+    impl = model.config._attn_implementation
+    with torch.no_grad(), packed_attention(model):
+        packed = model(
+            input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False
+        ).logits
+    assert model.config._attn_implementation == impl  # restored
+    start = 0
+    for e in examples:
+        with torch.no_grad():
+            alone = model(input_ids=torch.tensor([e.input_ids])).logits
+        n = len(e.input_ids)
+        assert torch.allclose(packed[0, start : start + n], alone[0], atol=1e-5)
+        start += n
+    with pytest.raises(ValueError, match="start with position 0"):
+        segments(torch.tensor([[1, 2, 0]]))

@@ -230,9 +230,10 @@ def collate(examples: list[TokenizedExample], pad_id: int) -> dict[str, torch.Te
 
 def collate_packed(examples: list[TokenizedExample]) -> dict[str, torch.Tensor]:
     """A micro-batch packed into one row with no padding: the examples' tokens back to back,
-    ``position_ids`` restarting at 0 for each example (transformers then builds a block-diagonal
-    causal mask from them, so no token attends across an example boundary), and labels with
-    each example's first token ignored (it must not be predicted from the previous example)."""
+    ``position_ids`` restarting at 0 for each example (the packed attention of
+    :mod:`fedloom.train.packing` runs each example's slice alone; transformers' own attention
+    builds a block-diagonal causal mask from them), and labels with each example's first token
+    ignored (it must not be predicted from the previous example)."""
     ids: list[int] = []
     labels: list[int] = []
     positions: list[int] = []

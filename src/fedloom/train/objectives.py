@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from peft import PeftModel
 
 from fedloom.data.template import IGNORE_INDEX, collate, collate_packed, collate_pairs
+from fedloom.train.packing import packed_attention
 from fedloom.utils import autocast
 
 
@@ -64,8 +65,8 @@ class SFTObjective:
     def loss(
         self, model: PeftModel, batch: dict[str, torch.Tensor], dtype: torch.dtype | None
     ) -> torch.Tensor:
-        with autocast(batch["input_ids"].device, dtype):
-            # no KV cache: transformers reads packed position ids only without one
+        packed = packed_attention(model) if self.packed else contextlib.nullcontext()
+        with autocast(batch["input_ids"].device, dtype), packed:
             out = model(**batch, use_cache=False)
         return out.loss.float()  # mean over this micro-batch's response tokens
 
