@@ -99,6 +99,7 @@ def test_packing_is_on_only_where_exact(local_data) -> None:  # type: ignore[no-
     assert not packing_enabled(tiny_config(local_data, **dp))
     with pytest.raises(ConfigError, match="packing: on"):
         tiny_config(local_data, **dp, **{"train.packing": "on"})
+    assert not packing_enabled(tiny_config(local_data, **{"model.gradient_checkpointing": True}))
     with pytest.raises(ConfigError, match="use auto, on or off"):
         tiny_config(local_data, **{"train.packing": "yes"})
     # DP-SGD's per-example losses always read one padded row per example

@@ -515,9 +515,12 @@ class RunConfig:
         mean_based = sorted(a for a, cls in ALGORITHMS.items() if cls.mean_only)
         if self.train.packing == "on":
             _require(
-                self.task == "sft" and p.client_dp is None,
-                "`train.packing: on` applies to SFT without `privacy.client_dp` (DPO pairs and "
-                "DP-SGD's per-example gradients train on padded rows); use `packing: auto`",
+                self.task == "sft"
+                and p.client_dp is None
+                and not self.model.gradient_checkpointing,
+                "`train.packing: on` applies to SFT without `privacy.client_dp` and without "
+                "`model.gradient_checkpointing` (DPO pairs, DP-SGD's per-example gradients and "
+                "checkpointed recomputation train on padded rows); use `packing: auto`",
             )
         if p.client_dp is not None:
             _require(
@@ -711,5 +714,12 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
 
 def packing_enabled(cfg: RunConfig) -> bool:
     """Whether training micro-batches are packed (``train.packing`` resolved): on for SFT
-    without client DP-SGD unless `off`; DPO and DP-SGD train on padded rows."""
-    return cfg.train.packing != "off" and cfg.task == "sft" and cfg.privacy.client_dp is None
+    without client DP-SGD or gradient checkpointing unless `off`; DPO, DP-SGD and checkpointed
+    runs train on padded rows (the packed attention is switched on for the forward pass only,
+    and checkpointing recomputes it during backward)."""
+    return (
+        cfg.train.packing != "off"
+        and cfg.task == "sft"
+        and cfg.privacy.client_dp is None
+        and not cfg.model.gradient_checkpointing
+    )
