@@ -17,6 +17,16 @@ from fedloom.models import get_adapter_state, set_adapter_state
 from fedloom.utils import StateDict, rng_for, seeded_torch
 
 
+def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, chat: bool) -> str:
+    """The text a model sees: ``prompt`` through the tokenizer's chat template, or as is in raw
+    continuation (``chat: false``, text prompts only)."""
+    if not chat:
+        if not isinstance(prompt, str):
+            raise ValueError("raw continuation (`chat: false`) takes text prompts")
+        return prompt
+    return chat_prompt(tokenizer, prompt)
+
+
 class LocalGenerator:
     def __init__(
         self,
@@ -45,11 +55,7 @@ class LocalGenerator:
             set_adapter_state(self.model, saved)
 
     def render(self, prompt: Prompt, chat: bool) -> str:
-        if not chat:
-            if not isinstance(prompt, str):
-                raise ValueError("raw continuation (`chat: false`) takes text prompts")
-            return prompt
-        return chat_prompt(self.tokenizer, prompt)
+        return render_prompt(self.tokenizer, prompt, chat)
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Prompt], cfg: GenerationConfig) -> list[list[Generation]]:

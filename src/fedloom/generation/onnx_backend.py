@@ -23,9 +23,9 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from fedloom.data.template import chat_prompt
 from fedloom.errors import FedloomError
 from fedloom.generation.base import Generation, GenerationConfig, Prompt, cut_at_stop
+from fedloom.generation.local import render_prompt
 from fedloom.utils import cache_dir, rng_for
 
 PRECISIONS = ("int4", "int8", "fp32")
@@ -110,11 +110,7 @@ class OnnxGenerator:
         self.pad = int(pad if pad is not None else tokenizer.eos_token_id)
 
     def render(self, prompt: Prompt, chat: bool) -> str:
-        if not chat:
-            if not isinstance(prompt, str):
-                raise ValueError("raw continuation (`chat: false`) takes text prompts")
-            return prompt
-        return chat_prompt(self.tokenizer, prompt)
+        return render_prompt(self.tokenizer, prompt, chat)
 
     def generate(self, prompts: Sequence[Prompt], cfg: GenerationConfig) -> list[list[Generation]]:
         ids = [

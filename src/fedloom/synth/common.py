@@ -17,6 +17,12 @@ _END = re.compile(r"\n\s*(?:#{2,}|Text\s*:|Instruction\s*:|Example\s+\d)", re.IG
 WORD = re.compile(r"[a-z0-9]+")
 
 
+def cut_words(text: str, words: int) -> str:
+    """``text`` cut to its first ``words`` words, with " ..." when something was cut."""
+    w = text.split()
+    return " ".join(w[:words]) + (" ..." if len(w) > words else "")
+
+
 def record_key(r: Record) -> tuple[str, str]:
     return str(r.metadata.get("source", "")), str(r.metadata.get("id", ""))
 

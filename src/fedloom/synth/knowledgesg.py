@@ -48,6 +48,7 @@ from fedloom.pipeline.runner import (
 )
 from fedloom.synth.common import (
     WORD,
+    cut_words,
     distinct_n,
     normalise,
     parse_output,
@@ -198,11 +199,6 @@ class KSGConfig:
 # --- prompts and parsing ----------------------------------------------------------------------
 
 
-def _cut(text: str, words: int) -> str:
-    w = text.split()
-    return " ".join(w[:words]) + (" ..." if len(w) > words else "")
-
-
 def writer_prompt(
     examples: list[dict[str, Any]], show: str, words: int = 60, ask: str = "pair"
 ) -> str:
@@ -211,9 +207,9 @@ def writer_prompt(
     With no examples and ``ask="pair"`` it is the prompt the writer adapter was trained on."""
     parts = [TASK, ""]
     for i, ex in enumerate(examples, 1):
-        parts += [f"### Example {i}", f"Instruction: {_cut(ex['instruction'], words)}"]
+        parts += [f"### Example {i}", f"Instruction: {cut_words(ex['instruction'], words)}"]
         if show == "pair":
-            parts.append(f"Response: {_cut(ex['response'], words)}")
+            parts.append(f"Response: {cut_words(ex['response'], words)}")
         parts.append("")
     parts.append("### Your turn")
     if ask == "pair":
@@ -517,8 +513,8 @@ class KnowledgeSG(PipelineMethod):
             shown[pid] = [e["id"] for e in ex]
         if not m.leaky:  # the faithful modes send no private text: assert on the prompts
             private = read_jsonl(data / "private.jsonl")
-            texts = {_cut(r["instruction"], p.example_words) for r in private}
-            texts |= {_cut(r["response"], p.example_words) for r in private}
+            texts = {cut_words(r["instruction"], p.example_words) for r in private}
+            texts |= {cut_words(r["response"], p.example_words) for r in private}
             leaked = [pid for pid, prompt in items if any(t in prompt for t in texts)]
             assert not leaked, f"private text in the prompts of {leaked[:3]}"
         (ctx.folder / "shown.json").write_text(json.dumps(shown))
@@ -838,8 +834,8 @@ def _few_shot(
             return []
         out = []
         for e in shown[pid]:
-            out += [_user(_cut(by_id[e]["instruction"], words))]
-            out += [{"role": "assistant", "content": _cut(by_id[e]["response"], words)}]
+            out += [_user(cut_words(by_id[e]["instruction"], words))]
+            out += [{"role": "assistant", "content": cut_words(by_id[e]["response"], words)}]
         return out
 
     return turns

@@ -46,6 +46,7 @@ from fedloom.pipeline.runner import (
 )
 from fedloom.synth.common import (
     WORD,
+    cut_words,
     distinct_n,
     instruction_row,
     normalise,
@@ -315,11 +316,6 @@ TASK = (
 )
 
 
-def _cut(text: str, words: int) -> str:
-    w = text.split()
-    return " ".join(w[:words]) + (" ..." if len(w) > words else "")
-
-
 def build_prompt(piece: str, examples: list[dict[str, Any]], example_words: int = 120) -> str:
     """Task statement, the k examples as text -> instruction -> response (each field cut to
     ``example_words``), the piece, and the output slot, in the marked format
@@ -328,9 +324,9 @@ def build_prompt(piece: str, examples: list[dict[str, Any]], example_words: int 
     for i, ex in enumerate(examples, 1):
         parts += [
             f"### Example {i}",
-            f"Text: {_cut(ex['text'], example_words)}",
-            f"Instruction: {_cut(ex['instruction'], example_words)}",
-            f"Response: {_cut(ex['response'], example_words)}",
+            f"Text: {cut_words(ex['text'], example_words)}",
+            f"Instruction: {cut_words(ex['instruction'], example_words)}",
+            f"Response: {cut_words(ex['response'], example_words)}",
             "",
         ]
     parts += [
