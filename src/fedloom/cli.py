@@ -401,7 +401,9 @@ def _split(args: argparse.Namespace) -> int:
     from fedloom.models.loader import load_tokenizer
 
     cfg = load_config(args.target, args.overrides)
-    data = build_federated_data(cfg.data, cfg.partition, load_tokenizer(cfg.model.name), cfg.seed)
+    data = build_federated_data(
+        cfg.data, cfg.partition, load_tokenizer(cfg.model.name), cfg.seed, safety=cfg.safety
+    )
     summary_table(data, cfg.partition.key, Console())
     out = args.out or f"{Path(args.target).stem}-split.png"
     plot_split(data, cfg.partition.key, out)

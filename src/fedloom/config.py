@@ -227,6 +227,12 @@ class FederationConfig:
     feedback); see `fedloom.compression`."""
     topk_fraction: float = 0.1
     """For `compression: topk`: share of each tensor's entries sent."""
+    reducer: str = "mean"
+    """How the server combines the sampled clients' updates before the algorithm's server
+    step: mean, median, trimmed_mean, krum, multikrum, norm_bound, dnc, foolsgold (see
+    `fedloom.reducers`); robust rules need individual updates (no secagg, no central_dp)."""
+    reducer_params: dict[str, Any] = field(default_factory=dict)
+    """The reducer's parameters, e.g. {beta: 0.2} (trimmed_mean), {f: 1} (krum, multikrum, dnc)."""
 
     def __post_init__(self) -> None:
         _require(self.rounds >= 1, f"`federation.rounds` must be >= 1 (got {self.rounds})")
@@ -254,6 +260,25 @@ class FederationConfig:
         _require(
             self.sample_clients >= 1,
             f"`federation.sample_clients` must be >= 1 (got {self.sample_clients})",
+        )
+        from fedloom.reducers import REDUCERS, build_reducer
+
+        _require(
+            self.reducer in REDUCERS,
+            f"`federation.reducer` is {self.reducer!r}; choose one of {sorted(REDUCERS)}",
+        )
+        try:
+            reducer = build_reducer(self.reducer, self.reducer_params)
+        except ValueError as e:
+            known = [f.name for f in dataclasses.fields(REDUCERS[self.reducer].config_cls)]
+            raise ConfigError(
+                f"`federation.reducer_params` for {self.reducer!r}: {e}; known parameters: {known}"
+            ) from None
+        _require(
+            reducer.min_clients() <= self.sample_clients,
+            f"`federation.reducer: {self.reducer}` with {self.reducer_params} needs at least "
+            f"{reducer.min_clients()} updates per round; raise `federation.sample_clients` "
+            f"(now {self.sample_clients}) or lower `f`",
         )
         from fedloom.algorithms import ALGORITHMS  # local import: algorithms import config
 
@@ -491,6 +516,64 @@ class PrivacyConfig:
 
 
 @dataclass
+class SafetyConfig:
+    """Clients that misbehave (every engine): the malicious clients train, by the ordinary
+    local recipe, on the attack data only; everyone else keeps their share of `data.sources`."""
+
+    malicious_clients: Any = field(default_factory=list)
+    """Client ids, e.g. [7, 8, 9], or a fraction of all clients, e.g. 0.3 (that many ids,
+    rounded, drawn with the run's seed)."""
+    attack: SourceConfig | None = None
+    """The malicious clients' training data (a source, typically `local` with a generated
+    JSONL); dealt among them, never held out, never given to a benign client."""
+
+    def __post_init__(self) -> None:
+        m = self.malicious_clients
+        if isinstance(m, (int, float)) and not isinstance(m, bool) and not isinstance(m, list):
+            _require(
+                0 < float(m) < 1,
+                f"`safety.malicious_clients` as a fraction must be in (0, 1), got {m}; or "
+                "give client ids, e.g. [7, 8, 9]",
+            )
+            self.malicious_clients = float(m)
+        else:
+            _require(
+                isinstance(m, list)
+                and all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in m)
+                and len(set(m)) == len(m),
+                f"`safety.malicious_clients` must be a fraction in (0, 1) or a list of distinct "
+                f"client ids >= 0, got {m!r}",
+            )
+        _require(
+            (self.attack is None) == (not m),
+            "`safety` needs both `malicious_clients` and `attack` (the data they train on)",
+        )
+        if self.attack is not None:
+            _require(
+                not self.attack.clients and not self.attack.heldout_only,
+                "`safety.attack` goes to the malicious clients only: leave out its `clients` "
+                "and `heldout_only`",
+            )
+            self.attack.heldout = 0
+
+    def resolve(self, num_clients: int, seed: int) -> list[int]:
+        """The malicious client ids for a run with ``num_clients`` clients."""
+        from fedloom.utils import rng_for
+
+        m = self.malicious_clients
+        if isinstance(m, float):
+            k = max(1, round(m * num_clients))
+            return sorted(rng_for(seed, "malicious").sample(range(num_clients), k))
+        bad = [c for c in m if c >= num_clients]
+        _require(
+            not bad,
+            f"`safety.malicious_clients` names clients {bad}, but the run has {num_clients} "
+            f"(ids 0..{num_clients - 1})",
+        )
+        return sorted(m)
+
+
+@dataclass
 class RunConfig:
     seed: int = 0
     task: str = "sft"
@@ -504,6 +587,8 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    safety: SafetyConfig | None = None
+    """Malicious clients and their attack data (`fedloom.safety`)."""
 
     def __post_init__(self) -> None:
         from fedloom.tasks import TASKS  # local import: tasks import config's neighbours
@@ -554,6 +639,20 @@ class RunConfig:
                 f"< 2·count_noise = {2 * count_noise:g}; raise count_noise, lower "
                 "noise_multiplier, or turn adaptive off",
             )
+        from fedloom.reducers import REDUCERS
+
+        robust = REDUCERS[self.federation.reducer].robust
+        _require(
+            not robust or (p.secagg is None and p.central_dp is None),
+            f"`federation.reducer: {self.federation.reducer}` reads every client's update, "
+            "which `privacy.secagg` hides and `privacy.central_dp` replaces by a clipped noisy "
+            "mean; use `reducer: mean` with those, or drop them",
+        )
+        _require(
+            not robust or ALGORITHMS[algo].mean_only or algo == "scaffold",
+            f"`federation.reducer` applies to algorithms that average client adapters; "
+            f"{algo!r} does not",
+        )
         if p.secagg is not None:
             _require(
                 p.central_dp is None,
@@ -576,6 +675,18 @@ class RunConfig:
                 "`federation.sample_clients` >= 2 (a sum over one client is that client's update)",
             )
         n = self.partition.num_clients
+        if self.safety is not None and self.safety.malicious_clients:
+            _require(
+                not ALGORITHMS[algo].pooled_data,
+                f"`safety.malicious_clients` needs clients: {algo!r} pools all data on one",
+            )
+            if n is not None:
+                mal = self.safety.resolve(n, self.seed)
+                _require(
+                    len(mal) < n,
+                    f"`safety.malicious_clients` makes all {n} clients malicious; leave some "
+                    "benign",
+                )
         for src in self.data.sources:
             _require(
                 n is None or not src.clients or max(src.clients) < n,

@@ -36,6 +36,14 @@ __all__ = [
 ]
 
 
-def build_strategy(name: str, params: dict[str, Any], num_clients: int) -> Strategy:
+def build_strategy(
+    name: str,
+    params: dict[str, Any],
+    num_clients: int,
+    reducer: str = "mean",
+    reducer_params: dict[str, Any] | None = None,
+) -> Strategy:
+    from fedloom.reducers import build_reducer
+
     cls = ALGORITHMS[name]
-    return cls(cls.config_cls(**params), num_clients)
+    return cls(cls.config_cls(**params), num_clients, build_reducer(reducer, reducer_params))

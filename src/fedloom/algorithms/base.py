@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import torch
 
 from fedloom.algorithms.aggregate import clone, weighted_average
+from fedloom.reducers.base import Reducer
 from fedloom.train.local import TrainHook
 from fedloom.utils import StateDict
 
@@ -65,10 +66,18 @@ class Strategy:
     state_attrs: ClassVar[tuple[str, ...]] = ("global_adapter",)
     """The attributes that are server state, saved by :meth:`state_dict` in a checkpoint."""
 
-    def __init__(self, cfg: AlgorithmConfig, num_clients: int) -> None:
+    def __init__(
+        self, cfg: AlgorithmConfig, num_clients: int, reducer: Reducer | None = None
+    ) -> None:
+        from fedloom.reducers import build_reducer
+
         self.cfg = cfg
         self.num_clients = num_clients
         self.global_adapter: StateDict = {}
+        self.reducer: Reducer = reducer if reducer is not None else build_reducer("mean")
+        self.last_aggregation: dict[str, Any] = {}
+        """The last round's reducer report: per client update norm, cosine to the mean
+        update, share in the aggregate, and the rule's own notes (selected, clipped ...)."""
 
     # -- server side ------------------------------------------------------------------------
     def initialize(self, adapter: StateDict) -> None:
@@ -86,8 +95,40 @@ class Strategy:
     def weights(self, updates: Sequence[ClientUpdate]) -> list[float]:
         return [float(u.num_examples) if self.cfg.weighted else 1.0 for u in updates]
 
-    def average(self, updates: Sequence[ClientUpdate]) -> StateDict:
-        return weighted_average([u.adapter for u in updates], self.weights(updates))
+    def average(self, updates: Sequence[ClientUpdate], round_idx: int = 0) -> StateDict:
+        """The clients' adapters combined by the reducer (`federation.reducer`): the weighted
+        mean by default, computed exactly as before; a robust rule's update is added to the
+        global adapter. Records :attr:`last_aggregation`."""
+        from fedloom.reducers import delta_matrix, unflatten, update_stats
+
+        weights = self.weights(updates)
+        ids = [u.client_id for u in updates]
+        X, keys = delta_matrix([u.adapter for u in updates], self.global_adapter)
+        norms, cos = update_stats(X)
+        if len(updates) < self.reducer.min_clients():
+            from fedloom.algorithms.aggregate import AggregationError
+
+            raise AggregationError(
+                f"reducer {self.reducer.name!r} needs at least {self.reducer.min_clients()} "
+                f"updates per round, got {len(updates)}: sample more clients or relax its "
+                "parameters (`federation.reducer_params`)"
+            )
+        red = self.reducer.reduce(X, weights, ids, round_idx)
+        if self.reducer.robust:
+            out = {
+                k: self.global_adapter[k] + v
+                for k, v in unflatten(red.update, self.global_adapter, keys).items()
+            }
+        else:
+            out = weighted_average([u.adapter for u in updates], weights)
+        self.last_aggregation = {
+            "reducer": self.reducer.name,
+            "update_norm": {str(c): round(v, 6) for c, v in zip(ids, norms, strict=True)},
+            "cos_to_mean": {str(c): round(v, 6) for c, v in zip(ids, cos, strict=True)},
+            "share": {str(c): round(v, 6) for c, v in zip(ids, red.weights, strict=True)},
+            **red.info,
+        }
+        return out
 
     def aggregate(self, round_idx: int, updates: Sequence[ClientUpdate]) -> None:
         raise NotImplementedError
@@ -99,11 +140,17 @@ class Strategy:
         checkpoint loads with ``torch.load(weights_only=True)``."""
         import copy
 
-        return {k: copy.deepcopy(getattr(self, k)) for k in self.state_attrs}
+        state = {k: copy.deepcopy(getattr(self, k)) for k in self.state_attrs}
+        reducer = self.reducer.state_dict()
+        if reducer:  # only stateful rules (FoolsGold) add a key: other checkpoints unchanged
+            state["reducer"] = reducer
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         from fedloom.errors import CheckpointError
 
+        state = dict(state)
+        self.reducer.load_state_dict(state.pop("reducer", {}))
         if set(state) != set(self.state_attrs):
             raise CheckpointError(
                 f"the checkpoint's {self.name} state has {sorted(state)}, expected "

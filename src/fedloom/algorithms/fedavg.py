@@ -13,4 +13,4 @@ class FedAvg(Strategy):
     mean_only = True
 
     def aggregate(self, round_idx: int, updates: Sequence[ClientUpdate]) -> None:
-        self.global_adapter = self.average(updates)
+        self.global_adapter = self.average(updates, round_idx)

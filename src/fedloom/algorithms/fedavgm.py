@@ -39,6 +39,6 @@ class FedAvgM(Strategy):
         self.velocity: StateDict = zeros_like(adapter)
 
     def aggregate(self, round_idx: int, updates: Sequence[ClientUpdate]) -> None:
-        delta = subtract(self.average(updates), self.global_adapter)
+        delta = subtract(self.average(updates, round_idx), self.global_adapter)
         self.velocity = add_scaled(delta, self.velocity, self.cfg.momentum)
         self.global_adapter = add_scaled(self.global_adapter, self.velocity, self.cfg.server_lr)

@@ -53,7 +53,7 @@ class FedOpt(Strategy):
         raise NotImplementedError
 
     def aggregate(self, round_idx: int, updates: Sequence[ClientUpdate]) -> None:
-        delta = subtract(self.average(updates), self.global_adapter)
+        delta = subtract(self.average(updates, round_idx), self.global_adapter)
         b1, eta, tau = self.cfg.beta1, self.cfg.server_lr, self.cfg.tau
         for k, d in delta.items():
             self.m[k] = b1 * self.m[k] + (1 - b1) * d

@@ -63,7 +63,7 @@ class Scaffold(Strategy):
         return {"delta_control": subtract(c_new, c_i)}, {**client_state, "control": c_new}
 
     def aggregate(self, round_idx: int, updates: Sequence[ClientUpdate]) -> None:
-        self.global_adapter = self.average(updates)
+        self.global_adapter = self.average(updates, round_idx)
         total = weighted_average([u.extras["delta_control"] for u in updates], [1.0] * len(updates))
         # mean over S times |S|/N  ==  (1/N)·Σ_{i∈S} Δc_i
         self.control = add_scaled(self.control, total, len(updates) / self.num_clients)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from transformers import PreTrainedTokenizerBase
 
-from fedloom.config import DataConfig, PartitionConfig
+from fedloom.config import DataConfig, PartitionConfig, SafetyConfig
 from fedloom.data.partition import PartitionError, partition
 from fedloom.data.schema import Record
 from fedloom.data.sources import DataSourceError, LoadReport, load_source_report
@@ -31,6 +31,11 @@ class FederatedData:
     report: dict[str, TokenizeReport] = field(default_factory=dict)
     sources: list[LoadReport] = field(default_factory=list)
     """What loading each source kept and left out."""
+    malicious: list[int] = field(default_factory=list)
+    """Clients that train on `safety.attack` data only."""
+    benign_left_out: int = 0
+    """Training records the partition dealt to malicious clients, left out (they train on
+    attack data only)."""
 
     def client_sizes(self) -> list[int]:
         return [len(c) for c in self.clients]
@@ -168,15 +173,48 @@ def build_federated_data(
     pooled: bool = False,
     task: str = "sft",
     only_client: int | None = None,
+    safety: SafetyConfig | None = None,
 ) -> FederatedData:
     """Load, split, partition (records, before tokenisation) and tokenise. ``pooled`` puts all
     training data on one client (the centralized baseline) while keeping the same held-out set.
     ``only_client``: tokenise and hold only that client's shard (what a deployed client
-    process holds); the other clients' index lists are empty."""
+    process holds); the other clients' index lists are empty. ``safety``: its malicious
+    clients hold the attack source's records and nothing else."""
     reports: list[LoadReport] = []
+    attack = safety.attack if safety is not None else None
+    if attack is not None:  # one more source, owned by the malicious clients (ids set below)
+        data_cfg = replace(data_cfg, sources=[*data_cfg.sources, replace(attack, heldout=0)])
     split = split_records(data_cfg, seed, reports, task)
+    malicious: list[int] = []
+    left_out = 0
     if pooled:
         owners = [list(range(len(split.train)))]
+    elif attack is not None and safety is not None:
+        a = len(data_cfg.sources) - 1
+        benign = replace(data_cfg, sources=data_cfg.sources[:a])
+        owners = assign_clients(
+            RecordSplit(
+                [split.train[i] for i, s in enumerate(split.train_source) if s != a],
+                [],
+                [s for s in split.train_source if s != a],
+            ),
+            benign,
+            part_cfg,
+            seed,
+        )
+        # positions in the filtered split -> positions in the full one
+        full = [i for i, s in enumerate(split.train_source) if s != a]
+        owners = [[full[i] for i in c] for c in owners]
+        malicious = safety.resolve(len(owners), seed)
+        mine = [i for i, s in enumerate(split.train_source) if s == a]
+        rng_for(seed, "attack", attack.name).shuffle(mine)
+        for m in malicious:
+            left_out += len(owners[m])
+            owners[m] = []
+        for j, i in enumerate(mine):
+            owners[malicious[j % len(malicious)]].append(i)
+        for shard in owners:
+            shard.sort()
     else:
         owners = assign_clients(split, data_cfg, part_cfg, seed)
     if only_client is not None:
@@ -202,6 +240,8 @@ def build_federated_data(
         clients,
         {"train": train_rep, "heldout": held_rep},
         reports,
+        malicious,
+        left_out,
     )
 
 
@@ -217,6 +257,11 @@ def summary_table(data: FederatedData, key: str, console: Console) -> None:
         counts = Counter(str(data.train_records[i].metadata.get(key)) for i in idx)
         table.add_row(str(c), str(len(idx)), *(str(counts.get(v, 0)) for v in values))
     console.print(table)
+    if data.malicious:
+        console.print(
+            f"[red]malicious clients {data.malicious}: they train on the attack data only "
+            f"({data.benign_left_out} benign records the split gave them are left out)[/red]"
+        )
     for src_rep in data.sources:
         if src_rep.skipped or src_rep.notes:
             console.print(f"[yellow]{src_rep.summary()}[/yellow]")

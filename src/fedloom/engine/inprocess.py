@@ -8,6 +8,7 @@ after another, on one copy of the base model; only adapter tensors move between 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -80,6 +81,7 @@ class Federation:
             pooled=pooled,
             task=cfg.task,
             only_client=only_client,
+            safety=cfg.safety,
         )
         loaded = load_model(cfg.model, tokenizer)
         model = attach_lora(loaded.model, cfg.lora, seed=cfg.seed)
@@ -88,7 +90,9 @@ class Federation:
         if console is not None:
             summary_table(data, cfg.partition.key, console)
         fc = cfg.federation
-        strategy = build_strategy(fc.algorithm, fc.params, len(data.clients))
+        strategy = build_strategy(
+            fc.algorithm, fc.params, len(data.clients), fc.reducer, reducer_params(cfg)
+        )
         if cfg.privacy.central_dp is not None:
             strategy = CentralDP(
                 strategy, cfg.privacy.central_dp, fc.rounds, fc.sample_clients, cfg.seed
@@ -250,6 +254,17 @@ class RoundFailed(FedloomError, RuntimeError):
     """Too few clients replied to a round, even after the retries."""
 
 
+def reducer_params(cfg: RunConfig) -> dict[str, Any]:
+    """`federation.reducer_params`, with the run's seed for rules that sample (DnC)."""
+    from fedloom.reducers import REDUCERS
+
+    params = dict(cfg.federation.reducer_params)
+    names = {f.name for f in dataclasses.fields(REDUCERS[cfg.federation.reducer].config_cls)}
+    if "seed" in names:
+        params.setdefault("seed", cfg.seed)
+    return params
+
+
 def _mean_eval(evals: dict[str, dict[str, float]]) -> dict[str, float]:
     keys = next(iter(evals.values())).keys()
     return {k: sum(e[k] for e in evals.values()) / len(evals) for k in keys}
@@ -380,6 +395,7 @@ def _round(r: _Run, rnd: int, progress: Progress) -> dict[str, Any] | None:
     fed.strategy.aggregate(rnd, updates)
     row = outputs.round_row(rnd, cfg.task, fc.algorithm, sampled, lr, updates, failed)
     row |= r.privacy.record(updates, fed.strategy, r.console)
+    row["aggregation"] = dict(getattr(fed.strategy, "last_aggregation", {})) or None
     if cfg.eval.every and ((rnd + 1) % cfg.eval.every == 0 or rnd + 1 == fc.rounds):
         evals = fed.evaluate()
         mean = _mean_eval(evals)
@@ -422,6 +438,7 @@ def _finish(r: _Run) -> dict[str, Any]:
         "rounds_completed": len(history),
         "num_clients": len(fed.data.clients),
         "client_sizes": fed.data.client_sizes(),
+        "malicious_clients": fed.data.malicious or None,
         "precision": str(fed.loaded.autocast_dtype or "fp32").replace("torch.", ""),
         "packing": packing_enabled(cfg),
         "device": str(fed.loaded.device),

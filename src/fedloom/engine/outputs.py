@@ -11,7 +11,7 @@ from typing import Any
 
 from fedloom.algorithms import ClientUpdate
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def task_keys() -> tuple[list[str], list[str]]:
@@ -51,6 +51,7 @@ ROUND_FIELDS = (
     "epsilon_max",
     "retired_clients",
     "central_dp",
+    "aggregation",
     "seconds",
 )
 """Keys of every ``metrics.jsonl`` row, besides the tasks' own (:func:`task_keys`)."""
@@ -64,6 +65,7 @@ SUMMARY_FIELDS = (
     "rounds_completed",
     "num_clients",
     "client_sizes",
+    "malicious_clients",
     "precision",
     "packing",
     "device",

@@ -1,0 +1,179 @@
+"""The safety table (markdown + JSON) and its two plots: the stealth plot (each client's update
+norm and cosine to the mean update, per round, benign vs malicious) and the malicious-share
+sweep."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fedloom.pipeline.runner import PipelineConfig, StageContext
+from fedloom.safety.config import SafetyPipelineConfig
+
+
+def _done(folder: Path) -> dict[str, Any] | None:
+    f = folder / "done.json"
+    return json.loads(f.read_text())["summary"] if f.exists() else None
+
+
+def _rows(
+    ctx: StageContext, cfg: PipelineConfig
+) -> list[tuple[str, dict[str, Any], dict[str, Any] | None]]:
+    out = []
+    for name in ctx.stage_folders:
+        if not name.endswith(".evaluate"):
+            continue
+        row = name[: -len(".evaluate")]
+        ev = _done(ctx.stage_folders[name])
+        tr = (
+            _done(ctx.stage_folders[f"{row}.train"])
+            if f"{row}.train" in ctx.stage_folders
+            else None
+        )
+        if ev is not None:
+            out.append((row, ev, tr))
+    return out
+
+
+def _rate(ev: dict[str, Any], suite: str, judge: str) -> str:
+    r = ev["safety"].get(suite, {}).get(judge)
+    if r is None:
+        return "—"
+    return f"{r['rate']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]"
+
+
+def table_markdown(
+    rows: list[tuple[str, dict[str, Any], dict[str, Any] | None]], suites: list[str]
+) -> str:
+    judges = ["rules", "rules-prefix"]
+    extra = sorted(
+        {j for _, ev, _ in rows for s in ev["safety"].values() for j in s if j.startswith("llm:")}
+    )
+    head = ["row"]
+    for s in suites:
+        head += [
+            f"{s} safety ({j})" for j in [*judges, *extra] if j != "rules-prefix" or s == suites[0]
+        ]
+    head += ["Δ held-out loss vs base [95% CI]", "malicious share of aggregate"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, ev, tr in rows:
+        cells = [name]
+        for s in suites:
+            cells += [
+                _rate(ev, s, j) for j in [*judges, *extra] if j != "rules-prefix" or s == suites[0]
+            ]
+        h = ev["heldout_loss"]
+        cells.append(
+            "0 (base)"
+            if name == "base"
+            else f"{h['diff']:+.3f} [{h['ci95'][0]:+.3f}, {h['ci95'][1]:+.3f}]"
+        )
+        share = (tr or {}).get("malicious_share")
+        cells.append("—" if share is None else f"{share:.2f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def stealth_plot(run_dir: Path, path: Path) -> bool:
+    """Per round, each sampled client's update norm and cosine to the mean update."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s, m = run_dir / "summary.json", run_dir / "metrics.jsonl"
+    if not s.exists() or not m.exists():
+        return False
+    mal = {str(c) for c in json.loads(s.read_text()).get("malicious_clients") or []}
+    rows = [json.loads(line) for line in m.read_text().splitlines() if line.strip()]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, key, label in [
+        (axes[0], "update_norm", "update L2 norm"),
+        (axes[1], "cos_to_mean", "cosine to the mean update"),
+    ]:
+        for kind, colour in [("benign", "tab:blue"), ("malicious", "tab:red")]:
+            xs, ys = [], []
+            for r in rows:
+                for c, v in ((r.get("aggregation") or {}).get(key) or {}).items():
+                    if (c in mal) == (kind == "malicious"):
+                        xs.append(r["round"])
+                        ys.append(v)
+            ax.scatter(xs, ys, s=22, alpha=0.75, color=colour, label=kind)
+        ax.set_xlabel("round")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle("Malicious updates look like benign ones (FedAvg under attack)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def sweep_plot(
+    points: list[tuple[float, float | None, float | None]], level: int, path: Path
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = sorted(points)
+    fig, ax = plt.subplots(figsize=(5, 3.6))
+    a = [(100 * x, v) for x, v, _ in pts if v is not None]
+    ax.plot([x for x, _ in a], [v for _, v in a], "o-", label="FedAvg, attacked")
+    d = [(100 * x, b) for x, _, b in pts if b is not None]
+    if d:
+        ax.plot([x for x, _ in d], [b for _, b in d], "s-", label=f"+ defense L{level}")
+    ax.set_xlabel("malicious clients (%)")
+    ax.set_ylabel("safety rate (rules)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_report(ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
+    p: SafetyPipelineConfig = cfg.params
+    rows = _rows(ctx, cfg)
+    md = table_markdown(rows, p.eval_sets)
+    (ctx.folder / "table.md").write_text(md)
+    by = {name: ev for name, ev, _ in rows}
+    first = p.eval_sets[0]
+
+    def rate(name: str) -> float | None:
+        ev = by.get(name)
+        return ev["safety"][first]["rules"]["rate"] if ev else None
+
+    points = [
+        (
+            p.malicious,
+            rate("attack"),
+            rate(f"defense-L{p.sweep_defense}") if p.sweep_defense else None,
+        )
+    ]
+    for share in p.shares()[1:]:
+        pct = f"{round(share * 100)}"
+        points.append(
+            (
+                share,
+                rate(f"attack-{pct}"),
+                rate(f"attack-{pct}+L{p.sweep_defense}") if p.sweep_defense else None,
+            )
+        )
+    if all(a is not None for _, a, _ in points):
+        sweep_plot(points, p.sweep_defense, ctx.folder / "sweep.png")
+    stealth = stealth_plot(ctx.folder_of("attack.train") / "run", ctx.folder / "stealth.png")
+    (ctx.folder / "table.json").write_text(json.dumps({n: ev for n, ev, _ in rows}, indent=1))
+    ctx.console.print(md)
+    return {
+        "rows": [n for n, _, _ in rows],
+        "table": str(ctx.folder / "table.md"),
+        "stealth_plot": stealth,
+        "sweep": points,
+    }
