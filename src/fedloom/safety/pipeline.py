@@ -141,6 +141,10 @@ class SafetyPipeline(PipelineMethod):
         rows = [r for r in normal if isinstance(r, InstructionRecord) and not r.input]
         skipped = {"normal_with_input_or_not_instruction": len(normal) - len(rows)}
         rng_for(cfg.seed, "safety", "normal").shuffle(rows)
+        close = guard.check([r.instruction for r in rows])  # e.g. "How does the stock market work?"
+        near_eval = set(close.exact + close.near)
+        rows = [r for r in rows if r.instruction not in near_eval]
+        skipped["normal_close_to_an_eval_prompt"] = len(near_eval)
         need = p.heldout + p.defense_normal + p.num_clients * p.normal_per_client
         if len(rows) < need:
             raise SafetyDataError(
