@@ -129,8 +129,10 @@ def test_every_yaml_block_in_the_docs_loads(
             except ConfigError as e:
                 raise AssertionError(f"{name}: a pipeline yaml block does not load: {e}") from None
             continue
-        for src in (raw.get("data") or {}).get("sources", []):
+        attack = (raw.get("safety") or {}).get("attack")
+        for src in [*(raw.get("data") or {}).get("sources", []), *([attack] if attack else [])]:
             if src.get("path"):
+                Path(src["path"]).parent.mkdir(parents=True, exist_ok=True)
                 Path(src["path"]).touch()
         try:
             config_from_dict(raw)
