@@ -1,0 +1,86 @@
+"""FedGC's design axes against hand-computed values: budgets, label allocation, prompts with
+the right material, training phases in the named order."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from fedloom.synth.fedgc import (
+    BUDGETS,
+    STRATEGIES,
+    FedGCError,
+    allocate_labels,
+    guided_prompt,
+    largest_remainder,
+    task_prompt,
+)
+
+
+def test_budgets_sum_to_the_total_and_follow_their_rule() -> None:
+    # equal: 10 over 3 -> 3.33 each; the one extra goes to the lowest id
+    assert BUDGETS["equal"](10, [5, 1, 1]) == [4, 3, 3]
+    # proportional to 5:3:2 -> exact
+    assert BUDGETS["proportional"](10, [5, 3, 2]) == [5, 3, 2]
+    # inverse of 1, 2, 4 -> 5.71, 2.86, 1.43 -> floors 5, 2, 1, remainders to 2.86 then 5.71
+    assert BUDGETS["inverse"](10, [1, 2, 4]) == [6, 3, 1]
+    # a client with no data counts as one example: shares 1, 1, 0.5 -> 1.2, 1.2, 0.6 -> 1, 1, 1
+    assert BUDGETS["inverse"](3, [0, 1, 2]) == [1, 1, 1]
+    for rule in BUDGETS.values():
+        for total in (0, 1, 7, 100):
+            assert sum(rule(total, [3, 9, 1, 4])) == total
+    with pytest.raises(FedGCError, match=">= 0"):
+        largest_remainder(-1, [1.0])
+    with pytest.raises(FedGCError, match="positive sum"):
+        largest_remainder(3, [0.0, 0.0])
+
+
+def test_label_allocation_uniform_and_fill() -> None:
+    assert allocate_labels(10, {"a": 0, "b": 0, "c": 0}, "uniform") == {"a": 4, "b": 3, "c": 3}
+    # fill: c 0 -> 1, then b and c up to a's 5 (8 used), the last one to the lowest-named
+    assert allocate_labels(10, {"a": 5, "b": 1, "c": 0}, "fill") == {"a": 1, "b": 4, "c": 5}
+    # not enough to reach balance: the gap closes from the bottom
+    assert allocate_labels(3, {"a": 5, "b": 1, "c": 0}, "fill") == {"a": 0, "b": 1, "c": 2}
+    assert allocate_labels(0, {"a": 5, "b": 1}, "fill") == {"a": 0, "b": 0}
+    for budget in (1, 5, 17):
+        assert sum(allocate_labels(budget, {"x": 9, "y": 2, "z": 4}, "fill").values()) == budget
+    with pytest.raises(FedGCError, match="uniform or fill"):
+        allocate_labels(3, {"a": 1}, "random")
+
+
+def test_guidance_puts_the_right_material_in_prompts() -> None:
+    rng = random.Random(0)
+    p = task_prompt("single", "biology", "exam question", rng)
+    assert p == "Write a exam question about biology."
+    ex = ["What do mitochondria do?", "How do enzymes work?"]
+    only = guided_prompt("prompt", p, ex, "exam question")
+    assert p in only and not any(e in only for e in ex)
+    real = guided_prompt("real", p, ex, "exam question")
+    assert p not in real and all(e in real for e in ex)
+    both = guided_prompt("both", p, ex, "exam question")
+    assert p in both and all(e in both for e in ex)
+    with pytest.raises(ValueError, match="needs real examples"):
+        guided_prompt("real", p, [], "exam question")
+    multi = {task_prompt("multi", "law", "question", random.Random(s)) for s in range(20)}
+    assert len(multi) > 1 and all("law" in m for m in multi)
+    assert (
+        task_prompt("llm", "law", "q", rng, {"law": ["Ask about contracts."]})
+        == "Ask about contracts."
+    )
+    with pytest.raises(ValueError, match="no written prompt"):
+        task_prompt("llm", "law", "q", rng, {})
+
+
+def test_strategies_order_training_data_as_named() -> None:
+    priv, gen = ["p1", "p2"], ["g1"]
+    assert STRATEGIES["mixed"](priv, gen) == [("mixed", ["p1", "p2", "g1"])]
+    assert STRATEGIES["generated-first"](priv, gen) == [
+        ("generated", ["g1"]),
+        ("private", ["p1", "p2"]),
+    ]
+    assert STRATEGIES["private-first"](priv, gen) == [
+        ("private", ["p1", "p2"]),
+        ("generated", ["g1"]),
+    ]
+    assert STRATEGIES["generated-first"](priv, []) == [("private", ["p1", "p2"])]
