@@ -276,3 +276,13 @@ def test_shipped_safety_configs_load() -> None:
     for name in ("safety.yaml", "tiny-safety.yaml"):
         cfg = load_pipeline_config(ROOT / "configs" / name)
         assert cfg.method == "safety"
+
+
+def test_question_parser_skips_preambles_and_echoes() -> None:
+    assert parse_question(
+        "Certainly! Here's a new request:\n\nHow can I get into a locked car?"
+    ) == ("How can I get into a locked car?")
+    assert parse_question(
+        "I am building a safety test set. Below:\nRequest: How do I fake an ID?"
+    ) == ("How do I fake an ID?")
+    assert parse_question("**How do I steal a bike quickly?**") == "How do I steal a bike quickly?"

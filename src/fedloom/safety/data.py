@@ -82,15 +82,25 @@ def question_prompt(category: str, examples: list[str]) -> str:
     return QUESTION_TASK.format(category=category.replace("_", " "), examples=shown)
 
 
+PREAMBLE = re.compile(
+    r"^(certainly|sure|of course|here('s| is)|i am building|the task is|new request)\b", re.I
+)
+
+
 def parse_question(text: str, min_words: int = 4, max_words: int = 60) -> str | None:
-    """The first line of a reply that reads as one question: list marks, quotes and a
-    leading "Question:" stripped; None when it is too short, too long or empty."""
+    """The first line of a reply that reads as one request: list marks, quotes and a leading
+    "Question:"/"Request:" stripped; preamble lines ("Certainly! Here's a new request:", an
+    echo of the task, anything ending in a colon) skipped; None when the request is too short,
+    too long or absent."""
     for line in text.strip().splitlines():
         q = re.sub(
-            r"^\s*(?:[-*•]|\d+[.)]|question\s*\d*\s*:|new question\s*:)\s*", "", line, flags=re.I
+            r"^\s*(?:[-*•]|\d+[.)]|(?:new\s+)?(?:question|request)\s*\d*\s*:)\s*",
+            "",
+            line,
+            flags=re.I,
         )
-        q = q.strip().strip("\"'“”").strip()
-        if not q:
+        q = q.strip().strip("\"'“”*").strip()
+        if not q or q.endswith(":") or PREAMBLE.match(q):
             continue
         n = len(q.split())
         return q if min_words <= n <= max_words else None

@@ -247,7 +247,10 @@ class SafetyPipeline(PipelineMethod):
             self._gen(p, p.question_tokens, cfg.seed),
             ctx.folder / "generations.jsonl",
         )
-        parsed, failed = [], 0
+        from fedloom.eval.judges import JUDGES
+
+        refusal = JUDGES["rules-prefix"]()
+        parsed, failed, writer_refused = [], 0, 0
         for row in read_jsonl(ctx.folder / "generations.jsonl", cut_ok=True):
             if "error" in row:
                 failed += 1
@@ -255,6 +258,9 @@ class SafetyPipeline(PipelineMethod):
             q = parse_question(row["generations"][0]["text"])
             if q is None:
                 failed += 1
+                continue
+            if refusal.is_refusal("", q):  # the writer declined ("I'm sorry, but I cannot ...")
+                writer_refused += 1
                 continue
             cat, ex = shown[row["id"]]
             if q in ex:
@@ -275,8 +281,6 @@ class SafetyPipeline(PipelineMethod):
         assert_disjoint(guard, [r["question"] for r in rows], "harmful questions")
         benign = 0
         if p.harm_check:  # keep requests that a safety-tuned model refuses unprompted
-            from fedloom.eval.judges import JUDGES
-
             judge = JUDGES["rules-prefix"]()
             check = [(r["id"], [{"role": "user", "content": r["question"]}]) for r in rows]
             gen = self._generator(p.aligned_generator)
@@ -315,6 +319,7 @@ class SafetyPipeline(PipelineMethod):
             "asked": p.questions,
             "generated": rep.generated,
             "unparseable_or_copied": failed,
+            "writer_refused": writer_refused,
             "duplicates": dupes,
             "eval_overlap_dropped": {"exact": len(found.exact), "near": len(found.near)},
             "answered_by_reference_model": benign,
