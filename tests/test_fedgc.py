@@ -84,3 +84,59 @@ def test_strategies_order_training_data_as_named() -> None:
         ("generated", ["g1"]),
     ]
     assert STRATEGIES["generated-first"](priv, []) == [("private", ["p1", "p2"])]
+
+
+def test_classify_predicts_the_most_likely_whole_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fedloom.data.schema import InstructionRecord
+    from fedloom.eval import scoring
+    from fedloom.eval.scoring import Scored
+    from fedloom.models.loader import load_tokenizer
+    from fedloom.tasks.classify import answer_text, predict_label
+
+    tok = load_tokenizer("tiny-llama")
+    labels = ["STEM", "humanities", "social sciences", "other"]
+    rec = InstructionRecord(
+        "Which area? Question: what is 2+2?", "STEM", metadata={"label": "STEM", "labels": labels}
+    )
+    seen: list[list[str]] = []
+
+    def fake(model, tokenizer, context, conts, device, autocast_dtype=None, batch_size=8):  # type: ignore[no-untyped-def]
+        seen.append(list(conts))
+        return [Scored(lp, 1, 1) for lp in (-3.0, -1.0, -1.0, -5.0)]
+
+    monkeypatch.setattr(scoring, "score_continuations", fake)
+    # -1.0 ties between humanities and social sciences: the first listed wins
+    assert predict_label(None, tok, rec, None, None) == "humanities"
+    # each candidate is the label as the template renders the answer (end-of-turn included)
+    from fedloom.data.template import prompt_text
+
+    prompt = prompt_text(tok, rec)
+    assert seen[0] == [answer_text(tok, rec, lab, prompt) for lab in labels]
+    assert seen[0][2].startswith("social sciences") and len(seen[0][2]) > len("social sciences")
+
+
+def test_classify_task_trains_and_scores_accuracy(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from fedloom.config import config_from_dict
+    from fedloom.engine.inprocess import run
+
+    cfg = config_from_dict(
+        {
+            "task": "classify",
+            "model": {"name": "tiny-llama", "precision": "fp32"},
+            "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+            "data": {
+                "sources": [{"name": "mmlu_topics", "limit": 60}],
+                "heldout": 12,
+                "max_seq_len": 160,
+            },
+            "partition": {"strategy": "dirichlet", "key": "label", "alpha": 0.5, "num_clients": 2},
+            "federation": {"rounds": 1, "sample_clients": 2},
+            "train": {"local_steps": 1, "batch_size": 2},
+            "eval": {"every": 1, "max_examples": 3, "batch_size": 4},
+        }
+    )
+    s = run(cfg, tmp_path / "run")
+    acc = s["final_classify"]["accuracy"]
+    assert 0.0 <= acc <= 1.0 and "all" in s["final_eval_loss"]
+    per = [k for k in s["final_classify"] if k.startswith("accuracy[")]
+    assert per and all(0.0 <= s["final_classify"][k] <= 1.0 for k in per)

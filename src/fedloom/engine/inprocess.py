@@ -115,6 +115,7 @@ class Federation:
                 cfg.eval.max_examples,
                 cfg.eval.batch_size,
                 cfg.train,
+                loaded.tokenizer,
             )
         )
         codec = get_codec(fc.compression, fc.topk_fraction)

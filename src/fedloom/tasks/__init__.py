@@ -1,5 +1,6 @@
 """Training tasks: one file per task, one registry (``TASKS``). See :mod:`fedloom.tasks.base`."""
 
+import fedloom.tasks.classify  # noqa: F401  (registers)
 import fedloom.tasks.dpo  # noqa: F401  (registers)
 import fedloom.tasks.sft  # noqa: F401  (registers)
 from fedloom.tasks.base import (

@@ -48,6 +48,8 @@ class EvalSetup:
     max_examples: int
     batch_size: int
     train: TrainConfig
+    tokenizer: Any = None
+    """The model's tokenizer (tasks that score text continuations need it)."""
 
 
 class Task:
