@@ -140,3 +140,72 @@ def test_classify_task_trains_and_scores_accuracy(tmp_path) -> None:  # type: ig
     assert 0.0 <= acc <= 1.0 and "all" in s["final_eval_loss"]
     per = [k for k in s["final_classify"] if k.startswith("accuracy[")]
     assert per and all(0.0 <= s["final_classify"][k] <= 1.0 for k in per)
+
+
+def test_mia_scores_hand_computed() -> None:
+    from fedloom.synth.fedgc.mia import mia_auc, mia_best_accuracy
+
+    # members 1, 2; non-members 2, 3: pairs (1<2, 1<3, 2=2 -> ½, 2<3) -> 3.5 / 4
+    assert mia_auc([1.0, 2.0], [2.0, 3.0]) == pytest.approx(0.875)
+    assert mia_auc([5.0], [1.0]) == 0.0 and mia_auc([1.0], [1.0]) == 0.5
+    # threshold 1: tpr ½, tnr 1 -> 0.75; threshold 2: tpr 1, tnr ½ -> 0.75
+    assert mia_best_accuracy([1.0, 2.0], [2.0, 3.0]) == pytest.approx(0.75)
+    with pytest.raises(FedGCError, match="member"):
+        mia_auc([], [1.0])
+
+
+def test_generated_example_parser() -> None:
+    from fedloom.synth.fedgc.pipeline import parse_generated
+
+    assert parse_generated("Sure! Here's one:\n1. What is the derivative of x^2?", 3, 40) == (
+        "What is the derivative of x^2?"
+    )
+    assert parse_generated("Question: Who wrote the Federalist Papers?", 3, 40) == (
+        "Who wrote the Federalist Papers?"
+    )
+    assert parse_generated("ok", 3, 40) is None
+
+
+def test_fedgc_pipeline_on_tiny_llama(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    from pathlib import Path
+
+    from fedloom.cli import main
+    from fedloom.synth.common import read_jsonl
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "g"
+    gen = out / "2-gen-a0.5-equal-fill-multi-both-12"
+    assert main(["pipeline", str(root / "configs/tiny-fedgc.yaml"), "--set", f"out={out}"]) == 0
+    prompts = json.loads((gen / "prompts.json").read_text())
+    budgets = json.loads((gen / "done.json").read_text())["summary"]["budgets"]
+    assert budgets == [4, 4, 4] and len(prompts) == 12  # equal budget, 12 in all
+    # `both` guidance shows the client's own examples of the label where it has some
+    for pr in prompts.values():
+        if pr["guidance"] == "both":
+            assert "Example 1:" in pr["prompt"] and pr["examples"] >= 1
+        else:
+            assert "Example" not in pr["prompt"]
+    # provenance on every kept generated record; none is a held-out item
+    for c in range(3):
+        for r in read_jsonl(gen / f"generated_{c}.jsonl"):
+            assert (
+                r["origin"] == "generated" and r["prompt_id"].startswith(f"c{c}-") and r["variant"]
+            )
+    held = {r["instruction"] for r in read_jsonl(out / "1-data-a0.5/heldout.jsonl")}
+    train_files = list(out.glob("*/phase*_client*.jsonl"))
+    assert train_files and not any(
+        r["instruction"] in held for f in train_files for r in read_jsonl(f)
+    )
+    # generated-first trains in two phases, generated data first
+    gf = next(out.glob("*fedavg-strategy=generated-first*"))
+    assert {r["origin"] for r in read_jsonl(next(gf.glob("phase0_client*.jsonl")))} == {"generated"}
+    assert {r["origin"] for r in read_jsonl(next(gf.glob("phase1_client*.jsonl")))} == {"private"}
+    go = next(out.glob("*fedavg-generated-only*"))
+    assert all(
+        r["origin"] == "generated" for f in go.glob("phase*_client*.jsonl") for r in read_jsonl(f)
+    )
+    table = (out / "14-table/table.md").read_text()
+    assert (
+        "| fedavg | 0.5 |" in table and "| scaffold | 0.5 |" in table and "generated-only" in table
+    )

@@ -547,7 +547,8 @@ def _baseline(fed: Federation, samples: list[Record], console: Console) -> dict[
     """The base model (adapter disabled): held-out evaluation, suites, sample answers."""
     base_eval = fed.evaluator(base=True)
     what = get_task(fed.cfg.task).heldout_what
-    console.print(f"base model held-out {what}: { {k: round(v, 4) for k, v in base_eval.items()} }")
+    shown = {k: round(v, 4) for k, v in base_eval.items()}
+    console.print(f"base model held-out {what}: {shown}", markup=False)  # keys like accuracy[STEM]
     answers = (
         generate_answers(
             fed.model,
