@@ -100,11 +100,16 @@ def test_knowledgesg_end_to_end_on_tiny_llama(tmp_path, capsys) -> None:
     out = tmp_path / "ksg"
     args = ["pipeline", str(TINY), "--set", f"out={out}"]
     leaky = [*args, "--set", "knowledgesg.methods=[non-private,dp-ksg,icl]"]
-    # 1. tiny-llama's writings do not parse: every one counted, then a clear stop
-    assert main(leaky) == 2
-    assert "dp-ksg: no synthetic pair survived" in capsys.readouterr().err
+    # 1. tiny-llama's writings do not parse: every one counted; the method's row says it has
+    # no model (a result, not a crash) and the table goes on
+    assert main(leaky) == 0
+    assert "dp-ksg: no synthetic pair survived" in capsys.readouterr().out
     ref = _summary(out / "6-dp-ksg.refine")
     assert ref["kept"] == 0 and sum(ref["failures"].values()) == 6
+    assert _summary(out / "7-dp-ksg.train")["pairs"] == 0
+    assert "no synthetic pair" in _summary(out / "8-dp-ksg.evaluate")["skipped"]
+    leaky_table = next(out.glob("*-table"))
+    assert "| dp-ksg | 0 | — (no model) |" in (leaky_table / "table.md").read_text()
 
     # epsilon is composed over every step of the run (2 rounds x 2 steps), not per round
     data = out / "1-data"
@@ -156,8 +161,12 @@ def test_knowledgesg_end_to_end_on_tiny_llama(tmp_path, capsys) -> None:
 
     job("ratings.jsonl", {"dp-ksg-0": "[[8]]", "dp-ksg-1": "Rating: [[3]]"})
     job("answers.jsonl", {"dp-ksg-0": "Thiazides, ACE inhibitors, ARBs or calcium blockers."})
-    assert main(leaky) == 2  # now stops at the leaky baseline, whose outputs do not parse
-    assert "icl: no synthetic pair survived" in capsys.readouterr().err
+    import shutil
+
+    for later in (out / "7-dp-ksg.train", out / "8-dp-ksg.evaluate", leaky_table):
+        shutil.rmtree(later)  # redo what depends on the refined set
+    assert main(leaky) == 0
+    assert _summary(out / "11-icl.train")["pairs"] == 0  # the leaky baseline: still nothing
     ref = _summary(refine)
     assert ref["kept"] == 1 and ref["acceptance_rate"] == 0.5
     f = ref["failures"]

@@ -673,11 +673,13 @@ class KnowledgeSG(PipelineMethod):
             rows = read_jsonl(ctx.folder_of("data") / "private.jsonl")
         else:
             rows = read_jsonl(ctx.folder_of(f"{m.name}.refine") / "synthetic.jsonl")
-        if not rows:
-            raise KSGError(
+        if not rows:  # a result, not a crash: the row says so and the table goes on
+            why = (
                 f"{m.name}: no synthetic pair survived refinement (see its refine stage's "
                 "failures); raise `knowledgesg.synthetic` or lower `knowledgesg.min_rating`"
             )
+            ctx.console.print(f"[yellow]{why}[/yellow]")
+            return {"pairs": 0, "skipped": why, "private_pairs_seen": 0}
         path = ctx.folder / "train.jsonl"
         write_jsonl(path, [{k: r[k] for k in ("instruction", "input", "response")} for r in rows])
         # the server trains the final model on the (synthetic) set: one party, no DP
@@ -699,6 +701,9 @@ class KnowledgeSG(PipelineMethod):
         from fedloom.privacy.audit import Canary, exposure, extracted
 
         p: KSGConfig = cfg.params
+        trained = json.loads((ctx.folder_of(f"{m.name}.train") / "done.json").read_text())
+        if trained["summary"].get("pairs") == 0:
+            return {"skipped": trained["summary"].get("skipped", "no training pairs")}
         data = ctx.folder_of("data")
         loaded = load_model(cfg.train.model)
         adapter = ctx.folder_of(f"{m.name}.train") / "run" / "adapter"

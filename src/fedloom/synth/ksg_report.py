@@ -22,15 +22,17 @@ def method_row(ctx: StageContext, cfg: PipelineConfig, name: str) -> dict[str, A
     stages = [f"{name}.write", f"{name}.refine", f"{name}.train", f"{name}.evaluate"]
     done = {s.rsplit(".", 1)[1]: _done(ctx.folder_of(s)) for s in stages if s in ctx.stage_folders}
     ev = done["evaluate"]["summary"]
+    skipped = "skipped" in ev  # nothing survived to train on: no model to score
+    held = ev.get("heldout_loss", {})
     row: dict[str, Any] = {
         "method": name,
         "leaky": m.leaky or m.writer is None,
         "pairs": done["train"]["summary"]["pairs"],
-        "heldout_diff": ev["heldout_loss"]["diff"],
-        "heldout_ci95": ev["heldout_loss"]["ci95"],
-        "heldout_tuned": ev["heldout_loss"]["tuned"],
-        "canary_exposure": ev["canaries"]["exposure_mean"],
-        "canaries_extracted": ev["canaries"]["extracted"],
+        "heldout_diff": held.get("diff"),
+        "heldout_ci95": held.get("ci95"),
+        "heldout_tuned": held.get("tuned"),
+        "canary_exposure": None if skipped else ev["canaries"]["exposure_mean"],
+        "canaries_extracted": None if skipped else ev["canaries"]["extracted"],
         "seconds": round(sum(d["seconds"] for d in done.values()), 1),
     }
     if "suite" in ev:
@@ -90,9 +92,14 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
         )
         eps = _fmt(r["epsilon"], 2) if r["epsilon"] is not None else "∞"
         name = r["method"] + (" (leaky)" if r["leaky"] and r["method"] != "non-private" else "")
+        held = (
+            "— (no model)"
+            if ci is None
+            else f"{r['heldout_diff']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}]"
+        )
         lines.append(
-            f"| {name} | {r['pairs']} | {r['heldout_diff']:+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}] "
-            f"| {suite} | {data} | {_fmt(r['canary_exposure'], 2)} | {r['canaries_extracted']} "
+            f"| {name} | {r['pairs']} | {held} "
+            f"| {suite} | {data} | {_fmt(r['canary_exposure'], 2)} | {_fmt(r['canaries_extracted'])} "
             f"| {eps} | {_fmt(r.get('frechet_distance'), 3)} | {_fmt(r.get('distinct_2'), 3)} "
             f"| {_fmt(r.get('acceptance_rate'), 2)} | {r['seconds'] / 60:.1f} |"
         )
@@ -105,6 +112,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if r["heldout_ci95"] is not None]
     names = [r["method"] for r in rows]
     diffs = [r["heldout_diff"] for r in rows]
     lo = [r["heldout_diff"] - r["heldout_ci95"][0] for r in rows]
