@@ -92,7 +92,9 @@ def test_every_shipped_config_loads(path: Path) -> None:
 
 
 def test_task_and_beta_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"`task` is 'rlhf'; choose one of \['dpo', 'sft'\]"):
+    with pytest.raises(
+        ConfigError, match=r"`task` is 'rlhf'; choose one of \['classify', 'dpo', 'sft'\]"
+    ):
         load_config(ROOT / "configs" / "tiny.yaml", ["task=rlhf"])
     with pytest.raises(ConfigError, match=r"`train.beta` must be > 0"):
         load_config(ROOT / "configs" / "tiny-dpo.yaml", ["train.beta=0"])
