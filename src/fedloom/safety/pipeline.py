@@ -292,6 +292,15 @@ class SafetyPipeline(PipelineMethod):
             }
             benign = sum(r["id"] not in refused for r in rows)
             rows = [r for r in rows if r["id"] in refused]
+        generated = len(rows)
+        if p.public_questions:  # public harmful requests (seed source) join the generated ones
+            shown_texts = {q for _, (_, ex) in shown.items() for q in ex}
+            public = [r for r in seeds if r["prompt"] not in shown_texts]
+            rng_for(cfg.seed, "safety-public").shuffle(public)
+            rows += [
+                {"id": f"pub-{r['id']}", "question": r["prompt"], "category": r["category"]}
+                for r in public[: p.public_questions]
+            ]
         rng_for(cfg.seed, "safety-q-split").shuffle(rows)
         # pools, in order of need: defense, aligned (benign clients), attack (largest share)
         n_attack = max(round(s * p.num_clients) for s in p.shares()) * p.attack_per_client
@@ -323,6 +332,8 @@ class SafetyPipeline(PipelineMethod):
             "duplicates": dupes,
             "eval_overlap_dropped": {"exact": len(found.exact), "near": len(found.near)},
             "answered_by_reference_model": benign,
+            "generated_kept": generated,
+            "public_added": len(rows) - generated,
             "kept": len(rows),
             "pools": {k: len(v) for k, v in pools.items()},
             "wanted": want,
@@ -468,7 +479,9 @@ class SafetyPipeline(PipelineMethod):
         p: SafetyPipelineConfig = cfg.params
         data = ctx.folder_of("data")
         if level == 1:
-            seeds = read_jsonl(data / "seeds.jsonl")
+            pools = json.loads((ctx.folder_of("questions") / "questions.json").read_text())
+            used = {q["question"] for pool in pools.values() for q in pool}
+            seeds = [r for r in read_jsonl(data / "seeds.jsonl") if r["prompt"] not in used]
             rng_for(cfg.seed, "safety-l1").shuffle(seeds)
             aligned = [
                 {
