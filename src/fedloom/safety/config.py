@@ -41,8 +41,8 @@ class SafetyPipelineConfig:
     """Keep only requests the `aligned_generator` refuses when asked plainly (no hint): a
     generated "harmful" request that a safety-tuned model answers is not one."""
     public_questions: int = 0
-    """Public harmful requests from `seed_source` (not shown to the question writer) added to
-    the generated ones before the pools are split (0: generated requests only)."""
+    """Public harmful requests from `seed_source` added to the generated ones before the pools
+    are split (0: generated requests only)."""
     question_tokens: int = 48
     attack_tokens: int = 160
     aligned_tokens: int = 80

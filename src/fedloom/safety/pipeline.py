@@ -294,8 +294,7 @@ class SafetyPipeline(PipelineMethod):
             rows = [r for r in rows if r["id"] in refused]
         generated = len(rows)
         if p.public_questions:  # public harmful requests (seed source) join the generated ones
-            shown_texts = {q for _, (_, ex) in shown.items() for q in ex}
-            public = [r for r in seeds if r["prompt"] not in shown_texts]
+            public = list(seeds)
             rng_for(cfg.seed, "safety-public").shuffle(public)
             rows += [
                 {"id": f"pub-{r['id']}", "question": r["prompt"], "category": r["category"]}
