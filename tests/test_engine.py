@@ -274,7 +274,7 @@ def test_outputs_have_one_stable_shape(
     summary = run(cfg, tmp_path)
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     row_keys, summary_keys = task_keys()
-    assert row_keys == ["eval_loss_by_domain", "eval_preference"]
+    assert row_keys == ["eval_classify", "eval_loss_by_domain", "eval_preference"]
     for row in rows:
         assert set(row) == set(ROUND_FIELDS) | set(row_keys)
         assert row["schema_version"] == SCHEMA_VERSION and row["task"] == task
@@ -289,5 +289,6 @@ def test_outputs_have_one_stable_shape(
         assert set(summary["final_preference"]) >= {"accuracy", "reward_accuracy", "margin"}
     else:
         assert rows[1]["eval_preference"] is None and summary["final_preference"] is None
+        assert rows[1]["eval_classify"] is None and summary["final_classify"] is None
         assert rows[1]["eval_loss_by_domain"]["all"] == rows[1]["eval_loss"]
     assert (summary["final_eval_loss_by_client"] is not None) == (algorithm == "local")
