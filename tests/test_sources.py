@@ -39,6 +39,7 @@ EXPECTED_SCHEMA = {
     "medqa": MultipleChoiceRecord,
     "medmcqa": MultipleChoiceRecord,
     "mmlu": MultipleChoiceRecord,
+    "mmlu_topics": InstructionRecord,
     "mtbench": PromptRecord,
     "mmath": PromptRecord,
     "advbench": PromptRecord,
