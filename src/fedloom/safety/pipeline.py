@@ -375,7 +375,9 @@ class SafetyPipeline(PipelineMethod):
         by_id = {q["id"]: q for q in questions}
         kept, counts = [], {"failed": 0, "empty": 0, "wrong_kind": 0, "cut_at_limit": 0}
         for row in read_jsonl(ctx.folder / file, cut_ok=True):
-            if "error" in row or row["id"] not in by_id:
+            if row["id"] not in by_id:  # answered for an earlier pool split: not this job's
+                continue
+            if "error" in row:
                 counts["failed"] += 1
                 continue
             g = row["generations"][0]
