@@ -52,7 +52,8 @@ def test_label_allocation_uniform_and_fill() -> None:
 def test_guidance_puts_the_right_material_in_prompts() -> None:
     rng = random.Random(0)
     p = task_prompt("single", "biology", "exam question", rng)
-    assert p == "Write a exam question about biology."
+    assert p == "Write an exam question about biology."  # the article follows the noun
+    assert task_prompt("single", "art", "quiz question", rng) == "Write a quiz question about art."
     ex = ["What do mitochondria do?", "How do enzymes work?"]
     only = guided_prompt("prompt", p, ex, "exam question")
     assert p in only and not any(e in only for e in ex)

@@ -16,11 +16,11 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-SINGLE = "Write a {task_item} about {label}."
+SINGLE = "Write {a_task_item} about {label}."
 MULTI = (
-    "Write a {task_item} about {label}.",
+    "Write {a_task_item} about {label}.",
     "Write a new, realistic {task_item} on a specific topic within {label}.",
-    "Invent a {task_item} that a student of {label} might be asked.",
+    "Invent {a_task_item} that a student of {label} might be asked.",
     "Compose one {task_item} from the field of {label}; be concrete and specific.",
 )
 PROMPT_DESIGNS = ("single", "multi", "llm")
@@ -31,6 +31,11 @@ LLM_PROMPT_REQUEST = (
 )
 
 
+def with_article(noun: str) -> str:
+    """'an exam question', 'a quiz question' (by the first letter)."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
 def task_prompt(
     design: str,
     label: str,
@@ -39,9 +44,11 @@ def task_prompt(
     llm_prompts: dict[str, list[str]] | None = None,
 ) -> str:
     if design == "single":
-        return SINGLE.format(task_item=task_item, label=label)
+        return SINGLE.format(a_task_item=with_article(task_item), label=label)
     if design == "multi":
-        return rng.choice(MULTI).format(task_item=task_item, label=label)
+        return rng.choice(MULTI).format(
+            task_item=task_item, a_task_item=with_article(task_item), label=label
+        )
     if design == "llm":
         options = (llm_prompts or {}).get(label)
         if not options:
