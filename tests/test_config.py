@@ -40,7 +40,11 @@ def write(tmp_path: Path, text: str) -> Path:
             r"`federation.params` for 'fedavg'.*known parameters: \['weighted'\]",
         ),
         ("train: {lr: 0}", [], r"`train.lr` must be > 0"),
-        ("train: {local_steps: two}", [], r"`train.local_steps` must be int, got 'two'"),
+        (
+            "train: {local_steps: two}",
+            [],
+            r"`train.local_steps` is 'two': give a number >= 1 or `dynamic`",
+        ),
         ("model: {precision: fp8}", [], r"`model.precision` is 'fp8'"),
         (
             "partition: {strategy: dirichlet, num_clients: null}",

@@ -166,12 +166,31 @@ def make_parser() -> argparse.ArgumentParser:
         "--candidates", type=int, default=200, help="random secrets ranked against each (200)"
     )
     a.add_argument("--client", type=int, default=0, help="the client holding the canaries")
-    d = sub.add_parser("data", help="data sources: list | show NAME | split CONFIG")
-    d.add_argument("action", choices=["list", "show", "split"])
-    d.add_argument("target", nargs="?", help="source name (show) or run config (split)")
+    bn = sub.add_parser(
+        "bench",
+        help="run (or resume) a methods x federations x seeds grid and write its HTML report: "
+        "fedloom bench configs/bench.yaml",
+    )
+    bn.add_argument("config", help="YAML bench config (method: bench, out, bench:, train:)")
+    bn.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    d = sub.add_parser(
+        "data", help="data sources: list | show NAME | split CONFIG | stats FEDERATION"
+    )
+    d.add_argument("action", choices=["list", "show", "split", "stats"])
+    d.add_argument(
+        "target",
+        nargs="?",
+        help="source name (show), run config (split) or federation (stats; --list names them)",
+    )
+    d.add_argument("--list", action="store_true", help="stats: list the federations")
     d.add_argument("-n", type=int, default=3, help="examples to show")
     d.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    d.add_argument("--out", default=None, help="split: PNG of the label histogram per client")
+    d.add_argument(
+        "--out",
+        default=None,
+        help="split: PNG of the label histogram per client; stats: folder for stats.json and "
+        "the diversity plots (default runs/stats-NAME)",
+    )
     return p
 
 
@@ -218,6 +237,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         pcfg = load_pipeline_config(args.config, args.overrides)
         summaries = run_pipeline(pcfg)
         print(f"pipeline {pcfg.method}: {len(summaries)} stages done · outputs in {pcfg.out}/")
+        return 0
+    if args.command == "bench":
+        from fedloom.config import ConfigError
+        from fedloom.pipeline import load_pipeline_config, run_pipeline
+
+        pcfg = load_pipeline_config(args.config, args.overrides)
+        if pcfg.method != "bench":
+            raise ConfigError(
+                f"{args.config}: `method` is {pcfg.method!r}; `fedloom bench` runs `method: "
+                "bench` configs (use `fedloom pipeline` for the others)"
+            )
+        summaries = run_pipeline(pcfg)
+        rep = summaries.get("report", {})
+        for line in rep.get("verdicts", []):
+            print(line)
+        print(f"bench: {len(summaries)} stages done · report in {pcfg.out}/report.html")
         return 0
     if args.command == "eval":
         return _eval(args)
@@ -350,6 +385,8 @@ def _flower(args: argparse.Namespace) -> int:
 def _data(args: argparse.Namespace) -> int:
     from fedloom.data import SOURCES, load_source_report
 
+    if args.action == "stats":
+        return _stats(args)
     if args.action == "list":
         from rich.console import Console
         from rich.table import Table
@@ -389,6 +426,61 @@ def _data(args: argparse.Namespace) -> int:
             print(json.dumps(dataclasses.asdict(r), indent=2, ensure_ascii=False))
         return 0
     return _split(args)
+
+
+def _stats(args: argparse.Namespace) -> int:
+    """Per-client statistics of a federation and its diversity plots."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from fedloom.bench import FEDERATIONS, get_federation
+    from fedloom.bench.stats import write_stats
+    from fedloom.models.loader import load_tokenizer
+
+    console = Console(width=160)
+    if args.list or not args.target:
+        table = Table(title="federations (fedloom data stats NAME)")
+        for col in ("name", "task", "stands for", "what"):
+            table.add_column(col)
+        for f in FEDERATIONS.values():
+            table.add_row(f.name, f.task, f.stands_for, f.description)
+        console.print(table)
+        return 0
+    spec = get_federation(args.target)
+    out = Path(args.out or f"runs/stats-{spec.name}")
+    stats = write_stats(spec, out, 0, load_tokenizer("smollm2-135m-instruct"))
+    table = Table(title=f"{spec.name}: {spec.description}")
+    for col in ("client", "label", "examples", "instruction", "response", "languages"):
+        table.add_column(col, justify="left" if col in ("label", "languages") else "right")
+    shown = sorted(stats.clients, key=lambda c: -c["n"])
+    for c in shown[: args.n if args.n > 3 else 25]:
+        langs = ", ".join(f"{k} {v}" for k, v in list(c["languages"].items())[:3])
+        table.add_row(
+            str(c["client"]),
+            c["label"] or "",
+            str(c["n"]),
+            "{} ± {}".format(*c["instruction_length"]),
+            "{} ± {}".format(*c["response_length"]),
+            langs,
+        )
+    console.print(table)
+    s = stats.summary
+    if len(shown) > len(table.rows):
+        console.print(f"(the {len(table.rows)} largest of {len(shown)} clients; all in stats.json)")
+    console.print(
+        f"{s['clients']} clients · {s['samples']} training examples · per client "
+        f"{s['per_client'][0]} ± {s['per_client'][1]} (range {s['per_client_range'][0]}-"
+        f"{s['per_client_range'][1]}) · instruction {s['instruction_length'][0]} ± "
+        f"{s['instruction_length'][1]}, response {s['response_length'][0]} ± "
+        f"{s['response_length'][1]} {s['length_unit']} · {stats.heldout} held out"
+    )
+    if spec.published:
+        console.print(f"published ({spec.stands_for}): {spec.published}")
+    console.print(f"substitute: {spec.substitute}")
+    for reason, n in stats.skipped.items():
+        console.print(f"[yellow]left out: {n} ({reason})[/yellow]")
+    console.print(f"wrote {out}/stats.json and the plots quantity/lengths/languages/embedding.png")
+    return 0
 
 
 def _split(args: argparse.Namespace) -> int:

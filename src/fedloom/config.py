@@ -105,6 +105,10 @@ class SourceConfig:
     heldout_only: bool = False
     """Evaluation-only source: all its examples (up to `limit`) are held out, none trained on
     (e.g. gold pairs scored after training on generated data)."""
+    where: dict[str, Any] = field(default_factory=dict)
+    """Keep only records whose metadata matches, before `limit` and the held-out split: a key
+    maps to a list of accepted values (`{language: [ko, es]}`) or to a comparison on a number
+    (`{turns: ">=4"}`; operators <, <=, >, >=, ==, !=). What it leaves out is counted."""
 
     def __post_init__(self) -> None:
         _require(bool(self.name), "`data.sources[].name` is empty")
@@ -125,6 +129,13 @@ class SourceConfig:
         _require(
             self.limit is None or self.limit > 0, f"`limit` of source {self.name!r} must be > 0"
         )
+        for key, want in self.where.items():
+            from fedloom.data.filters import FilterError, parse_condition
+
+            try:
+                parse_condition(key, want)
+            except FilterError as e:
+                raise ConfigError(f"`where` of source {self.name!r}: {e}") from None
         # registries, not hand-kept lists (local imports: the data package imports this module)
         import fedloom.data.catalog  # noqa: F401  (registers the package sources)
         from fedloom.data.sources import LOCAL_FIELDS, SOURCES, DataSourceError, check_local_file
@@ -177,7 +188,7 @@ class DataConfig:
 @dataclass
 class PartitionConfig:
     strategy: str = "iid"
-    """`iid`, `dirichlet` or `natural` (see `fedloom.data.partition.PARTITIONERS`)."""
+    """`iid`, `dirichlet`, `natural` or `quantity` (see `fedloom.data.partition.PARTITIONERS`)."""
     num_clients: int | None = 4
     """Number of clients; for `natural` leave empty (one client per value of `key`)."""
     key: str = "domain"
@@ -185,6 +196,9 @@ class PartitionConfig:
     alpha: float = 0.5
     """Dirichlet concentration: smaller means more skew."""
     min_examples: int = 1
+    size_cv: float = 1.0
+    """`quantity`: coefficient of variation (sd / mean) of the clients' sizes, drawn
+    log-normal (heavy-tailed pseudo-users); FedLLM-Bench's Fed-ChatbotIT has 26±33, i.e. 1.27."""
 
     def __post_init__(self) -> None:
         from fedloom.data.partition import PARTITIONERS
@@ -203,6 +217,7 @@ class PartitionConfig:
         )
         _require(self.alpha > 0, f"`partition.alpha` must be > 0 (got {self.alpha})")
         _require(self.min_examples >= 1, "`partition.min_examples` must be >= 1")
+        _require(self.size_cv >= 0, f"`partition.size_cv` must be >= 0 (got {self.size_cv})")
 
 
 @dataclass
@@ -297,8 +312,12 @@ class FederationConfig:
 
 @dataclass
 class TrainConfig:
-    local_steps: int = 5
-    """Optimizer steps per client per round."""
+    local_steps: int | str = 5
+    """Optimizer steps per client per round, or `dynamic` (FedLLM-Bench): each client's steps
+    from its size so that it sees ~`epochs` passes over its data across the rounds it is
+    expected to join (`fedloom.train.dynamic_steps`)."""
+    epochs: float = 3.0
+    """E of `local_steps: dynamic`."""
     batch_size: int = 4
     grad_accum: int = 1
     lr: float = 2e-4
@@ -314,13 +333,26 @@ class TrainConfig:
     FLOPs): `auto` (on where exact: SFT without client DP-SGD), `on` (refused where it cannot
     apply), `off` (pad every micro-batch to its longest example)."""
 
+    @property
+    def fixed_steps(self) -> int:
+        """`local_steps` where it is a number (callers that need one check `dynamic` first)."""
+        if not isinstance(self.local_steps, int):
+            raise ConfigError("`train.local_steps: dynamic` has no fixed number of steps")
+        return self.local_steps
+
     def __post_init__(self) -> None:
         _require(self.beta > 0, f"`train.beta` must be > 0 (got {self.beta})")
         _require(
             self.packing in ("auto", "on", "off"),
             f"`train.packing` is {self.packing!r}; use auto, on or off",
         )
-        for name in ("local_steps", "batch_size", "grad_accum"):
+        _require(
+            self.local_steps == "dynamic"
+            or (isinstance(self.local_steps, int) and self.local_steps >= 1),
+            f"`train.local_steps` is {self.local_steps!r}: give a number >= 1 or `dynamic`",
+        )
+        _require(self.epochs > 0, f"`train.epochs` must be > 0 (got {self.epochs})")
+        for name in ("batch_size", "grad_accum"):
             _require(getattr(self, name) >= 1, f"`train.{name}` must be >= 1")
         _require(self.lr > 0, f"`train.lr` must be > 0 (got {self.lr})")
         _require(0 <= self.min_lr <= self.lr, "`train.min_lr` must be in [0, train.lr]")
@@ -738,7 +770,14 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None
-        return _coerce(args[0], value, path)
+        first: ConfigError | None = None
+        for arg in args:  # the first member type the value fits (int | str: 5 or "dynamic")
+            try:
+                return _coerce(arg, value, path)
+            except ConfigError as e:
+                first = first or e
+        assert first is not None
+        raise first
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path)  # type: ignore[arg-type]
     if origin is list:

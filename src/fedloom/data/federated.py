@@ -12,6 +12,7 @@ from rich.table import Table
 from transformers import PreTrainedTokenizerBase
 
 from fedloom.config import DataConfig, PartitionConfig, SafetyConfig
+from fedloom.data.filters import apply_where
 from fedloom.data.partition import PartitionError, partition
 from fedloom.data.schema import Record
 from fedloom.data.sources import DataSourceError, LoadReport, load_source_report
@@ -88,6 +89,11 @@ def split_records(
         loaded, rep = load_source_report(
             src.name, src.domain, src.path, src.columns, src.schema, src.skip_malformed
         )
+        if src.where:
+            loaded, dropped = apply_where(loaded, src.where)
+            for reason, n in dropped.items():
+                rep.skipped[reason] = rep.skipped.get(reason, 0) + n
+            rep.kept = len(loaded)
         if reports is not None:
             reports.append(rep)
         try:
@@ -139,6 +145,7 @@ def assign_clients(
             seed=seed,
             alpha=part_cfg.alpha,
             min_examples=part_cfg.min_examples,
+            size_cv=part_cfg.size_cv,
         )
         clients = [[shared[j] for j in part] for part in parts]
     else:

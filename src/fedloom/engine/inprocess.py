@@ -41,7 +41,13 @@ from fedloom.models.loader import LoadedModel, load_tokenizer
 from fedloom.models.lora import load_adapter_folder
 from fedloom.privacy import CentralDP, ClientDP, PrivacyBudgetSpent, update_norm
 from fedloom.tasks import EvalSetup, Evaluator, get_task
-from fedloom.train import LocalTrainer, adapter_parameters, cosine_lr, draw_examples
+from fedloom.train import (
+    LocalTrainer,
+    adapter_parameters,
+    cosine_lr,
+    draw_examples,
+    dynamic_steps,
+)
 from fedloom.utils import StateDict, rng_for, state_nbytes
 
 
@@ -134,10 +140,8 @@ class Federation:
         fresh sample, train, report. A Flower ClientApp calls this with the received message."""
         bc = bc if bc is not None else self.strategy.broadcast(cid)
         set_adapter_state(self.model, bc.adapter)
-        steps = self.cfg.train.local_steps * (
-            self.cfg.federation.sample_clients if self.strategy.pooled_data else 1
-        )
         shard = self.data.clients[cid]
+        steps = self.local_steps(len(shard))
         state = self.client_states.get(cid, {})
         hooks = self.strategy.client_hooks(bc, state, adapter_parameters(self.model))
         dp_metrics: dict[str, float] = {}
@@ -171,9 +175,24 @@ class Federation:
             "bytes_down": float(_message_bytes(bc.adapter, bc.extras)),
             "bytes_up": float(_message_bytes(payload, extras)),
             "update_norm": update_norm(subtract(adapter, bc.adapter)),
+            "steps": float(steps),
             **dp_metrics,
         }
         return ClientUpdate(cid, {}, len(shard), extras, metrics, payload)
+
+    def local_steps(self, shard_size: int) -> int:
+        """Optimizer steps for a client holding ``shard_size`` examples: `train.local_steps`
+        (times the sampled clients for a pooled baseline, which stands in for all of them), or
+        FedLLM-Bench's dynamic steps (:func:`dynamic_steps`; the pooled baseline is one client
+        that joins every round)."""
+        t, fc = self.cfg.train, self.cfg.federation
+        if t.local_steps == "dynamic":
+            k = 1 if self.strategy.pooled_data else len(self.data.clients)
+            s = 1 if self.strategy.pooled_data else fc.sample_clients
+            return dynamic_steps(
+                max(shard_size, 1), fc.rounds, s, k, t.batch_size, t.grad_accum, t.epochs
+            )
+        return t.fixed_steps * (fc.sample_clients if self.strategy.pooled_data else 1)
 
     def warm_up(self, cid: int) -> float:
         """Two training steps on client ``cid``'s examples, undone: a process that is to

@@ -11,7 +11,7 @@ from typing import Any
 
 from fedloom.algorithms import ClientUpdate
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def task_keys() -> tuple[list[str], list[str]]:
@@ -39,6 +39,7 @@ ROUND_FIELDS = (
     "train_loss",
     "client_loss",
     "client_update_norm",
+    "client_steps",
     "client_train_seconds",
     "bytes_up",
     "bytes_down",
@@ -108,6 +109,9 @@ def round_row(
             str(u.client_id): u.metrics["update_norm"]
             for u in updates
             if "update_norm" in u.metrics
+        },
+        "client_steps": {
+            str(u.client_id): int(u.metrics["steps"]) for u in updates if "steps" in u.metrics
         },
         "client_train_seconds": sum(u.metrics["seconds"] for u in updates),
         "bytes_up": int(sum(u.metrics["bytes_up"] for u in updates)),

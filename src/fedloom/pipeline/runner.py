@@ -103,7 +103,8 @@ class PipelineConfig:
 
 
 def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
-    import fedloom.safety  # noqa: F401  (registers the pipeline methods)
+    import fedloom.bench.pipeline  # noqa: F401  (registers the pipeline methods)
+    import fedloom.safety  # noqa: F401
     import fedloom.synth  # noqa: F401
 
     p = Path(path)

@@ -7,6 +7,7 @@ from fedloom.train.local import (
     adapter_parameters,
     cosine_lr,
     draw_examples,
+    dynamic_steps,
 )
 
 __all__ = [
@@ -16,4 +17,5 @@ __all__ = [
     "adapter_parameters",
     "cosine_lr",
     "draw_examples",
+    "dynamic_steps",
 ]

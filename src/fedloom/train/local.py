@@ -70,6 +70,24 @@ def draw_examples(shard: Sequence[int], n: int, rng: random.Random) -> list[int]
     return out
 
 
+def dynamic_steps(
+    n_examples: int,
+    rounds: int,
+    sample_clients: int,
+    num_clients: int,
+    batch_size: int,
+    grad_accum: int,
+    epochs: float,
+) -> int:
+    """FedLLM-Bench's dynamic local steps: a client expects v = R·S/K visits (R rounds, S of K
+    clients sampled per round), so ``ceil(|D_k|·E / v / (bs·GA))`` steps per visit give it ~E
+    passes over its ``|D_k|`` examples. At least one step."""
+    if min(n_examples, rounds, sample_clients, num_clients, batch_size, grad_accum) < 1:
+        raise ValueError("dynamic_steps: every count must be >= 1")
+    visits = rounds * min(sample_clients, num_clients) / num_clients
+    return max(1, math.ceil(n_examples * epochs / visits / (batch_size * grad_accum)))
+
+
 def example_tokens(example: Any) -> int:
     """Tokens one training example puts through the model (a DPO pair: prompt + longer reply)."""
     if hasattr(example, "input_ids"):
@@ -102,7 +120,7 @@ class LocalTrainer:
 
     @property
     def examples_per_round(self) -> int:
-        return self.cfg.local_steps * self.cfg.grad_accum * self.cfg.batch_size
+        return self.cfg.fixed_steps * self.cfg.grad_accum * self.cfg.batch_size
 
     def micro_batches(self, examples: list[Any]) -> Iterator[dict[str, torch.Tensor]]:
         bs, collate = self.cfg.batch_size, self.objective.collate
@@ -128,7 +146,7 @@ class LocalTrainer:
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             return self._train(
-                examples, lr, hooks, self.cfg.local_steps if steps is None else steps
+                examples, lr, hooks, self.cfg.fixed_steps if steps is None else steps
             )
 
     def warm_up(self, examples: Sequence[Any]) -> float:

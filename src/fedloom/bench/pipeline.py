@@ -1,0 +1,183 @@
+"""`fedloom bench CONFIG`: the methods x federations x seeds grid as stages of the stage runner.
+
+Stages, in order: ``stats.<federation>`` (diversity statistics and plots), ``base.<fed>.s<seed>``
+(the base model scored once per federation and seed), one cell ``<fed>.<method>.s<seed>`` per
+grid point (a federated run, then its evaluation), and ``report`` (the collector, the HTML
+report and the markdown summary). A cell with a ``done.json`` is skipped; a cell cut off in
+training resumes from its checkpoint; one cut off in evaluation keeps its run and re-evaluates.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from functools import partial
+from typing import Any
+
+from fedloom.bench.config import BenchConfig
+from fedloom.bench.federations import FederationSpec, get_federation
+from fedloom.config import RunConfig, config_from_dict
+from fedloom.data.schema import Record
+from fedloom.pipeline.runner import (
+    PipelineConfig,
+    PipelineMethod,
+    Stage,
+    StageContext,
+    register_pipeline,
+)
+
+
+def cell_name(federation: str, method: str, seed: int) -> str:
+    return f"{federation}.{method}.s{seed}"
+
+
+@functools.lru_cache(maxsize=8)
+def heldout_and_trained(
+    name: str, seed: int
+) -> tuple[tuple[Record, ...], frozenset[tuple[str, str]]]:
+    """The federation's held-out records (never trained on) and the (source, id) keys of its
+    training records (suites leave those items out)."""
+    from fedloom.data.federated import split_records
+    from fedloom.eval.suites import source_key
+
+    spec = get_federation(name)
+    cfg = config_from_dict(spec.sections() | {"seed": seed})
+    split = split_records(cfg.data, seed, None, cfg.task)
+    trained = frozenset(source_key(r) for r in split.train)
+    held = tuple(split.heldout)
+    overlap = {source_key(r) for r in held} & trained
+    assert not overlap, f"{name}: held-out items also in training: {sorted(overlap)[:3]}"
+    return held, trained
+
+
+def run_config(cfg: PipelineConfig, spec: FederationSpec, method: str, seed: int) -> RunConfig:
+    """The cell's run config: the bench config's `train` section (model, LoRA, rounds, local
+    training) with the federation's data and split and the method."""
+    b: BenchConfig = cfg.params
+    raw = cfg.train.to_dict()
+    raw |= spec.sections()
+    raw["seed"] = seed
+    raw["federation"] |= {
+        "algorithm": method,
+        "params": dict(b.method_params.get(method, {})),
+        "sample_clients": b.sample_clients.get(spec.name, spec.sample_clients),
+    }
+    raw["eval"] |= {"max_examples": b.heldout, "suites": [], "sample_prompts": 0}
+    return config_from_dict(raw)
+
+
+@register_pipeline
+class BenchPipeline(PipelineMethod):
+    name = "bench"
+    config_cls = BenchConfig
+
+    def stages(self, cfg: PipelineConfig) -> list[Stage]:
+        b: BenchConfig = cfg.params
+        st: list[Stage] = []
+        if b.stats:
+            st += [
+                Stage(f"stats.{f}", partial(self._stats, cfg=cfg, fed=f), {"federation": f})
+                for f in b.federations
+            ]
+        for f in b.federations:
+            for seed in b.seeds:
+                st.append(
+                    Stage(
+                        f"base.{f}.s{seed}",
+                        partial(self._base, cfg=cfg, fed=f, seed=seed),
+                        {"kind": "base", "federation": f, "seed": seed},
+                    )
+                )
+        for f in b.federations:
+            for m in b.methods:
+                for seed in b.seeds:
+                    st.append(
+                        Stage(
+                            cell_name(f, m, seed),
+                            partial(self._cell, cfg=cfg, fed=f, method=m, seed=seed),
+                            {"kind": "cell", "federation": f, "method": m, "seed": seed},
+                        )
+                    )
+        st.append(Stage("report", partial(self._report, cfg=cfg), {"kind": "report"}))
+        return st
+
+    def _stats(self, ctx: StageContext, cfg: PipelineConfig, fed: str) -> dict[str, Any]:
+        from fedloom.bench.stats import write_stats
+        from fedloom.models.loader import load_tokenizer
+
+        tok = load_tokenizer(cfg.train.model.name)
+        b: BenchConfig = cfg.params
+        stats = write_stats(get_federation(fed), ctx.folder, cfg.seed, tok, b.embedder)
+        ctx.console.print({fed: stats.summary | {"languages": "…"}})
+        return stats.summary
+
+    def _base(self, ctx: StageContext, cfg: PipelineConfig, fed: str, seed: int) -> dict[str, Any]:
+        from fedloom.bench.evaluate import evaluate_model
+
+        spec = get_federation(fed)
+        held, trained = heldout_and_trained(fed, seed)
+        ev = evaluate_model(
+            cfg.train.model,
+            None,
+            list(held),
+            set(trained),
+            cfg.params,
+            spec.task,
+            cfg.train.data.max_seq_len,
+            seed,
+        )
+        ev.save(ctx.folder)
+        return {"federation": fed, "seed": seed, "metrics": ev.metrics}
+
+    def _cell(
+        self, ctx: StageContext, cfg: PipelineConfig, fed: str, method: str, seed: int
+    ) -> dict[str, Any]:
+        from fedloom.bench.evaluate import evaluate_model
+
+        b: BenchConfig = cfg.params
+        spec = get_federation(fed)
+        run_cfg = run_config(cfg, spec, method, seed)
+        out = ctx.folder / "run"
+        summary_path = out / "summary.json"
+        if summary_path.exists():  # trained before a cut in evaluation
+            summary = json.loads(summary_path.read_text())
+        else:
+            resume = (out / "checkpoint.pt").exists()
+            if b.engine == "flower-sim":
+                from fedloom.flower.simulation import run_simulation
+
+                summary = run_simulation(run_cfg, out, resume=resume)
+            else:
+                from fedloom.engine.inprocess import run
+
+                summary = run(run_cfg, out, ctx.console, resume=resume)
+        adapter = out / "adapter"
+        if not adapter.exists():  # `local`: one adapter per client; score the largest client's
+            sizes = summary["client_sizes"]
+            adapter = out / "adapters" / f"client_{max(range(len(sizes)), key=sizes.__getitem__)}"
+        held, trained = heldout_and_trained(fed, seed)
+        ev = evaluate_model(
+            run_cfg.model,
+            adapter,
+            list(held),
+            set(trained),
+            b,
+            spec.task,
+            run_cfg.data.max_seq_len,
+            seed,
+        )
+        ev.save(ctx.folder)
+        return {
+            "federation": fed,
+            "method": method,
+            "seed": seed,
+            "adapter": str(adapter.relative_to(ctx.folder)),
+            "final_eval_loss": summary.get("final_eval_loss"),
+            "train_seconds": summary.get("train_seconds"),
+            "metrics": ev.metrics,
+        }
+
+    def _report(self, ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
+        from fedloom.bench.report import write_report
+
+        return write_report(ctx.out, cfg, ctx.folder)
