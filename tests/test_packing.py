@@ -135,3 +135,40 @@ def test_packed_attention_runs_each_example_alone(setup) -> None:  # type: ignor
         start += n
     with pytest.raises(ValueError, match="start with position 0"):
         segments(torch.tensor([[1, 2, 0]]))
+
+
+def test_predicting_positions_by_hand() -> None:
+    from fedloom.train.objectives import predicting_positions
+
+    i = IGNORE_INDEX
+    labels = torch.tensor([[i, i, 5, 6, i], [i, 7, i, i, i]])
+    # position t is kept where token t+1 is a response token; the last position never is
+    assert predicting_positions(labels).tolist() == [
+        [False, True, True, False, False],
+        [True, False, False, False, False],
+    ]
+    with pytest.raises(ValueError, match="labels must be"):
+        predicting_positions(labels[0])
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_response_only_logits_give_the_full_logits_loss_and_gradients(setup, packed) -> None:  # type: ignore[no-untyped-def]
+    """The objective's loss (LM head on the response-predicting positions only) equals
+    transformers' own loss over full logits, with the same LoRA gradients (fp32)."""
+    from fedloom.train.packing import packed_attention
+
+    model, tok, examples = setup
+    model.train()
+    objective = SFTObjective(packed=packed)
+    batch = objective.collate(examples, tok.pad_token_id)
+    l1, g1 = _grads(model, batch, objective)
+
+    class Full:  # transformers' loss over every position's logits
+        def loss(self, model, batch, dtype):  # type: ignore[no-untyped-def]
+            with packed_attention(model) if packed else torch.enable_grad():
+                return model(**batch, use_cache=False).loss
+
+    l2, g2 = _grads(model, batch, Full())
+    assert torch.allclose(l1, l2, atol=1e-6, rtol=1e-5)
+    for n in g1:
+        assert torch.allclose(g1[n], g2[n], atol=1e-6, rtol=1e-4), n

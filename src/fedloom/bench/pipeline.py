@@ -152,9 +152,10 @@ class BenchPipeline(PipelineMethod):
 
                 summary = run(run_cfg, out, ctx.console, resume=resume)
         adapter = out / "adapter"
-        if not adapter.exists():  # `local`: one adapter per client; score the largest client's
+        if not adapter.exists():  # `local`: one adapter per trained client; score the largest's
             sizes = summary["client_sizes"]
-            adapter = out / "adapters" / f"client_{max(range(len(sizes)), key=sizes.__getitem__)}"
+            trained = [int(p.name.split("_")[1]) for p in (out / "adapters").glob("client_*")]
+            adapter = out / "adapters" / f"client_{max(trained, key=sizes.__getitem__)}"
         held, trained = heldout_and_trained(fed, seed)
         ev = evaluate_model(
             run_cfg.model,

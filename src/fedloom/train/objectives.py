@@ -10,6 +10,7 @@ sampling, aggregation and checkpointing are shared; only these differ between ta
 from __future__ import annotations
 
 import contextlib
+import inspect
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -48,6 +49,23 @@ class Objective(Protocol):
         ...
 
 
+def predicting_positions(labels: torch.Tensor) -> torch.Tensor:
+    """[rows, T] bool: position t's logits are needed where token t+1 is a response token
+    (its label is not ignored); the last position predicts nothing."""
+    if labels.dim() != 2:
+        raise ValueError(f"labels must be [rows, tokens], got {tuple(labels.shape)}")
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != IGNORE_INDEX
+    return keep
+
+
+def accepts_logits_to_keep(model: Any) -> bool:
+    """Whether the causal LM under ``model`` (PEFT or not) takes ``logits_to_keep`` (every
+    transformers decoder this project loads does; a custom one may not)."""
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
 class SFTObjective:
     name = "sft"
 
@@ -65,10 +83,18 @@ class SFTObjective:
     def loss(
         self, model: PeftModel, batch: dict[str, torch.Tensor], dtype: torch.dtype | None
     ) -> torch.Tensor:
+        """Mean cross-entropy over the micro-batch's response tokens. The LM head (a 49k-way
+        projection on SmolLM2) and the cross-entropy run only at the positions that predict a
+        response token (:func:`predicting_positions`): prompt positions' logits never reach the
+        loss, so skipping them changes nothing but the time."""
         packed = packed_attention(model) if self.packed else contextlib.nullcontext()
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
         with autocast(batch["input_ids"].device, dtype), packed:
-            out = model(**batch, use_cache=False)
-        return out.loss.float()  # mean over this micro-batch's response tokens
+            if not accepts_logits_to_keep(model):
+                return model(**batch, use_cache=False).loss.float()
+            keep = predicting_positions(batch["labels"])
+            logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
+        return F.cross_entropy(logits.float(), batch["labels"][:, 1:][keep[:, :-1]])
 
     def per_example_loss(
         self, model: PeftModel, batch: dict[str, torch.Tensor], dtype: torch.dtype | None
