@@ -5,7 +5,7 @@ alternating so machine noise hits both. Prints tokens/s of each, their ratio (ta
 model FLOPs utilisation against a matmul peak measured in the same run.
 
     python benchmarks/train_throughput.py [--model smollm2-135m-instruct] [--steps 6] [--precision auto]
-    python benchmarks/train_throughput.py --packing [--steps 10 --batch 4 --seq 256]
+    python benchmarks/train_throughput.py --packing [--steps 10 --batch 4 --seq 256] [--bf16-weights]
 
 `--packing`: padding-free training on the demo workload (Alpaca instructions, batch 4, at most
 256 tokens): the same micro-batches as issue #21 measured them (padded rows, logits at every
@@ -101,8 +101,19 @@ def packing_comparison(args: argparse.Namespace) -> None:
         "padded": SFTObjective(),  # padded, response-only logits
         "packed": SFTObjective(packed=True),  # packed, response-only logits: today's default
     }
+    models = {name: model for name in objectives}
+    if loaded.autocast_dtype is not None and args.bf16_weights:
+        # "pure bf16": the frozen base stored in bf16 (no per-step casts, half the weight
+        # traffic; the residual stream is then bf16 too), LoRA weights fp32 under autocast
+        loaded16 = load_model(
+            ModelConfig(name=args.model, precision=args.precision), dtype=torch.bfloat16
+        )
+        models["bf16-weights"] = attach_lora(
+            loaded16.model, LoraSettings(r=16, alpha=32, dropout=0.0)
+        )
+        objectives["bf16-weights"] = SFTObjective(packed=True)
     trainers = {
-        name: LocalTrainer(model, cfg, pad, loaded.device, loaded.autocast_dtype, obj)
+        name: LocalTrainer(models[name], cfg, pad, loaded.device, loaded.autocast_dtype, obj)
         for name, obj in objectives.items()
     }
     real = sum(len(e.input_ids) for e in train)
@@ -110,17 +121,19 @@ def packing_comparison(args: argparse.Namespace) -> None:
         args.batch * max(len(e.input_ids) for e in train[i : i + args.batch])
         for i in range(0, n, args.batch)
     )
-    set_adapter_state(model, init)
-    for trainer in trainers.values():  # warm-up
+    for name, trainer in trainers.items():  # warm-up
+        set_adapter_state(models[name], init)
         trainer.train(train[: args.batch], cfg.lr, steps=1)
     best: dict[str, float] = {}
     after: dict[str, list[float]] = {}
     for _ in range(args.repeats):  # interleaved: drift hits both alike
         for name, trainer in trainers.items():
-            set_adapter_state(model, init)
+            set_adapter_state(models[name], init)
             res = trainer.train(train, cfg.lr, seed=0)
             best[name] = min(best.get(name, float("inf")), res.seconds)
-            after[name] = example_losses(model, heldout, pad, loaded.device, loaded.autocast_dtype)
+            after[name] = example_losses(
+                models[name], heldout, pad, loaded.device, loaded.autocast_dtype
+            )
     prec = str(loaded.autocast_dtype or "fp32").replace("torch.", "")
     print(f"model {args.model}  precision {prec}  threads {torch.get_num_threads()}")
     print(
@@ -138,6 +151,29 @@ def packing_comparison(args: argparse.Namespace) -> None:
         f"response-only logits alone {best['before'] / best['padded']:.2f}x, packing on top "
         f"{best['padded'] / best['packed']:.2f}x"
     )
+    if "bf16-weights" in best:
+        print(
+            f"bf16 base weights / fp32 weights + autocast (both packed): "
+            f"{best['packed'] / best['bf16-weights']:.2f}x"
+        )
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    step_s: dict[bool, float] = {}
+    for fused in (False, True, False, True):
+        opt = torch.optim.AdamW(params, lr=1e-9, fused=fused)
+        opt.step()
+        t = time.perf_counter()
+        for _ in range(20):
+            opt.step()
+        step_s[fused] = min(step_s.get(fused, 1e9), (time.perf_counter() - t) / 20)
+    model.zero_grad(set_to_none=True)
+    print(
+        f"AdamW step on the {sum(p.numel() for p in params) / 1e6:.2f}M LoRA parameters: "
+        f"foreach {1e3 * step_s[False]:.1f} ms, fused {1e3 * step_s[True]:.1f} ms "
+        f"({100 * step_s[False] / (best['packed'] / args.steps):.2f}% of a packed step)"
+    )
+    set_adapter_state(model, init)
     means = {k: sum(v) / len(v) for k, v in after.items()}
     diffs = [
         abs(a - b)
@@ -160,6 +196,11 @@ def main() -> None:
     ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--packing", action="store_true", help="padded vs packed, demo workload")
+    ap.add_argument(
+        "--bf16-weights",
+        action="store_true",
+        help="with --packing: also a packed run with the frozen base stored in bf16",
+    )
     args = ap.parse_args()
     if args.packing:
         packing_comparison(args)

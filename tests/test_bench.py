@@ -282,13 +282,16 @@ def test_report_renders_in_a_headless_browser(bench_out: Path, tmp_path: Path) -
 
     write_report(bench_out, None, tmp_path)
     shot = tmp_path / "shot.png"
-    subprocess.run(
-        [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-         "--window-size=1000,1400", (bench_out / "report.html").as_uri()],
-        check=True, capture_output=True, timeout=120,
+    done = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+         "--v=0", f"--screenshot={shot}", "--window-size=1000,1400",
+         (bench_out / "report.html").as_uri()],
+        check=True, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert shot.exists() and shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert shot.stat().st_size > 20_000  # a rendered page, not a blank one
+    # the page logs nothing to the console (chromium prints console messages as ":CONSOLE")
+    assert [line for line in done.stderr.splitlines() if ":CONSOLE" in line] == []
 
 
 # -- the grid --------------------------------------------------------------------------------

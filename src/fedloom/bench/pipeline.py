@@ -88,8 +88,10 @@ class BenchPipeline(PipelineMethod):
                         {"kind": "base", "federation": f, "seed": seed},
                     )
                 )
-        for f in b.federations:
-            for m in b.methods:
+        # method by method across the federations: a grid cut off early (or a rerun reading a
+        # half-finished folder) has every federation's first methods, local first
+        for m in b.methods:
+            for f in b.federations:
                 for seed in b.seeds:
                     st.append(
                         Stage(
