@@ -13,6 +13,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SCRIPTS: tuple[tuple[str, ...], ...] = (
     ("train_throughput.py",),
+    # padded + full logits (before #21) vs packed + response-only logits, demo workload
+    ("train_throughput.py", "--packing", "--bf16-weights", "--steps", "10", "--repeats", "2"),
     ("federation_overhead.py",),
     ("compression.py",),
     ("scale_clients.py",),

@@ -181,7 +181,10 @@ class LocalTrainer:
             raise ValueError(f"{steps} steps need {needed} examples, got {len(examples)}")
         t0 = time.perf_counter()
         params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=self.cfg.weight_decay)
+        # fused AdamW: one kernel for all LoRA tensors (9.4 -> 1.4 ms a step on SmolLM2's 0.92M
+        # LoRA parameters; benchmarks/train_throughput.py --packing)
+        fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+        opt = torch.optim.AdamW(params, lr=lr, weight_decay=self.cfg.weight_decay, fused=fused)
         self.model.train()
         batches = self.micro_batches(examples[:needed])
         losses: list[float] = []
