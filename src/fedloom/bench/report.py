@@ -297,7 +297,13 @@ def curve_chart(col: Collected, fed: str) -> str:
     axes[1].set_title("held-out loss (global adapter)", fontsize=9)
     for ax in axes:
         ax.set_xlabel("round")
-    axes[1].legend(fontsize=6, ncol=2)
+    if axes[1].lines:
+        axes[1].legend(fontsize=6, ncol=2)
+    else:
+        axes[1].text(0.5, 0.5, "not evaluated per round\n(eval.every: 0)", ha="center",
+                     va="center", transform=axes[1].transAxes, fontsize=8)  # fmt: skip
+    if axes[0].lines:
+        axes[0].legend(fontsize=6, ncol=2)
     fig.suptitle(fed, fontsize=9)
     fig.tight_layout()
     return _png(fig)
