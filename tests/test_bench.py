@@ -162,9 +162,12 @@ def test_fed_multilingual_has_one_client_per_language() -> None:
 # -- the collector and the report ------------------------------------------------------------
 
 
-def _metrics(loss: float, rouge: float, mmlu: float, half: float = 0.05) -> dict[str, Any]:
+def _metrics(
+    loss: float, rouge: float, mmlu: float, half: float = 0.05, items: list[float] | None = None
+) -> dict[str, Any]:
+    held = {"mean": loss, "ci95_low": loss - half, "ci95_high": loss + half, "n": 3}
     return {
-        "heldout_loss": {"mean": loss, "ci95_low": loss - half, "ci95_high": loss + half, "n": 9},
+        "heldout_loss": held | ({"items": items} if items else {}),
         "rougeL": {"mean": rouge, "ci95_low": rouge - half, "ci95_high": rouge + half, "n": 4},
         "helpfulness": {"mean": None, "scored": 0, "answered": 4, "judge": None},
         "mmlu": {"accuracy": mmlu, "ci95_low": mmlu - 0.1, "ci95_high": mmlu + 0.1, "n": 20},
@@ -197,9 +200,11 @@ def bench_out(tmp_path: Path) -> Path:
         yaml.safe_dump({"kind": "base", "federation": "fed-a", "seed": 0})
     )
     (base / "eval.json").write_text(json.dumps(_metrics(2.5, 0.10, 0.25)))
-    _write_cell(out, "fed-a.local.s0", "local", _metrics(2.0, 0.20, 0.30))
-    _write_cell(out, "fed-a.fedavg.s0", "fedavg", _metrics(1.8, 0.22, 0.30))  # loss clearly lower
-    _write_cell(out, "fed-a.fedprox.s0", "fedprox", _metrics(1.95, 0.26, 0.35))  # within noise
+    # per-item losses whose means are the cells' means (2.0, 1.8, 1.95)
+    local, fedavg, fedprox = [2.0, 2.1, 1.9], [1.8, 1.85, 1.75], [1.9, 2.1, 1.85]
+    _write_cell(out, "fed-a.local.s0", "local", _metrics(2.0, 0.20, 0.30, items=local))
+    _write_cell(out, "fed-a.fedavg.s0", "fedavg", _metrics(1.8, 0.22, 0.30, items=fedavg))
+    _write_cell(out, "fed-a.fedprox.s0", "fedprox", _metrics(1.95, 0.26, 0.35, items=fedprox))
     _write_cell(out, "fed-a.scaffold.s0", "scaffold", None)  # cut off before evaluation
     _write_cell(out, "fed-a.fedadam.s0", "fedadam", _metrics(1.0, 0.5, 0.5), version=2)
     return out
@@ -221,14 +226,22 @@ def test_collector_reads_cells_and_says_what_it_skipped(bench_out: Path) -> None
 
 
 def test_verdicts_by_hand(bench_out: Path) -> None:
-    from fedloom.bench.report import collect, grid_table, verdicts
+    from fedloom.bench.report import collect, grid_table, paired_difference, verdicts
 
+    assert paired_difference({0: [1.0, 3.0]}, {0: [0.0, 1.0]}) == pytest.approx(
+        [1.5, 1.5 - 1.96 * 0.5**0.5 / 2**0.5, 1.5 + 1.96 * 0.5**0.5 / 2**0.5]
+    )
+    assert paired_difference({0: [1.0]}, {1: [1.0]}) is None  # no shared seed
     lines = verdicts(grid_table(collect(bench_out)))
     # loss (lower is better): fedavg 1.8 [1.75,1.85] and fedprox 1.95 [1.9,2.0] are both below
     # local 2.0 [1.95,2.05]; only fedavg's interval clears local's
+    # paired per item: fedavg - local = [-0.2, -0.25, -0.15]: mean -0.2, sd 0.05, half-width
+    # 1.96 * 0.05 / sqrt(3) = 0.0566 -> [-0.2566, -0.1434]; fedprox - local = [-0.1, 0, -0.05]:
+    # mean -0.05 -> [-0.1066, +0.0066], not significant
     assert (
         "fed-a · held-out loss: best fedavg 1.800; local 2.000; 2/2 federated methods ahead of "
-        "local, 1 with non-overlapping 95% intervals (fedavg)"
+        "local, 1 with non-overlapping 95% intervals (fedavg); paired per item vs local: fedavg "
+        "-0.2000 [-0.2566, -0.1434], 1/2 significantly lower (fedavg)"
     ) in lines
     # ROUGE-L: fedprox 0.26 [0.21,0.31] vs local 0.2 [0.15,0.25]: ahead but overlapping
     assert any(

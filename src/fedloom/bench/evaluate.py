@@ -102,6 +102,7 @@ def evaluate_model(
             metrics["heldout_loss"] = mean_interval(losses) | {
                 "dropped": rep.dropped,
                 "truncated": rep.truncated,
+                "items": [round(v, 6) for v in losses],  # per held-out record, in order: paired
             }
         if bench.rouge:
             from rouge_score import rouge_scorer

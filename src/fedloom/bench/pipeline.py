@@ -156,8 +156,8 @@ class BenchPipeline(PipelineMethod):
         adapter = out / "adapter"
         if not adapter.exists():  # `local`: one adapter per trained client; score the largest's
             sizes = summary["client_sizes"]
-            trained = [int(p.name.split("_")[1]) for p in (out / "adapters").glob("client_*")]
-            adapter = out / "adapters" / f"client_{max(trained, key=sizes.__getitem__)}"
+            ran = [int(p.name.split("_")[1]) for p in (out / "adapters").glob("client_*")]
+            adapter = out / "adapters" / f"client_{max(ran, key=sizes.__getitem__)}"
         held, trained = heldout_and_trained(fed, seed)
         ev = evaluate_model(
             run_cfg.model,

@@ -158,6 +158,13 @@ def grid_table(col: Collected) -> list[dict[str, Any]]:
                 groups.setdefault(c["method"], []).append(c)
         for method, cells in groups.items():
             row: dict[str, Any] = {"federation": fed, "method": method, "seeds": len(cells)}
+            # per-item held-out losses by seed, for paired comparisons (same records, same order)
+            row["_items"] = {
+                c.get("seed", 0): c["metrics"]["heldout_loss"]["items"]
+                for c in cells
+                if isinstance(c["metrics"].get("heldout_loss"), dict)
+                and c["metrics"]["heldout_loss"].get("items")
+            }
             for key in _metric_keys(col):
                 vals = [v for c in cells if (v := metric_value(c["metrics"], key)) is not None]
                 if not vals:
@@ -191,10 +198,29 @@ def _higher_better(key: str) -> bool:
     return next((hb for k, _, hb in METRICS if k == key), True)
 
 
+def paired_difference(a: dict[Any, list[float]], b: dict[Any, list[float]]) -> list[float] | None:
+    """Mean per-item difference a - b over the seeds both have (items paired by position) with
+    its normal 95% interval; None when they share no seed with equally many items."""
+    from fedloom.bench.evaluate import mean_interval
+
+    diffs = [
+        x - y
+        for seed in sorted(set(a) & set(b))
+        if len(a[seed]) == len(b[seed])
+        for x, y in zip(a[seed], b[seed], strict=True)
+    ]
+    if not diffs:
+        return None
+    mi = mean_interval(diffs)
+    return [float(mi["mean"]), float(mi["ci95_low"]), float(mi["ci95_high"])]
+
+
 def verdicts(rows: list[dict[str, Any]]) -> list[str]:
     """The "federated beats local" check, per federation and metric: which methods beat local
     with non-overlapping 95% intervals, which are ahead only within the noise; and which method
-    is best per metric (is there one winner everywhere?)."""
+    is best per metric (is there one winner everywhere?). For held-out loss, where per-item
+    losses are saved, also the paired test: the mean per-item difference from local and whether
+    its 95% interval excludes 0."""
     out: list[str] = []
     for fed in dict.fromkeys(r["federation"] for r in rows):
         by = {r["method"]: r for r in rows if r["federation"] == fed}
@@ -216,6 +242,22 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
                     f"local, {len(clear)} with non-overlapping 95% intervals"
                     + (f" ({', '.join(clear)})" if clear else "")
                 )
+            if key == "heldout_loss" and local is not None and local.get("_items"):
+                paired = {
+                    m: d
+                    for m, r in fl.items()
+                    if (d := paired_difference(r.get("_items") or {}, local["_items"])) is not None
+                }
+                if paired:
+                    better = [m for m, d in paired.items() if d[2] < 0]
+                    worse = [m for m, d in paired.items() if d[1] > 0]
+                    d = paired[best] if best in paired else next(iter(paired.values()))
+                    line += (
+                        f"; paired per item vs local: {best if best in paired else 'first'} "
+                        f"{d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}], {len(better)}/{len(paired)} "
+                        "significantly lower" + (f" ({', '.join(better)})" if better else "")
+                        + (f", {len(worse)} significantly higher ({', '.join(worse)})" if worse else "")
+                    )  # fmt: skip
             out.append(line)
     return out
 
@@ -224,7 +266,11 @@ def _keys_of(rows: list[dict[str, Any]]) -> list[str]:
     keys: list[str] = []
     for r in rows:
         for k in r:
-            if k not in ("federation", "method", "seeds") and k not in keys:
+            if (
+                k not in ("federation", "method", "seeds")
+                and not k.startswith("_")
+                and k not in keys
+            ):
                 keys.append(k)
     return keys
 
