@@ -9,8 +9,6 @@ partition), and suites leave out any item of a source the federation trains on.
 from __future__ import annotations
 
 import json
-import math
-import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,13 +39,13 @@ def reference(r: Record) -> str:
 
 
 def mean_interval(values: list[float]) -> dict[str, float | int]:
-    """Mean with a normal-approximation 95% interval (t would widen tiny samples a little)."""
-    n = len(values)
-    if n == 0:
+    """The suites' normal-approximation 95% interval (:func:`fedloom.eval.suites.normal_interval`)
+    with the count; NaN when there are no values."""
+    from fedloom.eval.suites import normal_interval
+
+    if not values:
         return {"mean": float("nan"), "ci95_low": float("nan"), "ci95_high": float("nan"), "n": 0}
-    m = statistics.fmean(values)
-    half = 1.96 * statistics.stdev(values) / math.sqrt(n) if n > 1 else 0.0
-    return {"mean": m, "ci95_low": m - half, "ci95_high": m + half, "n": n}
+    return normal_interval(values) | {"n": len(values)}
 
 
 @dataclass

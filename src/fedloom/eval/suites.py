@@ -205,7 +205,7 @@ def run_safety(name: str, items: list[PromptItem], ctx: EvalContext) -> SuiteRes
     return res
 
 
-def _mean_interval(values: list[float]) -> dict[str, float]:
+def normal_interval(values: list[float]) -> dict[str, float]:
     """Mean with a normal-approximation 95% interval."""
     n = len(values)
     mean = sum(values) / max(n, 1)
@@ -225,7 +225,7 @@ def run_rouge(name: str, items: list[PromptItem], ctx: EvalContext) -> SuiteResu
     scores = [
         scorer.score(it.target, a)["rougeL"].fmeasure for it, a in zip(items, answers, strict=True)
     ]
-    stats = _mean_interval(scores)
+    stats = normal_interval(scores)
     metrics = {
         "rougeL": stats["mean"],
         "ci95_low": stats["ci95_low"],
@@ -295,7 +295,7 @@ def run_mtbench(name: str, items: list[PromptItem], ctx: EvalContext) -> SuiteRe
             else:
                 ratings[turn].append(rating)
     every = ratings[1] + ratings[2]
-    stats = _mean_interval(every)
+    stats = normal_interval(every)
     metrics |= {
         "scored": float(len(items)),
         "score": stats["mean"],

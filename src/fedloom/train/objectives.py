@@ -10,6 +10,7 @@ sampling, aggregation and checkpointing are shared; only these differ between ta
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -63,7 +64,14 @@ def accepts_logits_to_keep(model: Any) -> bool:
     """Whether the causal LM under ``model`` (PEFT or not) takes ``logits_to_keep`` (every
     transformers decoder this project loads does; a custom one may not)."""
     base = model.get_base_model() if isinstance(model, PeftModel) else model
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
+    cls: Any = type(base)
+    return _forward_takes_logits_to_keep(cls)
+
+
+@functools.cache
+def _forward_takes_logits_to_keep(cls: Any) -> bool:
+    # once per model class, not per micro-batch
+    return "logits_to_keep" in inspect.signature(cls.forward).parameters
 
 
 class SFTObjective:
