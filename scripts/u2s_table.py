@@ -16,7 +16,8 @@ from typing import Any
 
 
 def _stage(folder: Path, name: str) -> Any:
-    hits = sorted(folder.glob(f"*-{name}/done.json"))
+    # name-keyed stage folders (the older numbered layout, <k>-<name>, still read)
+    hits = sorted(folder.glob(f"{name}/done.json")) or sorted(folder.glob(f"*-{name}/done.json"))
     return json.loads(hits[0].read_text())["summary"] if hits else None
 
 

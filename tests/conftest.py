@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+import fedloom.pipeline.shipped  # noqa: F401  (registers the shipped pipelines)
 from fedloom.config import RunConfig, config_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]

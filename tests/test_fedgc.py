@@ -176,7 +176,7 @@ def test_fedgc_pipeline_on_tiny_llama(tmp_path) -> None:  # type: ignore[no-unty
 
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "g"
-    gen = out / "2-gen-a0.5-equal-fill-multi-both-12"
+    gen = out / "gen-a0.5-equal-fill-multi-both-12"
     assert main(["pipeline", str(root / "configs/tiny-fedgc.yaml"), "--set", f"out={out}"]) == 0
     prompts = json.loads((gen / "prompts.json").read_text())
     budgets = json.loads((gen / "done.json").read_text())["summary"]["budgets"]
@@ -193,7 +193,7 @@ def test_fedgc_pipeline_on_tiny_llama(tmp_path) -> None:  # type: ignore[no-unty
             assert (
                 r["origin"] == "generated" and r["prompt_id"].startswith(f"c{c}-") and r["variant"]
             )
-    held = {r["instruction"] for r in read_jsonl(out / "1-data-a0.5/heldout.jsonl")}
+    held = {r["instruction"] for r in read_jsonl(out / "data-a0.5/heldout.jsonl")}
     train_files = list(out.glob("*/phase*_client*.jsonl"))
     assert train_files and not any(
         r["instruction"] in held for f in train_files for r in read_jsonl(f)
@@ -206,7 +206,7 @@ def test_fedgc_pipeline_on_tiny_llama(tmp_path) -> None:  # type: ignore[no-unty
     assert all(
         r["origin"] == "generated" for f in go.glob("phase*_client*.jsonl") for r in read_jsonl(f)
     )
-    table = (out / "14-table/table.md").read_text()
+    table = (out / "table/table.md").read_text()
     assert (
         "| fedavg | 0.5 |" in table and "| scaffold | 0.5 |" in table and "generated-only" in table
     )

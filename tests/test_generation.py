@@ -276,3 +276,31 @@ def test_prompt_tokens_count_the_templated_prompt(gen: LocalGenerator, tmp_path:
     items = [(str(i), p) for i, p in enumerate(PROMPTS)]
     rep = run_job(gen, items, cfg, tmp_path / "j.jsonl", progress=False)
     assert rep.prompt_tokens == sum(g[0].prompt_tokens for g in outs)
+
+
+def test_read_job_counts_each_prompt_once(tmp_path: Path) -> None:
+    """A retried prompt's old error row is not a failure once it succeeded; a prompt that
+    failed twice is one failure; rows of other prompts and a cut line are counted apart."""
+    from fedloom.generation import read_job
+
+    def ok(i: str, text: str) -> dict:
+        return {"id": i, "prompt": "p", "generations": [{"text": text, "tokens": 1}]}
+
+    rows = [
+        {"id": "a", "prompt": "p", "error": "timeout"},
+        ok("b", "bee"),
+        {"id": "c", "prompt": "p", "error": "first"},
+        ok("a", "ay"),  # the retry of a succeeded
+        {"id": "c", "prompt": "p", "error": "second"},
+        ok("old", "from an earlier job"),
+    ]
+    path = tmp_path / "gen.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + '\n{"id": "d", "gener')
+    job = read_job(path, ["a", "b", "c", "d"])
+    assert [r["id"] for r in job.ok] == ["a", "b"]  # first-appearance order
+    assert job.texts() == {"a": "ay", "b": "bee"}
+    assert job.failed == {"c": "second"}
+    assert (job.foreign, job.cut) == (1, 1)
+    assert job.summary() == {"ok": 2, "failed": 1, "foreign": 1}
+    assert read_job(path).foreign == 0 and len(read_job(path).ok) == 3
+    assert read_job(tmp_path / "missing.jsonl").ok == []

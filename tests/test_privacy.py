@@ -368,8 +368,8 @@ def test_audit_dp_lowers_exposure(local_data: Path, tmp_path: Path) -> None:
     assert saved["meta"]["repeats"] == 20 and len(saved["rows"]) == 3
     # on the stage runner: a rerun skips the finished settings and reports the same rows
     assert sorted(p.parent.name for p in tmp_path.glob("*/done.json")) == [
-        "1-no-DP",
-        "2-client-DP-eps0.5",
+        "client-DP-eps0.5",
+        "no-DP",
     ]
     assert audit() == rows
 

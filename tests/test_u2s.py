@@ -141,10 +141,10 @@ def test_u2s_end_to_end_on_tiny_llama(tmp_path, capsys) -> None:
     # 1. a random model's outputs do not parse: counted, then a clear stop before training
     assert main(args) == 2
     assert "client 0 has no training pairs" in capsys.readouterr().err
-    parse = json.loads((out / "4-parse/done.json").read_text())["summary"]
+    parse = json.loads((out / "parse/done.json").read_text())["summary"]
     assert parse["outputs"] == 8 and parse["kept"] == 0
     assert sum(parse["failures"].values()) == 8
-    data = out / "1-data"
+    data = out / "data"
     pieces = {p["id"]: p for p in _rows(data / "pieces.jsonl")}
     pool = _rows(data / "pool.jsonl")
     used = {tuple(k) for k in json.loads((data / "used_keys.json").read_text())}
@@ -156,13 +156,13 @@ def test_u2s_end_to_end_on_tiny_llama(tmp_path, capsys) -> None:
     assert all(f"{p['source']}" in ("gsm8k", "medmcqa") for p in pieces.values()) and used
 
     # 2. a killed generation resumes: drop three results, rerun generate (and what follows)
-    gen_file = out / "3-generate/generations.jsonl"
+    gen_file = out / "generate/generations.jsonl"
     rows = _rows(gen_file)
     gen_file.write_text("".join(json.dumps(r) + "\n" for r in rows[:5]) + '{"id": "cut')
-    for stage in ("3-generate", "4-parse"):
+    for stage in ("generate", "parse"):
         (out / stage / "done.json").unlink()
     assert main(args) == 2
-    gen = json.loads((out / "3-generate/done.json").read_text())["summary"]
+    gen = json.loads((out / "generate/done.json").read_text())["summary"]
     assert gen["done_before"] == 5 and gen["generated"] == 3
 
     # 3. hand-written outputs (grounded in each piece) for every other prompt; parse again
@@ -176,20 +176,20 @@ def test_u2s_end_to_end_on_tiny_llama(tmp_path, capsys) -> None:
             )
             good += 1
     gen_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (out / "4-parse/done.json").unlink()
+    (out / "parse/done.json").unlink()
     assert main(args) == 0, capsys.readouterr().err
-    parse = json.loads((out / "4-parse/done.json").read_text())["summary"]
+    parse = json.loads((out / "parse/done.json").read_text())["summary"]
     assert parse["kept"] == good and parse["outputs"] == 8
     assert parse["failures"]["no_markers"] == 8 - good
-    train = json.loads((out / "5-train/done.json").read_text())["summary"]
+    train = json.loads((out / "train/done.json").read_text())["summary"]
     assert train["pairs"] == good and set(train["final_eval_loss"]) == {"all", "math", "medicine"}
-    ev = json.loads((out / "6-evaluate/done.json").read_text())["summary"]
+    ev = json.loads((out / "evaluate/done.json").read_text())["summary"]
     assert ev["suites"]["gsm8k"]["base"]["n"] == 3
     # every gsm8k record used as client text or pool example is left out of the suite
     n_used = sum(1 for src, _ in used if src == "gsm8k")
     assert ev["suites"]["gsm8k"]["tuned"]["excluded"] == n_used >= 4
 
-    gl = json.loads((out / "7-gold_loss/done.json").read_text())["summary"]
+    gl = json.loads((out / "gold_loss/done.json").read_text())["summary"]
     assert set(gl) == {"math", "medicine"} and gl["math"]["n"] + gl["math"]["dropped"] == 4
     lo, hi = gl["math"]["ci95"]
     assert lo <= gl["math"]["diff"] <= hi

@@ -232,6 +232,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"{name:<30} {kind:<5} {spec.licence:<40} {spec.description}")
         return 0
     if args.command == "pipeline":
+        import fedloom.pipeline.shipped  # noqa: F401  (registers the pipelines)
         from fedloom.pipeline import load_pipeline_config, run_pipeline
 
         pcfg = load_pipeline_config(args.config, args.overrides)
@@ -239,6 +240,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"pipeline {pcfg.method}: {len(summaries)} stages done · outputs in {pcfg.out}/")
         return 0
     if args.command == "bench":
+        import fedloom.pipeline.shipped  # noqa: F401  (registers the pipelines)
         from fedloom.config import ConfigError
         from fedloom.pipeline import load_pipeline_config, run_pipeline
 

@@ -33,7 +33,8 @@ class BenchConfig:
         }
     )
     """`federation.params` per method (FedLLM-Bench: FedProx μ 0.01, FedOpt β1 0.5)."""
-    seeds: list[int] = field(default_factory=lambda: [0])
+    seeds: list[int] | None = None
+    """Moved to the pipeline config's top-level `seeds:` (refused here, with that hint)."""
     engine: str = "inprocess"
     """`inprocess` (one process) or `flower-sim` (Flower's simulation engine)."""
     sample_clients: dict[str, int] = field(default_factory=dict)
@@ -75,7 +76,11 @@ class BenchConfig:
         _require(
             len(set(self.methods)) == len(self.methods), "`bench.methods` lists a method twice"
         )
-        _require(bool(self.seeds), "`bench.seeds` is empty")
+        _require(
+            self.seeds is None,
+            "`bench.seeds` moved to the top level: write `seeds: [0, 1, 2]` beside `method:` "
+            "(or --set 'seeds=[0,1,2]')",
+        )
         _require(
             self.engine in ("inprocess", "flower-sim"),
             f"`bench.engine` is {self.engine!r}; use inprocess or flower-sim",

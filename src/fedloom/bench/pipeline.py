@@ -27,10 +27,6 @@ from fedloom.pipeline.runner import (
 )
 
 
-def cell_name(federation: str, method: str, seed: int) -> str:
-    return f"{federation}.{method}.s{seed}"
-
-
 @functools.lru_cache(maxsize=8)
 def heldout_and_trained(
     name: str, seed: int
@@ -80,27 +76,29 @@ class BenchPipeline(PipelineMethod):
                 for f in b.federations
             ]
         for f in b.federations:
-            for seed in b.seeds:
+            for seed in cfg.seeds:
                 st.append(
                     Stage(
-                        f"base.{f}.s{seed}",
+                        f"base.{f}",
                         partial(self._base, cfg=cfg, fed=f, seed=seed),
                         {"kind": "base", "federation": f, "seed": seed},
+                        seed=seed,
                     )
                 )
         # method by method across the federations: a grid cut off early (or a rerun reading a
         # half-finished folder) has every federation's first methods, local first
         for m in b.methods:
             for f in b.federations:
-                for seed in b.seeds:
+                for seed in cfg.seeds:
                     st.append(
                         Stage(
-                            cell_name(f, m, seed),
+                            f"{f}.{m}",
                             partial(self._cell, cfg=cfg, fed=f, method=m, seed=seed),
                             {"kind": "cell", "federation": f, "method": m, "seed": seed},
+                            seed=seed,
                         )
                     )
-        st.append(Stage("report", partial(self._report, cfg=cfg), {"kind": "report"}))
+        st.append(Stage("report", partial(self._report, cfg=cfg), {"kind": "report"}, always=True))
         return st
 
     def _stats(self, ctx: StageContext, cfg: PipelineConfig, fed: str) -> dict[str, Any]:

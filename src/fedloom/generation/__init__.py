@@ -13,7 +13,14 @@ from fedloom.generation.base import (
     cut_at_stop,
 )
 from fedloom.generation.factory import BACKENDS, GeneratorConfig, build_generator
-from fedloom.generation.jobs import GenerationJobError, JobReport, finished_ids, run_job
+from fedloom.generation.jobs import (
+    GenerationJobError,
+    JobReport,
+    JobResults,
+    finished_ids,
+    read_job,
+    run_job,
+)
 from fedloom.generation.local import LocalGenerator
 from fedloom.generation.openai_backend import OpenAIGenerator
 
@@ -26,10 +33,12 @@ __all__ = [
     "GenerationConfig",
     "GenerationJobError",
     "JobReport",
+    "JobResults",
     "LocalGenerator",
     "Prompt",
     "TextGenerator",
     "cut_at_stop",
     "finished_ids",
+    "read_job",
     "run_job",
 ]

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -49,6 +50,65 @@ def finished_ids(path: Path) -> set[str]:
         if isinstance(row, dict) and "id" in row and "error" not in row:
             done.add(str(row["id"]))
     return done
+
+
+@dataclass
+class JobResults:
+    """What a job file holds for a set of prompts, each prompt counted once: its latest
+    success if it has one, else its latest error."""
+
+    ok: list[dict[str, Any]]
+    """The latest successful row of each prompt (in the order prompts first appear)."""
+    failed: dict[str, str]
+    """Prompt id -> the error of its latest attempt, for prompts with no success."""
+    foreign: int = 0
+    """Rows of prompts outside the asked set (left from an earlier, different job)."""
+    cut: int = 0
+    """Lines a kill cut short (unreadable; that prompt is generated again)."""
+
+    def texts(self) -> dict[str, str]:
+        """{prompt id: first generation's text} of the successful prompts."""
+        return {r["id"]: r["generations"][0]["text"] for r in self.ok if r.get("generations")}
+
+    def summary(self) -> dict[str, int]:
+        return {"ok": len(self.ok), "failed": len(self.failed), "foreign": self.foreign}
+
+
+def read_job(path: str | Path, ids: Collection[str] | None = None) -> JobResults:
+    """Read a job file back (the one reader every pipeline uses). A prompt retried after an
+    error has both rows in the file: its success counts, its old error does not; a prompt that
+    failed every time is one failure, however many attempts the file holds. With ``ids``, rows
+    of other prompts are skipped (counted in ``foreign``)."""
+    out = Path(path)
+    want = None if ids is None else {str(i) for i in ids}
+    latest_ok: dict[str, dict[str, Any]] = {}
+    errors: dict[str, str] = {}
+    first: dict[str, int] = {}  # prompt id -> the order its first row appeared in
+    foreign = cut = 0
+    if out.exists():
+        for line in out.read_text(encoding="utf-8").split("\n"):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                cut += 1
+                continue
+            if not isinstance(row, dict) or "id" not in row:
+                cut += 1
+                continue
+            pid = str(row["id"])
+            if want is not None and pid not in want:
+                foreign += 1
+                continue
+            first.setdefault(pid, len(first))
+            if "error" in row:
+                errors[pid] = str(row["error"])
+            else:
+                latest_ok[pid] = row
+    ok = sorted(latest_ok.values(), key=lambda r: first[str(r["id"])])
+    failed = {pid: e for pid, e in errors.items() if pid not in latest_ok}
+    return JobResults(ok, failed, foreign, cut)
 
 
 def run_job(

@@ -1,6 +1,6 @@
 """Pipelines that run in resumable stages (``fedloom pipeline CONFIG``): a registered method
-(``u2s`` ...) turns its config into an ordered list of stages; each stage gets a folder with
-its resolved config, its outputs and a done marker, and a rerun skips finished stages."""
+(``u2s`` ...) turns its config into an ordered list of stages; each stage gets a folder named
+after it (``out/<name>/``, ``out/<name>.s<seed>/`` for a seeded stage) with its resolved config, its outputs and a done marker, and a rerun skips finished stages."""
 
 from fedloom.pipeline.runner import (
     PIPELINES,
@@ -10,8 +10,12 @@ from fedloom.pipeline.runner import (
     Stage,
     StageContext,
     load_pipeline_config,
+    migrate_numbered,
     register_pipeline,
     run_pipeline,
+    run_stages,
+    seeded,
+    stage_key,
 )
 
 __all__ = [
@@ -22,6 +26,10 @@ __all__ = [
     "Stage",
     "StageContext",
     "load_pipeline_config",
+    "migrate_numbered",
     "register_pipeline",
     "run_pipeline",
+    "run_stages",
+    "seeded",
+    "stage_key",
 ]

@@ -221,7 +221,7 @@ def run_audit(
     console: Console | None = None,
 ) -> list[dict[str, Any]]:
     """Train once per setting with the same canaries planted in ``client``; measure each. Each
-    setting is a stage of the stage runner (``out/<k>-<setting>/``, its run in ``run/``): a
+    setting is a stage of the stage runner (``out/<setting>/``, its run in ``run/``): a
     rerun of the same command skips finished settings and redoes a cut-off one."""
     from fedloom.pipeline.runner import Stage, StageContext, run_stages
 

@@ -33,7 +33,7 @@ from typing import Any
 from fedloom.config import RunConfig, config_from_dict
 from fedloom.data.schema import InstructionRecord, PromptRecord
 from fedloom.data.sources import load_source_report
-from fedloom.generation import GenerationConfig, GeneratorConfig
+from fedloom.generation import GenerationConfig, GeneratorConfig, read_job
 from fedloom.pipeline.runner import (
     PipelineConfig,
     PipelineMethod,
@@ -122,7 +122,7 @@ class SafetyPipeline(PipelineMethod):
                     None,
                     init=f"attack-{_pct(share)}|L{p.sweep_defense}",
                 )
-        st.append(Stage("table", partial(self._table, cfg=cfg), {}))
+        st.append(Stage("table", partial(self._table, cfg=cfg), {}, always=True))
         return st
 
     # -- data ---------------------------------------------------------------------------------
@@ -250,11 +250,9 @@ class SafetyPipeline(PipelineMethod):
         from fedloom.eval.judges import JUDGES
 
         refusal = JUDGES["rules-prefix"]()
-        parsed, failed, writer_refused = [], 0, 0
-        for row in read_jsonl(ctx.folder / "generations.jsonl", cut_ok=True):
-            if "error" in row:
-                failed += 1
-                continue
+        job = read_job(ctx.folder / "generations.jsonl", [i for i, _ in items])
+        parsed, failed, writer_refused = [], len(job.failed), 0
+        for row in job.ok:
             q = parse_question(row["generations"][0]["text"])
             if q is None:
                 failed += 1
@@ -285,11 +283,8 @@ class SafetyPipeline(PipelineMethod):
             check = [(r["id"], [{"role": "user", "content": r["question"]}]) for r in rows]
             gen = self._generator(p.aligned_generator)
             run_job(gen, check, self._gen(p, 16, cfg.seed, 0.0), ctx.folder / "harm_check.jsonl")
-            refused = {
-                x["id"]
-                for x in read_jsonl(ctx.folder / "harm_check.jsonl", cut_ok=True)
-                if "error" not in x and judge.is_refusal("", x["generations"][0]["text"])
-            }
+            replies = read_job(ctx.folder / "harm_check.jsonl", [i for i, _ in check]).texts()
+            refused = {i for i, text in replies.items() if judge.is_refusal("", text)}
             benign = sum(r["id"] not in refused for r in rows)
             rows = [r for r in rows if r["id"] in refused]
         generated = len(rows)
@@ -374,12 +369,10 @@ class SafetyPipeline(PipelineMethod):
         )
         by_id = {q["id"]: q for q in questions}
         kept, counts = [], {"failed": 0, "empty": 0, "wrong_kind": 0, "cut_at_limit": 0}
-        for row in read_jsonl(ctx.folder / file, cut_ok=True):
-            if row["id"] not in by_id:  # answered for an earlier pool split: not this job's
-                continue
-            if "error" in row:
-                counts["failed"] += 1
-                continue
+        # rows answered for an earlier pool split are not this job's (read_job skips them)
+        job = read_job(ctx.folder / file, by_id)
+        counts["failed"] = len(job.failed)
+        for row in job.ok:
             g = row["generations"][0]
             text = g["text"].strip()
             if len(text.split()) < 3:
@@ -523,12 +516,8 @@ class SafetyPipeline(PipelineMethod):
                 for i in range(math.ceil(p.defense_normal * 1.5 / per))
             ]
             run_job(gen, asks, self._gen(p, 24 * per, cfg.seed), ctx.folder / "everyday.jsonl")
-            listed = [
-                q
-                for r in read_jsonl(ctx.folder / "everyday.jsonl", cut_ok=True)
-                if "error" not in r
-                for q in parse_numbered(r["generations"][0]["text"])
-            ]
+            everyday = read_job(ctx.folder / "everyday.jsonl", [i for i, _ in asks]).texts()
+            listed = [q for text in everyday.values() for q in parse_numbered(text)]
             listed, dup = dedupe(listed)
             guard = self._guard(p)
             near = guard.check(listed)
@@ -670,8 +659,7 @@ class SafetyPipeline(PipelineMethod):
         p: SafetyPipelineConfig = cfg.params
         scores = {}
         for r in p.reducers:
-            done = ctx.folder_of(f"attack+{r}.evaluate") / "done.json"
-            ev = json.loads(done.read_text())["summary"]
+            ev = ctx.summary_of(f"attack+{r}.evaluate")
             scores[f"attack+{r}"] = ev["safety"][p.eval_sets[0]]["rules"]["rate"]
         best = max(scores, key=lambda k: scores[k])
         return best, scores[best]

@@ -12,11 +12,6 @@ from fedloom.pipeline.runner import PipelineConfig, StageContext
 from fedloom.safety.config import SafetyPipelineConfig
 
 
-def _done(folder: Path) -> dict[str, Any] | None:
-    f = folder / "done.json"
-    return json.loads(f.read_text())["summary"] if f.exists() else None
-
-
 def _rows(
     ctx: StageContext, cfg: PipelineConfig
 ) -> list[tuple[str, dict[str, Any], dict[str, Any] | None]]:
@@ -25,14 +20,9 @@ def _rows(
         if not name.endswith(".evaluate"):
             continue
         row = name[: -len(".evaluate")]
-        ev = _done(ctx.stage_folders[name])
-        tr = (
-            _done(ctx.stage_folders[f"{row}.train"])
-            if f"{row}.train" in ctx.stage_folders
-            else None
-        )
-        if ev is not None:
-            out.append((row, ev, tr))
+        ev = ctx.summary_of(name)
+        tr = ctx.summary_of(f"{row}.train") if ctx.has(f"{row}.train") else None
+        out.append((row, ev, tr))
     return out
 
 

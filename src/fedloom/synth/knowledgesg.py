@@ -38,7 +38,7 @@ from fedloom.config import ClientDPConfig, RunConfig, _require, config_from_dict
 from fedloom.data.schema import InstructionRecord, MultipleChoiceRecord
 from fedloom.data.sources import load_source_report
 from fedloom.errors import FedloomError
-from fedloom.generation import GenerationConfig, GeneratorConfig
+from fedloom.generation import GenerationConfig, GeneratorConfig, read_job
 from fedloom.pipeline.runner import (
     PipelineConfig,
     PipelineMethod,
@@ -413,7 +413,7 @@ class KnowledgeSG(PipelineMethod):
                 st.append(Stage(f"{m.name}.refine", partial(self._refine, cfg=cfg, m=m), refine))
             st.append(Stage(f"{m.name}.train", partial(self._train, cfg=cfg, m=m), {}))
             st.append(Stage(f"{m.name}.evaluate", partial(self._evaluate, cfg=cfg, m=m), {}))
-        st.append(Stage("table", partial(self._table, cfg=cfg), {}))
+        st.append(Stage("table", partial(self._table, cfg=cfg), {}, always=True))
         return st
 
     # -- stage bodies --
@@ -548,15 +548,10 @@ class KnowledgeSG(PipelineMethod):
         fail: Counter[str] = Counter()
         cand: list[dict[str, Any]] = []
         seen: set[str] = set()
-        latest: dict[str, dict[str, Any]] = {}
-        for row in read_jsonl(write / "generations.jsonl", cut_ok=True):
-            if row["id"] not in latest or "error" not in row:
-                latest[row["id"]] = row
-        for pid in sorted(latest, key=lambda s: int(s.rsplit("-", 1)[1])):
-            row = latest[pid]
-            if row.get("generations") is None:
-                fail["generation_error"] += 1
-                continue
+        job = read_job(write / "generations.jsonl")
+        fail["generation_error"] += len(job.failed)
+        for row in sorted(job.ok, key=lambda r: int(r["id"].rsplit("-", 1)[1])):
+            pid = row["id"]
             text = row["generations"][0]["text"]
             if m.answers == "writer":
                 parsed = parse_output(text)
@@ -606,7 +601,7 @@ class KnowledgeSG(PipelineMethod):
             ]
             rcfg = GenerationConfig(max_new_tokens=12, batch_size=p.generation.batch_size)
             run_job(prof, items, rcfg, ctx.folder / "ratings.jsonl")
-            ratings = _first_texts(ctx.folder / "ratings.jsonl")
+            ratings = read_job(ctx.folder / "ratings.jsonl").texts()
             kept = []
             for c in cand:
                 reply = ratings.get(c["id"])
@@ -632,7 +627,7 @@ class KnowledgeSG(PipelineMethod):
                 max_new_tokens=p.answer_tokens, batch_size=p.generation.batch_size
             )
             run_job(answerer, items, acfg, ctx.folder / "answers.jsonl")
-            answers = _first_texts(ctx.folder / "answers.jsonl")
+            answers = read_job(ctx.folder / "answers.jsonl").texts()
             kept = []
             for c in cand:
                 a = answers.get(c["id"])
@@ -701,9 +696,9 @@ class KnowledgeSG(PipelineMethod):
         from fedloom.privacy.audit import Canary, exposure, extracted
 
         p: KSGConfig = cfg.params
-        trained = json.loads((ctx.folder_of(f"{m.name}.train") / "done.json").read_text())
-        if trained["summary"].get("pairs") == 0:
-            return {"skipped": trained["summary"].get("skipped", "no training pairs")}
+        trained = ctx.summary_of(f"{m.name}.train")
+        if trained.get("pairs") == 0:
+            return {"skipped": trained.get("skipped", "no training pairs")}
         data = ctx.folder_of("data")
         loaded = load_model(cfg.train.model)
         adapter = ctx.folder_of(f"{m.name}.train") / "run" / "adapter"
@@ -817,15 +812,6 @@ def _user(text: str) -> dict[str, str]:
 
 def _system(text: str) -> dict[str, str]:
     return {"role": "system", "content": text}
-
-
-def _first_texts(path: Path) -> dict[str, str]:
-    """{prompt id: first generation's text} of a job file (failed prompts absent)."""
-    out: dict[str, str] = {}
-    for row in read_jsonl(path, cut_ok=True):
-        if row.get("generations"):
-            out[row["id"]] = row["generations"][0]["text"]
-    return out
 
 
 def _few_shot(

@@ -36,7 +36,7 @@ from fedloom.config import RunConfig, _require, config_from_dict
 from fedloom.data.schema import InstructionRecord, Record, as_instruction
 from fedloom.data.sources import load_source_report
 from fedloom.errors import FedloomError
-from fedloom.generation import GenerationConfig, GeneratorConfig
+from fedloom.generation import GenerationConfig, GeneratorConfig, read_job
 from fedloom.pipeline.runner import (
     PipelineConfig,
     PipelineMethod,
@@ -656,11 +656,9 @@ class U2S(PipelineMethod):
         pieces = {x["id"]: x for x in read_jsonl(data / "pieces.jsonl")}
         pool = read_jsonl(data / "pool.jsonl")
         selections = {s["id"]: s["examples"] for s in read_jsonl(sel / "selections.jsonl")}
-        latest: dict[str, dict[str, Any]] = {}
-        for row in read_jsonl(ctx.folder_of("generate") / "generations.jsonl", cut_ok=True):
-            if row["id"] not in latest or "error" not in row:
-                latest[row["id"]] = row  # a retried prompt's success replaces its error row
-        kept, rep = parse_generations(list(latest.values()), pieces, pool, selections, p)
+        job = read_job(ctx.folder_of("generate") / "generations.jsonl", selections)
+        failed = [{"id": pid, "error": e} for pid, e in job.failed.items()]
+        kept, rep = parse_generations(job.ok + failed, pieces, pool, selections, p)
         write_jsonl(ctx.folder / "pairs.jsonl", kept)
         summary = rep.as_dict()
         texts = [f"{r['instruction']} {r['response']}" for r in kept]

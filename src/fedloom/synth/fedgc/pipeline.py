@@ -28,7 +28,7 @@ from typing import Any
 from fedloom.config import _require, config_from_dict
 from fedloom.data.schema import InstructionRecord
 from fedloom.data.sources import load_source_report
-from fedloom.generation import GenerationConfig, GeneratorConfig
+from fedloom.generation import GenerationConfig, GeneratorConfig, read_job
 from fedloom.pipeline.runner import (
     PipelineConfig,
     PipelineMethod,
@@ -225,7 +225,7 @@ class FedGC(PipelineMethod):
                     asdict(v) | {"algorithm": algo, "alpha": alpha},
                 )
             )
-        st.append(Stage("table", partial(self._table, cfg=cfg, rows=sorted(seen)), {}))
+        st.append(Stage("table", partial(self._table, cfg=cfg, rows=sorted(seen)), {}, always=True))
         return st
 
     # -- data -----------------------------------------------------------------------------------
@@ -306,7 +306,7 @@ class FedGC(PipelineMethod):
 
         p: FedGCConfig = cfg.params
         data = ctx.folder_of(f"data-a{alpha}")
-        labels: list[str] = json.loads((data / "done.json").read_text())["summary"]["labels"]
+        labels: list[str] = ctx.summary_of(f"data-a{alpha}")["labels"]
         private = [read_jsonl(data / f"private_{c}.jsonl") for c in range(p.num_clients)]
         # generated examples are framed exactly as the private ones (the source's prompt)
         first = next(r["instruction"] for rows in private for r in rows)
@@ -323,11 +323,11 @@ class FedGC(PipelineMethod):
             run_job(
                 gen, asks, replace(p.generation, seed=cfg.seed), ctx.folder / "llm_prompts.jsonl"
             )
-            for r in read_jsonl(ctx.folder / "llm_prompts.jsonl", cut_ok=True):
-                if "error" not in r:
-                    text = r["generations"][0]["text"].strip().splitlines()
-                    if text and len(text[0].split()) >= 4:
-                        llm_prompts.setdefault(r["id"].split("-")[1], []).append(text[0].strip())
+            asked = read_job(ctx.folder / "llm_prompts.jsonl", [i for i, _ in asks])
+            for pid, reply in asked.texts().items():
+                text = reply.strip().splitlines()
+                if text and len(text[0].split()) >= 4:
+                    llm_prompts.setdefault(pid.split("-")[1], []).append(text[0].strip())
         items: list[tuple[str, str]] = []
         meta: dict[str, dict[str, Any]] = {}
         alloc_all = []
@@ -377,10 +377,10 @@ class FedGC(PipelineMethod):
         rejects: Counter[str] = Counter()
         seen: set[str] = set()
         per_client: list[list[dict[str, Any]]] = [[] for _ in private]
-        for r in read_jsonl(ctx.folder / "generations.jsonl", cut_ok=True):
-            if "error" in r:
-                rejects["generation_failed"] += 1
-                continue
+        job = read_job(ctx.folder / "generations.jsonl", meta)
+        if job.failed:
+            rejects["generation_failed"] += len(job.failed)
+        for r in job.ok:
             q = parse_generated(r["generations"][0]["text"], p.min_words, p.max_words)
             if q is None:
                 rejects["unparseable_or_length"] += 1

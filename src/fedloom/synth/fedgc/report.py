@@ -13,9 +13,8 @@ def write_report(ctx: StageContext, cfg: PipelineConfig, rows: list[str]) -> dic
     p = cfg.params
     res: dict[str, dict[str, Any]] = {}
     for name in rows:
-        f = ctx.stage_folders.get(f"{name}.train")
-        if f is not None and (f / "done.json").exists():
-            res[name] = json.loads((f / "done.json").read_text())["summary"]
+        if ctx.has(f"{name}.train"):
+            res[name] = ctx.summary_of(f"{name}.train")
     lines = [
         "| algorithm | α | no FedGC | FedGC | Δ | MIA AUC (no → with) |",
         "|---|---|---|---|---|---|",
