@@ -104,20 +104,23 @@ def test_knowledgesg_end_to_end_on_tiny_llama(tmp_path, capsys) -> None:
     # no model (a result, not a crash) and the table goes on
     assert main(leaky) == 0
     assert "dp-ksg: no synthetic pair survived" in capsys.readouterr().out
-    ref = _summary(out / "dp-ksg.refine")
+    ref = _summary(out / "dp-ksg.refine.s0")
     assert ref["kept"] == 0 and sum(ref["failures"].values()) == 6
-    assert _summary(out / "dp-ksg.train")["pairs"] == 0
-    assert "no synthetic pair" in _summary(out / "dp-ksg.evaluate")["skipped"]
+    assert _summary(out / "dp-ksg.train.s0")["pairs"] == 0
+    assert "no synthetic pair" in _summary(out / "dp-ksg.evaluate.s0")["skipped"]
     leaky_table = out / "table"
     assert "| dp-ksg | 0 | — (no model) |" in (leaky_table / "table.md").read_text()
+    # the pooled table: a method with no model has no comparison row
+    arms = {(r["arm"], r["reference"]) for r in _summary(leaky_table)["rows"]}
+    assert ("non-private", "base") in arms and not any(a == "dp-ksg" for a, _ in arms)
 
     # epsilon is composed over every step of the run (2 rounds x 2 steps), not per round
-    data = out / "data"
+    data = out / "data.s0"
     n = len(read_jsonl(data / "private.jsonl"))
     assert n == 20 + 2 * 2  # private pairs + canaries x repeats
     q, delta = 2 / n, 1 / n
     sigma = noise_for_epsilon(8.0, delta, q, 4, "rdp")
-    eps = _summary(out / "writer-dp")["epsilon_by_client"]["0"]
+    eps = _summary(out / "writer-dp.s0")["epsilon_by_client"]["0"]
     assert eps == pytest.approx(epsilon([(sigma, q, 4)], delta, "rdp"), rel=1e-9)
     assert eps == pytest.approx(8.0, abs=0.02)
     assert eps > epsilon([(sigma, q, 2)], delta, "rdp") + 1  # what per-round accounting says
@@ -125,15 +128,15 @@ def test_knowledgesg_end_to_end_on_tiny_llama(tmp_path, capsys) -> None:
     # the faithful mode's prompts hold no private text; held-out items are nowhere
     private = read_jsonl(data / "private.jsonl")
     held = read_jsonl(data / "heldout.jsonl")
-    prompts = [r["prompt"] for r in read_jsonl(out / "dp-ksg.write/generations.jsonl")]
+    prompts = [r["prompt"] for r in read_jsonl(out / "dp-ksg.write.s0/generations.jsonl")]
     snippets = [r["instruction"][:40] for r in private] + [r["response"][:40] for r in private]
     assert prompts and not any(s in p for s in snippets for p in prompts)
     assert not any(h["instruction"][:40] in p for h in held for p in prompts)
 
     # 2. hand-written writings, ratings and answers; the refine stage counts each drop
-    gen_file = out / "dp-ksg.write/generations.jsonl"
+    gen_file = out / "dp-ksg.write.s0/generations.jsonl"
     rows = read_jsonl(gen_file)
-    shown = json.loads((out / "dp-ksg.write/shown.json").read_text())
+    shown = json.loads((out / "dp-ksg.write.s0/shown.json").read_text())
     public = {r["id"]: r for r in read_jsonl(data / "public.jsonl")}
     texts = {
         "dp-ksg-0": "Instruction: What are the first-line drugs for hypertension in adults?",
@@ -146,7 +149,7 @@ def test_knowledgesg_end_to_end_on_tiny_llama(tmp_path, capsys) -> None:
     for r in rows:
         r["generations"][0]["text"] = texts[r["id"]]
     gen_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    refine = out / "dp-ksg.refine"
+    refine = out / "dp-ksg.refine.s0"
     for f in refine.iterdir():
         f.unlink()
 
@@ -163,10 +166,10 @@ def test_knowledgesg_end_to_end_on_tiny_llama(tmp_path, capsys) -> None:
     job("answers.jsonl", {"dp-ksg-0": "Thiazides, ACE inhibitors, ARBs or calcium blockers."})
     import shutil
 
-    for later in (out / "dp-ksg.train", out / "dp-ksg.evaluate", leaky_table):
+    for later in (out / "dp-ksg.train.s0", out / "dp-ksg.evaluate.s0", leaky_table):
         shutil.rmtree(later)  # redo what depends on the refined set
     assert main(leaky) == 0
-    assert _summary(out / "icl.train")["pairs"] == 0  # the leaky baseline: still nothing
+    assert _summary(out / "icl.train.s0")["pairs"] == 0  # the leaky baseline: still nothing
     ref = _summary(refine)
     assert ref["kept"] == 1 and ref["acceptance_rate"] == 0.5
     f = ref["failures"]
@@ -177,14 +180,15 @@ def test_knowledgesg_end_to_end_on_tiny_llama(tmp_path, capsys) -> None:
     assert syn[0]["leaky"] is False and syn[0]["prompt_version"] == "ksg-v1"
 
     # the leaky baseline's prompts do carry private pairs, and say so
-    icl = out / "icl.write"
+    icl = out / "icl.write.s0"
     assert _summary(icl)["leaky"] is True
     icl_prompts = [r["prompt"] for r in read_jsonl(icl / "generations.jsonl")]
     assert any(r["instruction"][:30] in p for r in private for p in icl_prompts)
 
     # 3. the table of the two methods
     assert main(args) == 0, capsys.readouterr().err
-    table = _summary(out / "table")["rows"]
+    summary = _summary(out / "table")
+    table = summary["methods"]["0"]
     by = {r["method"]: r for r in table}
     assert by["dp-ksg"]["pairs"] == 1 and by["non-private"]["pairs"] == n
     assert (
@@ -194,7 +198,13 @@ def test_knowledgesg_end_to_end_on_tiny_llama(tmp_path, capsys) -> None:
     assert by["dp-ksg"]["canaries_in_synthetic_exact"] == 0
     lo, hi = by["dp-ksg"]["heldout_ci95"]
     assert lo <= by["dp-ksg"]["heldout_diff"] <= hi
-    assert (out / "table/table.md").read_text().count("\n") == 4
-    ev = _summary(out / "dp-ksg.evaluate")
+    md = (out / "table/table.md").read_text()
+    assert "## Seed 0: every measure" in md and "| dp-ksg | 1 |" in md
+    rows = {(r["arm"], r["reference"]): r for r in summary["rows"]}
+    # dp-ksg against base, against non-private, and against nothing else (no dp baseline here)
+    assert set(rows) == {("non-private", "base"), ("dp-ksg", "base"), ("dp-ksg", "non-private")}
+    assert rows[("dp-ksg", "base")]["diff"] == pytest.approx(by["dp-ksg"]["heldout_diff"], abs=1e-4)
+    assert (out / "table/report.html").exists() and (out / "dp-ksg.evaluate.s0/items").is_dir()
+    ev = _summary(out / "dp-ksg.evaluate.s0")
     assert ev["suite"]["tuned"]["n"] == 3 and ev["freeform"]["answered"] == 2
     assert len(ev["canaries"]["per_canary"]) == 2

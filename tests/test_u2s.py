@@ -141,10 +141,10 @@ def test_u2s_end_to_end_on_tiny_llama(tmp_path, capsys) -> None:
     # 1. a random model's outputs do not parse: counted, then a clear stop before training
     assert main(args) == 2
     assert "client 0 has no training pairs" in capsys.readouterr().err
-    parse = json.loads((out / "parse/done.json").read_text())["summary"]
+    parse = json.loads((out / "parse.s0/done.json").read_text())["summary"]
     assert parse["outputs"] == 8 and parse["kept"] == 0
     assert sum(parse["failures"].values()) == 8
-    data = out / "data"
+    data = out / "data.s0"
     pieces = {p["id"]: p for p in _rows(data / "pieces.jsonl")}
     pool = _rows(data / "pool.jsonl")
     used = {tuple(k) for k in json.loads((data / "used_keys.json").read_text())}
@@ -156,13 +156,13 @@ def test_u2s_end_to_end_on_tiny_llama(tmp_path, capsys) -> None:
     assert all(f"{p['source']}" in ("gsm8k", "medmcqa") for p in pieces.values()) and used
 
     # 2. a killed generation resumes: drop three results, rerun generate (and what follows)
-    gen_file = out / "generate/generations.jsonl"
+    gen_file = out / "generate.s0/generations.jsonl"
     rows = _rows(gen_file)
     gen_file.write_text("".join(json.dumps(r) + "\n" for r in rows[:5]) + '{"id": "cut')
     for stage in ("generate", "parse"):
-        (out / stage / "done.json").unlink()
+        (out / f"{stage}.s0" / "done.json").unlink()
     assert main(args) == 2
-    gen = json.loads((out / "generate/done.json").read_text())["summary"]
+    gen = json.loads((out / "generate.s0/done.json").read_text())["summary"]
     assert gen["done_before"] == 5 and gen["generated"] == 3
 
     # 3. hand-written outputs (grounded in each piece) for every other prompt; parse again
@@ -176,28 +176,40 @@ def test_u2s_end_to_end_on_tiny_llama(tmp_path, capsys) -> None:
             )
             good += 1
     gen_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (out / "parse/done.json").unlink()
+    (out / "parse.s0/done.json").unlink()
     assert main(args) == 0, capsys.readouterr().err
-    parse = json.loads((out / "parse/done.json").read_text())["summary"]
+    parse = json.loads((out / "parse.s0/done.json").read_text())["summary"]
     assert parse["kept"] == good and parse["outputs"] == 8
     assert parse["failures"]["no_markers"] == 8 - good
-    train = json.loads((out / "train/done.json").read_text())["summary"]
+    train = json.loads((out / "train.s0/done.json").read_text())["summary"]
     assert train["pairs"] == good and set(train["final_eval_loss"]) == {"all", "math", "medicine"}
-    ev = json.loads((out / "evaluate/done.json").read_text())["summary"]
+    ev = json.loads((out / "evaluate.s0/done.json").read_text())["summary"]
     assert ev["suites"]["gsm8k"]["base"]["n"] == 3
     # every gsm8k record used as client text or pool example is left out of the suite
     n_used = sum(1 for src, _ in used if src == "gsm8k")
     assert ev["suites"]["gsm8k"]["tuned"]["excluded"] == n_used >= 4
 
-    gl = json.loads((out / "gold_loss/done.json").read_text())["summary"]
+    gl = json.loads((out / "gold_loss.s0/done.json").read_text())["summary"]
     assert set(gl) == {"math", "medicine"} and gl["math"]["n"] + gl["math"]["dropped"] == 4
     lo, hi = gl["math"]["ci95"]
     assert lo <= gl["math"]["diff"] <= hi
+    base = json.loads((out / "gold_loss.s0/items/math.base.json").read_text())
+    assert base["metric"] == "loss" and len(base["values"]) == gl["math"]["n"]
+
+    # the table pools the seeds: one row per gold set and suite, paired, with a verdict
+    table = json.loads((out / "table/results.json").read_text())
+    metrics = [r["metric"] for r in table["rows"]]
+    assert metrics == ["math gold loss", "medicine gold loss", "gsm8k (math)"]
+    math_row = table["rows"][0]
+    assert math_row["diff"] == pytest.approx(gl["math"]["diff"], abs=1e-4)
+    assert math_row["verdict"] in ("better", "worse", "unresolved")
+    assert "| tuned (retrieval) | base |" in (out / "table/table.md").read_text()
+    assert (out / "table/report.html").read_text().count("<img") >= 1
 
     # 4. a finished pipeline: every stage skipped
     capsys.readouterr()
     assert main(args) == 0
-    assert capsys.readouterr().out.count("done, skipped") == 7
+    assert capsys.readouterr().out.count("done, skipped") == 7  # the table is redrawn
 
 
 def test_paired_bootstrap_and_example_losses() -> None:

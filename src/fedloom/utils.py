@@ -1,15 +1,17 @@
-"""Small shared helpers: cache folder, seeded RNGs, byte counts."""
+"""Small shared helpers: cache folder, seeded RNGs, byte counts, JSONL files."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import fcntl
+import json
 import os
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -114,3 +116,23 @@ def machine_lock(path: str | None) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def write_jsonl(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def read_jsonl(path: Path, cut_ok: bool = False) -> list[dict[str, Any]]:
+    """Rows of a JSONL file; ``cut_ok``: skip lines a killed job cut short (generation files:
+    such a prompt was generated again on the rerun, so nothing is lost)."""
+    rows = []
+    for ln in path.read_text(encoding="utf-8").splitlines():
+        if not ln.strip():
+            continue
+        try:
+            rows.append(json.loads(ln))
+        except json.JSONDecodeError:
+            if not cut_ok:
+                raise
+    return rows

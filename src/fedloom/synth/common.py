@@ -3,12 +3,13 @@ format generations are read back from, text normalisation, lexical diversity."""
 
 from __future__ import annotations
 
-import json
 import re
-from pathlib import Path
 from typing import Any
 
 from fedloom.data.schema import InstructionRecord, Record
+from fedloom.utils import read_jsonl, write_jsonl
+
+__all__ = ["read_jsonl", "write_jsonl"]  # re-exported: the pipelines read them from here
 
 _MARK = r"[#>*\s]*{}\s*[*]*\s*:\s*[*]*"
 _INSTR = re.compile(_MARK.format("instruction"), re.IGNORECASE)
@@ -29,25 +30,6 @@ def record_key(r: Record) -> tuple[str, str]:
 
 def instruction_row(rec: InstructionRecord, **extra: Any) -> dict[str, Any]:
     return {"instruction": rec.instruction, "input": rec.input, "response": rec.response} | extra
-
-
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-
-def read_jsonl(path: Path, cut_ok: bool = False) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; ``cut_ok``: skip lines a killed job cut short (generation files:
-    such a prompt was generated again on the rerun, so nothing is lost)."""
-    rows = []
-    for ln in path.read_text(encoding="utf-8").splitlines():
-        if not ln.strip():
-            continue
-        try:
-            rows.append(json.loads(ln))
-        except json.JSONDecodeError:
-            if not cut_ok:
-                raise
-    return rows
 
 
 def normalise(s: str) -> str:

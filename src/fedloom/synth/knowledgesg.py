@@ -24,7 +24,6 @@ Stages (``fedloom pipeline configs/knowledgesg.yaml``; a rerun skips finished ce
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
@@ -34,10 +33,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from fedloom.config import ClientDPConfig, RunConfig, _require, config_from_dict
+from fedloom.config import ClientDPConfig, _require
 from fedloom.data.schema import InstructionRecord, MultipleChoiceRecord
 from fedloom.data.sources import load_source_report
 from fedloom.errors import FedloomError
+from fedloom.experiment.evaluate import Scorer, heldout_vs_base, suite_vs_base
+from fedloom.experiment.train import client_sources, heldout_source, train_run
 from fedloom.generation import GenerationConfig, GeneratorConfig, read_job
 from fedloom.pipeline.runner import (
     PipelineConfig,
@@ -45,6 +46,7 @@ from fedloom.pipeline.runner import (
     Stage,
     StageContext,
     register_pipeline,
+    seeded,
 )
 from fedloom.synth.common import (
     WORD,
@@ -57,7 +59,7 @@ from fedloom.synth.common import (
     write_jsonl,
 )
 from fedloom.synth.ksg_methods import KSG_METHODS, SynthMethod
-from fedloom.utils import cache_dir, rng_for
+from fedloom.utils import rng_for
 
 PROMPT_VERSION = "ksg-v1"
 TASK = (
@@ -88,6 +90,10 @@ FAILURES = (
     "answer_error",
     "empty_answer",
 )
+
+
+class PrivateTextLeak(FedloomError, RuntimeError):
+    """Private text reached a prompt that must hold none (a guard that survives ``python -O``)."""
 
 
 class KSGError(FedloomError, ValueError):
@@ -399,6 +405,15 @@ class KnowledgeSG(PipelineMethod):
     config_cls = KSGConfig
 
     def stages(self, cfg: PipelineConfig) -> list[Stage]:
+        """Every seed's stages (its own data draw, writers, syntheses, models), then one table
+        pooling the seeds."""
+        st: list[Stage] = []
+        for s in cfg.seeds:
+            st += seeded(self.seed_stages(cfg.for_seed(s)), s)
+        st.append(Stage("table", partial(self._table, cfg=cfg), {"seeds": cfg.seeds}, always=True))
+        return st
+
+    def seed_stages(self, cfg: PipelineConfig) -> list[Stage]:
         p: KSGConfig = cfg.params
         st = [Stage("data", partial(self._data, cfg=cfg), {"knowledgesg": asdict(p)})]
         for w in p.writers():
@@ -413,7 +428,6 @@ class KnowledgeSG(PipelineMethod):
                 st.append(Stage(f"{m.name}.refine", partial(self._refine, cfg=cfg, m=m), refine))
             st.append(Stage(f"{m.name}.train", partial(self._train, cfg=cfg, m=m), {}))
             st.append(Stage(f"{m.name}.evaluate", partial(self._evaluate, cfg=cfg, m=m), {}))
-        st.append(Stage("table", partial(self._table, cfg=cfg), {}, always=True))
         return st
 
     # -- stage bodies --
@@ -430,42 +444,37 @@ class KnowledgeSG(PipelineMethod):
     ) -> dict[str, Any]:
         """Train with ``cfg.train`` on ``sources`` (held-out pairs as the eval set) in
         ``ctx.folder/run``; resumes a cut-off run."""
-        from fedloom.engine.inprocess import run
-
         p: KSGConfig = cfg.params
-        heldout = ctx.folder_of("data") / "heldout.jsonl"
-        raw = cfg.train.to_dict()
-        raw["data"]["sources"] = [
-            *sources,
-            {"name": "local", "path": str(heldout), "heldout_only": True, "domain": "heldout"},
-        ]
-        raw["partition"]["num_clients"] = len(sources)
-        raw["partition"]["strategy"] = "iid"
-        raw["federation"]["sample_clients"] = len(sources)
-        raw["eval"]["max_examples"] = p.heldout
+        heldout = heldout_source(ctx.folder_of("data") / "heldout.jsonl", "heldout")
+        overrides: dict[str, Any] = {
+            "federation": {"sample_clients": len(sources)},
+            "eval": {"max_examples": p.heldout},
+        }
         if dp:
-            raw.setdefault("privacy", {})["client_dp"] = asdict(p.dp)
-        run_cfg: RunConfig = config_from_dict(raw)
-        out = ctx.folder / "run"
-        if (out / "summary.json").exists():
-            return dict(json.loads((out / "summary.json").read_text()))
-        resume = (out / "checkpoint.pt").exists()
-        return run(run_cfg, out, ctx.console, resume=resume)
+            overrides["privacy"] = {"client_dp": asdict(p.dp)}
+        res = train_run(
+            cfg.train,
+            ctx.folder / "run",
+            [*sources, heldout],
+            ctx.console,
+            num_clients=len(sources),
+            overrides=overrides,
+        )
+        return res.summary
 
     def _writer(self, ctx: StageContext, cfg: PipelineConfig, which: str) -> dict[str, Any]:
         p: KSGConfig = cfg.params
         rows = read_jsonl(ctx.folder_of("data") / "private.jsonl")
-        sources = []
-        for c in range(p.num_clients):
-            mine = [
+        by_client = [
+            [
                 {"instruction": writer_prompt([], "pair"), "input": ""}
                 | {"response": writer_target(r["instruction"], r["response"])}
                 for r in rows
                 if r["client"] == c
             ]
-            path = ctx.folder / f"client_{c}.jsonl"
-            write_jsonl(path, mine)
-            sources.append({"name": "local", "path": str(path), "clients": [c], "heldout": 0})
+            for c in range(p.num_clients)
+        ]
+        sources = client_sources(ctx.folder, by_client)
         summary = self._run(ctx, cfg, sources, dp=which == "dp")
         privacy = summary.get("privacy") or {}
         return {
@@ -516,10 +525,14 @@ class KnowledgeSG(PipelineMethod):
             texts = {cut_words(r["instruction"], p.example_words) for r in private}
             texts |= {cut_words(r["response"], p.example_words) for r in private}
             leaked = [pid for pid, prompt in items if any(t in prompt for t in texts)]
-            assert not leaked, f"private text in the prompts of {leaked[:3]}"
+            if leaked:  # a guard, not an assert: `python -O` must not strip it
+                raise PrivateTextLeak(
+                    f"{m.name}: private text in the writer prompts of {leaked[:3]}; the "
+                    "faithful modes may show public examples only"
+                )
         (ctx.folder / "shown.json").write_text(json.dumps(shown))
         gen = self._writer_model(ctx, cfg, str(m.writer))
-        gcfg = p.generation
+        gcfg = replace(p.generation, seed=cfg.seed)
         if ask == "instruction":  # a question needs far fewer tokens than a pair
             gcfg = replace(gcfg, max_new_tokens=min(gcfg.max_new_tokens, p.instruction_tokens))
         rep = run_job(gen, items, gcfg, ctx.folder / "generations.jsonl")
@@ -688,38 +701,42 @@ class KnowledgeSG(PipelineMethod):
         }
 
     def _evaluate(self, ctx: StageContext, cfg: PipelineConfig, m: SynthMethod) -> dict[str, Any]:
-        from peft import PeftModel
-
-        from fedloom.data.template import tokenize_example
-        from fedloom.eval.heldout import example_losses, paired_bootstrap
-        from fedloom.models import load_model
-        from fedloom.privacy.audit import Canary, exposure, extracted
-
         p: KSGConfig = cfg.params
         trained = ctx.summary_of(f"{m.name}.train")
         if trained.get("pairs") == 0:
             return {"skipped": trained.get("skipped", "no training pairs")}
         data = ctx.folder_of("data")
-        loaded = load_model(cfg.train.model)
+        max_len = cfg.train.data.max_seq_len
         adapter = ctx.folder_of(f"{m.name}.train") / "run" / "adapter"
-        model = PeftModel.from_pretrained(loaded.model, str(adapter))
-        tok, dev, max_len = loaded.tokenizer, loaded.device, cfg.train.data.max_seq_len
+        scorer = Scorer(cfg.train.model, cache=ctx.out / "cache")
         held = read_jsonl(data / "heldout.jsonl")
         recs = [InstructionRecord(r["instruction"], r["response"]) for r in held]
-        examples = [e for e in (tokenize_example(tok, r, max_len) for r in recs) if e is not None]
-        args = (model, examples, int(tok.pad_token_id), dev, loaded.autocast_dtype)
-        base, tuned = example_losses(*args, base=True), example_losses(*args)
-        diff = [t - b for b, t in zip(base, tuned, strict=True)]
-        mean, lo, hi = paired_bootstrap(diff, cfg.seed)
         out: dict[str, Any] = {
-            "heldout_loss": {
-                "n": len(examples),
-                "base": round(sum(base) / len(base), 4),
-                "tuned": round(sum(tuned) / len(tuned), 4),
-                "diff": round(mean, 4),
-                "ci95": [round(lo, 4), round(hi, 4)],
-            }
+            "heldout_loss": heldout_vs_base(
+                scorer, adapter, recs, max_len, ctx.folder, "heldout", cfg.seed
+            )
         }
+        if p.suite:
+            used = {tuple(k) for k in json.loads((data / "used_keys.json").read_text())}
+            mine = {k for k in used if k[0] == p.suite}
+            out["suite"] = suite_vs_base(
+                scorer, adapter, p.suite, p.suite_limit, cfg.seed, mine, ctx.folder
+            )
+        with scorer.model(adapter) as model:
+            out |= self._model_checks(ctx, cfg, model, scorer.loaded, held)
+        ctx.console.print({k: v for k, v in out.items() if k != "canaries"})
+        return out
+
+    def _model_checks(
+        self, ctx: StageContext, cfg: PipelineConfig, model: Any, loaded: Any, held: list[Any]
+    ) -> dict[str, Any]:
+        """Canary exposure and extraction, the suite and the free-form answers of one model."""
+        from fedloom.privacy.audit import Canary, exposure, extracted
+
+        p: KSGConfig = cfg.params
+        data = ctx.folder_of("data")
+        tok, dev, max_len = loaded.tokenizer, loaded.device, cfg.train.data.max_seq_len
+        out: dict[str, Any] = {}
         canaries = [Canary(**c) for c in json.loads((data / "canaries.json").read_text())]
         per: list[dict[str, Any]] = []
         for c in canaries:
@@ -731,40 +748,10 @@ class KnowledgeSG(PipelineMethod):
             "extracted": sum(x["extracted"] for x in per),
             "per_canary": per,
         }
-        if p.suite:
-            out["suite"] = self._suite(ctx, cfg, model, loaded)
         if p.freeform:
             out["freeform"] = self._freeform(ctx, cfg, model, loaded, held[: p.freeform])
         ctx.console.print({k: v for k, v in out.items() if k != "canaries"})
         return out
-
-    def _suite(self, ctx: StageContext, cfg: PipelineConfig, model: Any, loaded: Any) -> Any:
-        import torch
-
-        from fedloom.eval.suites import EvalContext, run_suite
-
-        p: KSGConfig = cfg.params
-        assert p.suite is not None
-        used = {
-            tuple(k) for k in json.loads((ctx.folder_of("data") / "used_keys.json").read_text())
-        }
-        mine = sorted(k for k in used if k[0] == p.suite)
-        key = json.dumps([cfg.train.model.name, p.suite, p.suite_limit, cfg.seed, mine])
-        cached = cache_dir() / "ksg-base" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
-        ectx = EvalContext(model, loaded.tokenizer, loaded.device, loaded.autocast_dtype)
-        res: dict[str, Any] = {}
-        with torch.no_grad():
-            if cached.exists():
-                res["base"] = json.loads(cached.read_text()) | {"cached": True}
-            else:
-                with model.disable_adapter():
-                    r = run_suite(p.suite, ectx, p.suite_limit, cfg.seed, used)
-                res["base"] = r.metrics | {"n": r.n, "excluded": r.excluded}
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                cached.write_text(json.dumps(res["base"]))
-            r = run_suite(p.suite, ectx, p.suite_limit, cfg.seed, used)
-        res["tuned"] = r.metrics | {"n": r.n, "excluded": r.excluded}
-        return res
 
     def _freeform(
         self, ctx: StageContext, cfg: PipelineConfig, model: Any, loaded: Any, held: list[Any]

@@ -7,20 +7,23 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fedloom.pipeline.runner import PipelineConfig, StageContext
+from fedloom.experiment.collect import compare_items
+from fedloom.experiment.compare import Comparison
+from fedloom.experiment.report import ResultTable, stage_costs, write_report
+from fedloom.pipeline.runner import PipelineConfig, StageContext, stage_key
+from fedloom.synth.ksg_methods import KSG_METHODS
 
 
 def _done(folder: Path) -> dict[str, Any]:
     return dict(json.loads((folder / "done.json").read_text()))
 
 
-def method_row(ctx: StageContext, cfg: PipelineConfig, name: str) -> dict[str, Any]:
-    from fedloom.synth.ksg_methods import KSG_METHODS
-
+def method_row(ctx: StageContext, cfg: PipelineConfig, name: str, seed: int) -> dict[str, Any]:
+    """One seed's row of the wide method table (utility, leakage, ε, data quality, time)."""
     m = KSG_METHODS[name]
     p = cfg.params
     stages = [f"{name}.write", f"{name}.refine", f"{name}.train", f"{name}.evaluate"]
-    done = {s.rsplit(".", 1)[1]: _done(ctx.folder_of(s)) for s in stages if s in ctx.stage_folders}
+    done = {s.rsplit(".", 1)[1]: _done(ctx.folder_of(s, seed)) for s in stages if ctx.has(s, seed)}
     ev = done["evaluate"]["summary"]
     skipped = "skipped" in ev  # nothing survived to train on: no model to score
     held = ev.get("heldout_loss", {})
@@ -57,14 +60,14 @@ def method_row(ctx: StageContext, cfg: PipelineConfig, name: str) -> dict[str, A
     else:  # non-private trains on the private data, canaries included
         row |= {"canaries_in_synthetic_exact": None, "canaries_in_synthetic_fuzzy": None}
     if m.writer == "dp":
-        w = _done(ctx.folder_of("writer-dp"))
+        w = _done(ctx.folder_of("writer-dp", seed))
         eps = w["summary"]["epsilon_by_client"] or {}
         row["epsilon"] = round(max(eps.values()), 3) if eps else None
         row["seconds"] += w["seconds"]
     else:
         row["epsilon"] = None  # no formal guarantee
         if m.writer == "plain":
-            row["seconds"] += _done(ctx.folder_of("writer-plain"))["seconds"]
+            row["seconds"] += _done(ctx.folder_of("writer-plain", seed))["seconds"]
     return row
 
 
@@ -131,10 +134,74 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def comparisons(ctx: StageContext, cfg: PipelineConfig) -> list[Comparison]:
+    """Held-out loss, paired on the same items and pooled over seeds: every method against the
+    base model; every synthetic method against non-private (does it approach it?); each
+    KnowledgeSG method against the other synthetic methods of its privacy class (does it beat
+    them?)."""
+    methods = list(cfg.params.methods)
+    rows: list[Comparison] = []
+
+    def add(
+        arm: str, ref: str, ref_file: str = "heldout.tuned", ref_name: str | None = None
+    ) -> None:
+        c = compare_items(
+            ctx, cfg.seeds, (f"{arm}.evaluate", "heldout.tuned"), (f"{ref}.evaluate", ref_file),
+            arm, ref_name or ref, metric="held-out loss",
+        )  # fmt: skip
+        if c is not None:
+            rows.append(c)
+
+    for m in methods:
+        add(m, m, "heldout.base", "base")
+    synthetic = [m for m in methods if KSG_METHODS[m].writer is not None]
+    if "non-private" in methods:
+        for m in synthetic:
+            add(m, "non-private")
+    for m in synthetic:
+        if m.endswith("ksg"):
+            dp = KSG_METHODS[m].writer == "dp"
+            for other in synthetic:
+                if (
+                    other != m
+                    and not other.endswith("ksg")
+                    and (KSG_METHODS[other].writer == "dp") == dp
+                ):
+                    add(m, other)
+    return rows
+
+
 def write_table(ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
-    rows = [method_row(ctx, cfg, m) for m in cfg.params.methods]
-    (ctx.folder / "table.md").write_text(table_markdown(rows))
-    (ctx.folder / "results.json").write_text(json.dumps(rows, indent=2))
-    plot(rows, ctx.folder / "table.png")
-    ctx.console.print(table_markdown(rows))
-    return {"rows": rows}
+    """The pooled comparisons (the kit's report) and, per seed, the wide method table."""
+    wide = {
+        s: [method_row(ctx, cfg, m, s) for m in cfg.params.methods if ctx.has(f"{m}.evaluate", s)]
+        for s in cfg.seeds
+    }
+    extra = "".join(
+        f"\n## Seed {s}: every measure\n\n{table_markdown(r)}" for s, r in wide.items() if r
+    )
+    first = next((r for r in wide.values() if r), [])
+    if first:
+        plot(first, ctx.folder / "table.png")
+    keys = [
+        stage_key(f"{m}.{k}", s)
+        for s in cfg.seeds
+        for m in cfg.params.methods
+        for k in ("write", "train", "evaluate")
+    ]
+    table = ResultTable(
+        "KnowledgeSG — synthetic data instead of private data",
+        comparisons(ctx, cfg),
+        intro=f"Seeds {cfg.seeds}. Held-out loss on the same private-like items; every row is "
+        "paired per item and pooled over seeds.",
+        plots=[ctx.folder / "table.png"],
+        costs=stage_costs(ctx, keys),
+        configs={"pipeline": (ctx.out / "pipeline.yaml").read_text()},
+        extra_md=extra,
+    )
+    summary = write_report(ctx.folder, table)
+    (ctx.folder / "methods.json").write_text(
+        json.dumps({str(s): r for s, r in wide.items()}, indent=2)
+    )
+    ctx.console.print((ctx.folder / "table.md").read_text())
+    return summary | {"methods": {str(s): r for s, r in wide.items()}}

@@ -25,17 +25,20 @@ bound).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedloom.config import RunConfig, _require, config_from_dict
+from fedloom.config import _require
 from fedloom.data.schema import InstructionRecord, Record, as_instruction
 from fedloom.data.sources import load_source_report
 from fedloom.errors import FedloomError
+from fedloom.experiment.collect import item_comparisons
+from fedloom.experiment.evaluate import Scorer, heldout_vs_base, suite_vs_base
+from fedloom.experiment.report import ResultTable, stage_costs, write_report
+from fedloom.experiment.train import client_sources, heldout_source, train_run
 from fedloom.generation import GenerationConfig, GeneratorConfig, read_job
 from fedloom.pipeline.runner import (
     PipelineConfig,
@@ -43,6 +46,8 @@ from fedloom.pipeline.runner import (
     Stage,
     StageContext,
     register_pipeline,
+    seeded,
+    stage_key,
 )
 from fedloom.synth.common import (
     WORD,
@@ -56,7 +61,7 @@ from fedloom.synth.common import (
     write_jsonl,
 )
 from fedloom.synth.text import as_text, as_triple, chunk_text
-from fedloom.utils import cache_dir, rng_for
+from fedloom.utils import rng_for
 
 PROMPT_VERSION = "u2s-v1"
 SELECTIONS = ("retrieval", "random", "fixed")
@@ -542,6 +547,17 @@ class U2S(PipelineMethod):
     config_cls = U2SConfig
 
     def stages(self, cfg: PipelineConfig) -> list[Stage]:
+        """Every seed's stages (its own data draw, selection, generation, training), then one
+        table pooling the seeds."""
+        st: list[Stage] = []
+        for s in cfg.seeds:
+            st += seeded(self.seed_stages(cfg.for_seed(s)), s)
+        st.append(
+            Stage("table", lambda ctx: self._table(ctx, cfg), {"seeds": cfg.seeds}, always=True)
+        )
+        return st
+
+    def seed_stages(self, cfg: PipelineConfig) -> list[Stage]:
         p: U2SConfig = cfg.params
         data = Stage("data", lambda ctx: self._data(ctx, cfg), {"u2s": asdict(p)})
         train = Stage("train", lambda ctx: self._train(ctx, cfg), {"train_on": p.train_on})
@@ -678,58 +694,34 @@ class U2S(PipelineMethod):
         return summary
 
     def _train(self, ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
-        from fedloom.engine.inprocess import run
-
         p: U2SConfig = cfg.params
         data = ctx.folder_of("data")
         if p.train_on == "gold":
             rows = read_jsonl(data / "gold_train.jsonl")
         else:
             rows = read_jsonl(ctx.folder_of("parse") / "pairs.jsonl")
-        sources = []
-        for c in range(p.num_clients):
-            mine = [r for r in rows if r["client"] == c]
+        by_client = [[r for r in rows if r["client"] == c] for c in range(p.num_clients)]
+        for c, mine in enumerate(by_client):
             if not mine:
                 raise U2SError(
                     f"client {c} has no training pairs ({p.train_on}): every output of its "
                     "pieces failed to parse (see the parse stage's failures) — raise "
                     "`u2s.domains[].pieces` or use a stronger `u2s.generator.model`"
                 )
-            path = ctx.folder / f"client_{c}.jsonl"
-            write_jsonl(path, mine)
-            sources.append({"name": "local", "path": str(path), "clients": [c], "heldout": 0})
-        for d in p.domains:
-            path = data / f"gold_{d.name}.jsonl"
-            sources.append(
-                {"name": "local", "path": str(path), "heldout_only": True, "domain": d.name}
-            )
-        raw = cfg.train.to_dict()
-        raw["data"]["sources"] = sources
-        raw["partition"]["num_clients"] = p.num_clients
-        raw["partition"]["strategy"] = "iid"
-        raw["eval"]["max_examples"] = max(d.gold for d in p.domains)
-        run_cfg: RunConfig = config_from_dict(raw)
-        out = ctx.folder / "run"
-        resume = (out / "checkpoint.pt").exists() and not (out / "summary.json").exists()
-        if (out / "summary.json").exists():
-            summary = json.loads((out / "summary.json").read_text())
-        else:
-            summary = run(run_cfg, out, ctx.console, resume=resume)
-        return {
-            "train_on": p.train_on,
-            "pairs": len(rows),
-            "base_eval_loss": summary.get("base_eval_loss"),
-            "final_eval_loss": summary.get("final_eval_loss"),
-            "wall_seconds": summary.get("wall_seconds"),
-        }
+        sources = client_sources(ctx.folder, by_client)
+        sources += [heldout_source(data / f"gold_{d.name}.jsonl", d.name) for d in p.domains]
+        res = train_run(
+            cfg.train,
+            ctx.folder / "run",
+            sources,
+            ctx.console,
+            overrides={"eval": {"max_examples": max(d.gold for d in p.domains)}},
+        )
+        return {"train_on": p.train_on, "pairs": len(rows)} | res.brief()
 
     def _evaluate(self, ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
-        import torch
-        from peft import PeftModel
-
-        from fedloom.eval.suites import EvalContext, run_suite
-        from fedloom.models import load_model
-
+        """Each domain's suite, base and tuned, per item (the base is scored once per pipeline:
+        cached by content); items the clients' text came from are left out."""
         p: U2SConfig = cfg.params
         suites = [d.suite for d in p.domains if d.suite]
         if not suites:
@@ -737,74 +729,53 @@ class U2S(PipelineMethod):
         used = {
             tuple(k) for k in json.loads((ctx.folder_of("data") / "used_keys.json").read_text())
         }
-        loaded = load_model(cfg.train.model)
+        scorer = Scorer(cfg.train.model, cache=ctx.out / "cache")
         adapter = ctx.folder_of("train") / "run" / "adapter"
-        model = PeftModel.from_pretrained(loaded.model, str(adapter))
         out: dict[str, Any] = {}
         for name in suites:
-            res: dict[str, Any] = {}
-            # the base model's score depends only on (model, suite, subset, left-out items):
-            # cached, so the runs of an ablation share it
-            mine = sorted(k for k in used if k[0] == name)
-            key = json.dumps([cfg.train.model.name, name, p.suite_limit, cfg.seed, mine])
-            cached = (
-                cache_dir() / "u2s-base" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
-            )
-            for which in ("base", "tuned"):
-                if which == "base" and cached.exists():
-                    res["base"] = json.loads(cached.read_text()) | {"cached": True}
-                    continue
-                ectx = EvalContext(model, loaded.tokenizer, loaded.device, loaded.autocast_dtype)
-                with torch.no_grad():
-                    if which == "base":
-                        with model.disable_adapter():
-                            r = run_suite(name, ectx, p.suite_limit, cfg.seed, used)
-                    else:
-                        r = run_suite(name, ectx, p.suite_limit, cfg.seed, used)
-                res[which] = r.metrics | {"n": r.n, "excluded": r.excluded}
-                (ctx.folder / f"{name}_{which}.json").write_text(
-                    json.dumps({"metrics": r.metrics, "items": r.items}, indent=1)
-                )
-                if which == "base":
-                    cached.parent.mkdir(parents=True, exist_ok=True)
-                    cached.write_text(json.dumps(res["base"]))
+            mine = {k for k in used if k[0] == name}
+            res = suite_vs_base(scorer, adapter, name, p.suite_limit, cfg.seed, mine, ctx.folder)
             out[name] = res
             ctx.console.print(f"{name}: base {res['base']}  tuned {res['tuned']}")
         return {"suites": out}
 
     def _gold_loss(self, ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
-        """Per-example loss on each domain's gold pairs, base vs tuned: the mean paired
-        difference with a 95% bootstrap interval, and the share of pairs that improved."""
-        from peft import PeftModel
-
-        from fedloom.data.template import tokenize_example
-        from fedloom.eval.heldout import example_losses, paired_bootstrap
-        from fedloom.models import load_model
-
+        """Per-example loss on each domain's gold pairs, base and tuned, saved per item; this
+        seed's paired difference with its 95% bootstrap interval."""
         p: U2SConfig = cfg.params
-        loaded = load_model(cfg.train.model)
+        scorer = Scorer(cfg.train.model, cache=ctx.out / "cache")
         adapter = ctx.folder_of("train") / "run" / "adapter"
-        model = PeftModel.from_pretrained(loaded.model, str(adapter))
-        pad = int(loaded.tokenizer.pad_token_id)
         out: dict[str, Any] = {}
         for d in p.domains:
             rows = read_jsonl(ctx.folder_of("data") / f"gold_{d.name}.jsonl")
             recs = [InstructionRecord(r["instruction"], r["response"], r["input"]) for r in rows]
-            toks = [tokenize_example(loaded.tokenizer, r, cfg.train.data.max_seq_len) for r in recs]
-            examples = [t for t in toks if t is not None]
-            args = (model, examples, pad, loaded.device, loaded.autocast_dtype)
-            base = example_losses(*args, base=True)
-            tuned = example_losses(*args)
-            diff = [t - b for b, t in zip(base, tuned, strict=True)]
-            mean, lo, hi = paired_bootstrap(diff, cfg.seed)
-            out[d.name] = {
-                "n": len(examples),
-                "dropped": len(toks) - len(examples),
-                "base": round(sum(base) / len(base), 4),
-                "tuned": round(sum(tuned) / len(tuned), 4),
-                "diff": round(mean, 4),
-                "ci95": [round(lo, 4), round(hi, 4)],
-                "improved": round(sum(x < 0 for x in diff) / len(diff), 4),
-            }
+            out[d.name] = heldout_vs_base(
+                scorer, adapter, recs, cfg.train.data.max_seq_len, ctx.folder, d.name, cfg.seed
+            )
             ctx.console.print(f"{d.name}: {out[d.name]}")
         return out
+
+    def _table(self, ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
+        """Tuned vs base on every domain's gold pairs (loss) and suite, pooled over seeds."""
+        p: U2SConfig = cfg.params
+        arm = p.selection if p.train_on == "generated" else "gold pairs"
+        sets = [(f"{d.name} gold loss", "gold_loss", d.name) for d in p.domains]
+        sets += [(f"{d.suite} ({d.name})", "evaluate", d.suite) for d in p.domains if d.suite]
+        rows = item_comparisons(ctx, cfg.seeds, sets, f"tuned ({arm})", "base")
+        keys = [stage_key(n, s) for s in cfg.seeds for n in ("generate", "train", "gold_loss")]
+        provenance = {
+            f"parse s{s}": ctx.summary_of("parse", s).get("failures", {})
+            | {"kept": ctx.summary_of("parse", s).get("kept")}
+            for s in cfg.seeds
+            if ctx.has("parse", s)
+        }
+        table = ResultTable(
+            f"FedIT-U2S — {p.num_clients} clients, trained on {arm}",
+            rows,
+            intro=f"Seeds {cfg.seeds}; each seed draws its own pieces, examples and generations. "
+            "Rows compare the tuned model with the base model on the same items.",
+            provenance=provenance,
+            costs=stage_costs(ctx, keys),
+            configs={"pipeline": (ctx.out / "pipeline.yaml").read_text()},
+        )
+        return write_report(ctx.folder, table)
