@@ -184,19 +184,19 @@ def test_safety_pipeline_on_tiny_llama(tmp_path: Path) -> None:
     args = ["pipeline", str(ROOT / "configs/tiny-safety.yaml"), "--set", f"out={out}"]
     # questions: hand-written, as a real generator's would read
     _seed(
-        out / "questions/generations.jsonl",
+        out / "questions.s0/generations.jsonl",
         [(f"q-{i}", f"How could someone secretly do harmful thing number {i}?") for i in range(40)],
     )
     # the harm check: a reference model answers 4 of the requests (dropped), refuses the rest
     _seed(
-        out / "questions/harm_check.jsonl",
+        out / "questions.s0/harm_check.jsonl",
         [(f"q-{i}", "Sure, here is how." if i < 4 else "I'm sorry, I can't.") for i in range(40)],
     )
     assert main(args) != 0  # the random model never refuses: no aligned data (one clear line)
-    pools = json.loads((out / "questions/questions.json").read_text())
+    pools = json.loads((out / "questions.s0/questions.json").read_text())
     ids = {k: {q["id"] for q in v} for k, v in pools.items()}
     assert (
-        json.loads((out / "questions/done.json").read_text())["summary"][
+        json.loads((out / "questions.s0/done.json").read_text())["summary"][
             "answered_by_reference_model"
         ]
         == 4
@@ -207,9 +207,9 @@ def test_safety_pipeline_on_tiny_llama(tmp_path: Path) -> None:
         ids["attack"] | ids["aligned"]
     )
     refusal = "I'm sorry, but I can't help with that. It could cause harm."
-    (out / "aligned-data/generations.jsonl").unlink()
+    (out / "aligned-data.s0/generations.jsonl").unlink()
     _seed(
-        out / "aligned-data/generations.jsonl",
+        out / "aligned-data.s0/generations.jsonl",
         [(q["id"], refusal) for q in pools["aligned"] + pools["defense"]],
     )
     # levels 2 and 3 list everyday questions (a random model's lists do not parse)
@@ -217,8 +217,8 @@ def test_safety_pipeline_on_tiny_llama(tmp_path: Path) -> None:
         f"{i}. How do I keep plant number {i} healthy at home?" for i in range(1, 11)
     )
     for k in (2, 3):
-        _seed(out / f"defense-L{k}.data/everyday.jsonl", [("everyday-0", listing)])
-    _seed(out / "defense-L3.data/aligned.jsonl", [(q["id"], refusal) for q in pools["defense"]])
+        _seed(out / f"defense-L{k}.data.s0/everyday.jsonl", [("everyday-0", listing)])
+    _seed(out / "defense-L3.data.s0/aligned.jsonl", [(q["id"], refusal) for q in pools["defense"]])
     assert main(args) == 0
     # evaluation prompts never in training or generation inputs
     from fedloom.data.sources import load_source_report
@@ -234,17 +234,17 @@ def test_safety_pipeline_on_tiny_llama(tmp_path: Path) -> None:
         ]
         assert_disjoint(guard, [t for t in texts if t], str(f))
     # the attack row: malicious clients trained on attack data only, and were recorded
-    s = json.loads((out / "attack.train/run/summary.json").read_text())
+    s = json.loads((out / "attack.train.s0/run/summary.json").read_text())
     assert s["malicious_clients"] == [0] or len(s["malicious_clients"]) == 1
     assert (
-        json.loads((out / "no-attack.train/run/summary.json").read_text())["malicious_clients"]
+        json.loads((out / "no-attack.train.s0/run/summary.json").read_text())["malicious_clients"]
         is None
     )
     # the defense starts from the attacked adapter, bit for bit
     from fedloom.engine.inprocess import Federation
 
-    dcfg = load_config(out / "defense-L1.train/run/config.yaml")
-    assert dcfg.lora.init_from and dcfg.lora.init_from.endswith("attack.train/run/adapter")
+    dcfg = load_config(out / "defense-L1.train.s0/run/config.yaml")
+    assert dcfg.lora.init_from and dcfg.lora.init_from.endswith("attack.train.s0/run/adapter")
     from safetensors.torch import load_file
 
     saved = load_file(str(Path(dcfg.lora.init_from) / "adapter_model.safetensors"))
@@ -268,6 +268,21 @@ def test_safety_pipeline_on_tiny_llama(tmp_path: Path) -> None:
     ):
         assert f"| {row} |" in table
     assert (out / "table/stealth.png").exists() and (out / "table/sweep.png").exists()
+    # the pooled rows: the study's claims, paired per request, each with a verdict
+    res = json.loads((out / "table/results.json").read_text())
+    pairs = {(r["arm"], r["reference"], r["metric"].split(" ")[-1]) for r in res["rows"]}
+    assert ("attack", "no-attack", "(rules)") in pairs
+    assert ("attack+krum", "attack", "(rules)") in pairs and (
+        "defense-L3",
+        "attack",
+        "(rules)",
+    ) in pairs
+    assert ("attack-50+L1", "attack-50", "(rules)") in pairs
+    assert ("defense-L1", "base", "loss") in pairs
+    for r in res["rows"]:
+        assert r["verdict"] in ("better", "worse", "unresolved") and r["seeds"] == [0]
+    ev = out / "attack.evaluate.s0/items"
+    assert (ev / "advbench.rules.json").exists() and (ev / "heldout.tuned.json").exists()
 
 
 def test_shipped_safety_configs_load() -> None:

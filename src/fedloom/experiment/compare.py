@@ -77,6 +77,7 @@ class Comparison:
         d = asdict(self)
         d["per_seed"] = {str(k): asdict(v) for k, v in self.per_seed.items()}
         d["n_items"] = self.n_items
+        d["seeds"] = self.seeds
         return d
 
     def cell(self, digits: int = 3) -> str:

@@ -30,9 +30,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from fedloom.config import RunConfig, config_from_dict
 from fedloom.data.schema import InstructionRecord, PromptRecord
 from fedloom.data.sources import load_source_report
+from fedloom.experiment.evaluate import ItemScores, Scorer, heldout_vs_base
+from fedloom.experiment.train import heldout_source, train_run
 from fedloom.generation import GenerationConfig, GeneratorConfig, read_job
 from fedloom.pipeline.runner import (
     PipelineConfig,
@@ -40,6 +41,7 @@ from fedloom.pipeline.runner import (
     Stage,
     StageContext,
     register_pipeline,
+    seeded,
 )
 from fedloom.safety.config import SafetyPipelineConfig
 from fedloom.safety.data import (
@@ -71,6 +73,15 @@ class SafetyPipeline(PipelineMethod):
     config_cls = SafetyPipelineConfig
 
     def stages(self, cfg: PipelineConfig) -> list[Stage]:
+        """Every seed's stages (its own data draw, generated pools, runs, evaluations), then one
+        table pooling the seeds."""
+        st: list[Stage] = []
+        for s in cfg.seeds:
+            st += seeded(self.seed_stages(cfg.for_seed(s)), s)
+        st.append(Stage("table", partial(self._table, cfg=cfg), {"seeds": cfg.seeds}, always=True))
+        return st
+
+    def seed_stages(self, cfg: PipelineConfig) -> list[Stage]:
         p: SafetyPipelineConfig = cfg.params
         st = [
             Stage("data", partial(self._data, cfg=cfg), {"safety": asdict(p)}),
@@ -122,7 +133,6 @@ class SafetyPipeline(PipelineMethod):
                     None,
                     init=f"attack-{_pct(share)}|L{p.sweep_defense}",
                 )
-        st.append(Stage("table", partial(self._table, cfg=cfg), {}, always=True))
         return st
 
     # -- data ---------------------------------------------------------------------------------
@@ -561,21 +571,13 @@ class SafetyPipeline(PipelineMethod):
         reducer: str,
         init: str | None,
     ) -> dict[str, Any]:
-        from fedloom.engine.inprocess import run
-
         p: SafetyPipelineConfig = cfg.params
         data = ctx.folder_of("data")
-        raw = cfg.train.to_dict()
-        held = {
-            "name": "local",
-            "path": str(data / "heldout.jsonl"),
-            "heldout_only": True,
-            "domain": "heldout",
-        }
-        raw["eval"]["max_examples"] = p.heldout
+        raw: dict[str, Any] = {"eval": {"max_examples": p.heldout}, "federation": {}}
+        held = heldout_source(data / "heldout.jsonl", "heldout")
         if init is None:  # a federated run over benign (and malicious) clients
             aligned = ctx.folder_of("aligned-data") / "aligned.jsonl"
-            raw["data"]["sources"] = [
+            sources = [
                 {
                     "name": "local",
                     "path": str(data / "normal_clients.jsonl"),
@@ -591,7 +593,7 @@ class SafetyPipeline(PipelineMethod):
                 },
                 held,
             ]
-            raw["partition"] |= {"num_clients": p.num_clients, "strategy": "iid"}
+            num_clients = p.num_clients
             raw["federation"]["reducer"] = reducer
             raw["federation"]["reducer_params"] = self._reducer_params(
                 cfg, reducer, share or p.malicious
@@ -614,28 +616,27 @@ class SafetyPipeline(PipelineMethod):
             if source_row == "best":
                 source_row, _ = self._best(ctx, cfg)
             defense = ctx.folder_of(f"defense-{level}.data") / "defense.jsonl"
-            raw["data"]["sources"] = [
+            sources = [
                 {"name": "local", "path": str(defense), "heldout": 0, "domain": "defense"},
                 held,
             ]
-            raw["partition"] |= {"num_clients": 1, "strategy": "iid"}
+            num_clients = 1
             raw["federation"] |= {
                 "algorithm": "fedavg",
                 "rounds": 1,
                 "sample_clients": 1,
                 "min_clients": 1,
             }
-            raw["train"]["local_steps"] = p.defense_steps
+            raw["train"] = {"local_steps": p.defense_steps}
             if p.defense_lr is not None:
                 raw["train"]["lr"] = p.defense_lr
             init_from = ctx.folder_of(f"{source_row}.train") / "run" / "adapter"
-            raw["lora"]["init_from"] = str(init_from)
-        run_cfg: RunConfig = config_from_dict(raw)
+            raw["lora"] = {"init_from": str(init_from)}
         out = ctx.folder / "run"
-        if (out / "summary.json").exists():
-            summary = dict(json.loads((out / "summary.json").read_text()))
-        else:
-            summary = run(run_cfg, out, ctx.console, resume=(out / "checkpoint.pt").exists())
+        res = train_run(
+            cfg.train, out, sources, ctx.console, num_clients=num_clients, overrides=raw
+        )
+        summary = res.summary
         return {
             "malicious_clients": summary.get("malicious_clients"),
             "reducer": reducer,
@@ -667,97 +668,105 @@ class SafetyPipeline(PipelineMethod):
     # -- evaluation ---------------------------------------------------------------------------
 
     def _evaluate(self, ctx: StageContext, cfg: PipelineConfig, row: str | None) -> dict[str, Any]:
-        import torch
-        from peft import PeftModel
-
-        from fedloom.data.template import tokenize_example
-        from fedloom.eval.heldout import example_losses, paired_bootstrap
-        from fedloom.eval.judges import JUDGES, LLMSafetyJudge, make_rating_judge
-        from fedloom.eval.suites import EvalContext, run_suite, wilson_interval
-        from fedloom.models import load_model
+        """Safety verdicts per item on each eval set (keyword rules, the prefix rule, and the
+        LLM judge when configured), held-out loss per item, MT-Bench; per-item scores saved in
+        ``items/`` for the pooled table."""
+        from fedloom.eval.judges import make_rating_judge
 
         p: SafetyPipelineConfig = cfg.params
-        loaded = load_model(cfg.train.model)
-        model: Any = loaded.model
-        if row is not None:
-            model = PeftModel.from_pretrained(
-                model, str(ctx.folder_of(f"{row}.train") / "run" / "adapter")
-            )
-        tok, dev = loaded.tokenizer, loaded.device
-        ectx = EvalContext(
-            model,
-            tok,
-            dev,
-            loaded.autocast_dtype,
-            batch_size=16,
-            max_new_tokens=p.max_new_tokens,
-            judge="rules",
-        )
+        adapter = None if row is None else ctx.folder_of(f"{row}.train") / "run" / "adapter"
+        scorer = Scorer(cfg.train.model, cache=ctx.out / "cache")
         rating = make_rating_judge(p.judge) if p.judge else None
-        llm = LLMSafetyJudge(rating) if rating is not None else None
-        prefix = JUDGES["rules-prefix"]()
         out: dict[str, Any] = {"row": row or "base", "safety": {}}
         answers = []
-        with torch.no_grad():
-            for suite in p.eval_sets:
-                r = run_suite(suite, ectx, p.limit(suite), cfg.seed)
-                prompts = {it["id"]: it for it in r.items}
-                items = r.items
-                res: dict[str, Any] = {"n": r.n}
-                verdicts = {"rules": [bool(it["refused"]) for it in items]}
-                by_id = {
-                    rec.id: rec.prompt
-                    for rec in load_source_report(suite)[0]
-                    if isinstance(rec, PromptRecord)
+        for suite in p.eval_sets:
+            res, items = self._safety_suite(ctx, cfg, scorer, adapter, suite, rating)
+            out["safety"][suite] = res
+            answers += [
+                {
+                    "suite": suite,
+                    "id": it["id"],
+                    "response": it["response"],
+                    "refused": it["refused"],
                 }
-                verdicts["rules-prefix"] = [
-                    prefix.is_refusal(by_id.get(it["id"], ""), it["response"]) for it in items
-                ]
-                if llm is not None:
-                    v = [llm.is_safe(by_id.get(it["id"], ""), it["response"]) for it in items]
-                    verdicts[llm.name] = [bool(x) for x in v if x is not None]
-                    res["llm_unjudged"] = sum(x is None for x in v)
-                for name, vs in verdicts.items():
-                    lo, hi = wilson_interval(sum(vs), len(vs))
-                    res[name] = {
-                        "rate": round(sum(vs) / max(len(vs), 1), 4),
-                        "ci95": [round(lo, 4), round(hi, 4)],
-                    }
-                out["safety"][suite] = res
-                answers += [
-                    {"suite": suite, "id": i, "response": it["response"], "refused": it["refused"]}
-                    for i, it in prompts.items()
-                ]
-            held = read_jsonl(ctx.folder_of("data") / "heldout.jsonl")
-            recs = [InstructionRecord(h["instruction"], h["response"]) for h in held]
-            ex = [
-                e
-                for e in (tokenize_example(tok, x, cfg.train.data.max_seq_len) for x in recs)
-                if e is not None
+                for it in items
             ]
-            args = (model, ex, int(tok.pad_token_id), dev, loaded.autocast_dtype)
-            if row is None:
-                base = tuned = example_losses(*args)
-            else:
-                base, tuned = example_losses(*args, base=True), example_losses(*args)
-            diff = [t - b for b, t in zip(base, tuned, strict=True)]
-            mean, lo, hi = paired_bootstrap(diff, cfg.seed)
-            out["heldout_loss"] = {
-                "n": len(ex),
-                "base": round(sum(base) / len(base), 4),
-                "tuned": round(sum(tuned) / len(tuned), 4),
-                "diff": round(mean, 4),
-                "ci95": [round(lo, 4), round(hi, 4)],
+        held = read_jsonl(ctx.folder_of("data") / "heldout.jsonl")
+        recs = [InstructionRecord(h["instruction"], h["response"]) for h in held]
+        max_len = cfg.train.data.max_seq_len
+        if adapter is None:  # the base row: its own reference
+            base = scorer.heldout(None, recs, max_len)
+            for which in ("base", "tuned"):
+                base.save(ctx.folder / "items" / f"heldout.{which}.json")
+            out["heldout_loss"] = {"n": base.n, "base": round(base.mean, 4), "tuned": round(base.mean, 4),
+                                   "diff": 0.0, "ci95": [0.0, 0.0]}  # fmt: skip
+        else:
+            out["heldout_loss"] = heldout_vs_base(
+                scorer, adapter, recs, max_len, ctx.folder, "heldout", cfg.seed
+            )
+        if p.mtbench:
+            mt, meta = scorer.suite(adapter, "mtbench", p.mtbench, cfg.seed, rating_judge=rating)
+            out["mtbench"] = meta["metrics"] | {
+                "n": meta["n"],
+                "judge": rating.name if rating else None,
             }
-            if p.mtbench:
-                ectx.rating_judge = rating
-                ectx.max_new_tokens = None
-                mt = run_suite("mtbench", ectx, p.mtbench, cfg.seed)
-                out["mtbench"] = mt.metrics | {"n": mt.n, "judge": rating.name if rating else None}
-                write_jsonl(ctx.folder / "mtbench.jsonl", mt.items)
+            write_jsonl(ctx.folder / "mtbench.jsonl", meta["items"])
         write_jsonl(ctx.folder / "answers.jsonl", answers)
         ctx.console.print({k: v for k, v in out.items()})
         return out
+
+    def _safety_suite(
+        self,
+        ctx: StageContext,
+        cfg: PipelineConfig,
+        scorer: Scorer,
+        adapter: Path | None,
+        suite: str,
+        rating: Any,
+    ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """One eval set: the answers (cached by content), each judge's verdict per item and
+        its rate with a Wilson interval."""
+        from fedloom.eval.judges import JUDGES, LLMSafetyJudge
+        from fedloom.eval.suites import wilson_interval
+
+        p: SafetyPipelineConfig = cfg.params
+        scores, meta = scorer.suite(
+            adapter, suite, p.limit(suite), cfg.seed,
+            batch_size=16, max_new_tokens=p.max_new_tokens, judge="rules",
+        )  # fmt: skip
+        items = meta["items"]
+        by_id = {
+            rec.id: rec.prompt
+            for rec in load_source_report(suite)[0]
+            if isinstance(rec, PromptRecord)
+        }
+        prefix = JUDGES["rules-prefix"]()
+        verdicts: dict[str, dict[str, float]] = {
+            "rules": scores.values,
+            "rules-prefix": {
+                str(it["id"]): float(prefix.is_refusal(by_id.get(it["id"], ""), it["response"]))
+                for it in items
+            },
+        }
+        res: dict[str, Any] = {"n": meta["n"]}
+        if rating is not None:
+            llm = LLMSafetyJudge(rating)
+            v = {
+                str(it["id"]): llm.is_safe(by_id.get(it["id"], ""), it["response"]) for it in items
+            }
+            verdicts[llm.name] = {i: float(bool(x)) for i, x in v.items() if x is not None}
+            res["llm_unjudged"] = sum(x is None for x in v.values())
+        for name, vs in verdicts.items():
+            k = int(sum(vs.values()))
+            lo, hi = wilson_interval(k, len(vs))
+            res[name] = {
+                "rate": round(k / max(len(vs), 1), 4),
+                "ci95": [round(lo, 4), round(hi, 4)],
+            }
+            ItemScores(f"{suite} safe ({name})", False, vs).save(
+                ctx.folder / "items" / f"{suite}.{name}.json"
+            )
+        return res, items
 
     def _table(self, ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
         from fedloom.safety.report import write_report

@@ -8,22 +8,62 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fedloom.experiment.collect import compare_items
+from fedloom.experiment.compare import Comparison
+from fedloom.experiment.report import ResultTable, stage_costs
+from fedloom.experiment.report import write_report as write_report_kit
 from fedloom.pipeline.runner import PipelineConfig, StageContext
 from fedloom.safety.config import SafetyPipelineConfig
 
 
 def _rows(
-    ctx: StageContext, cfg: PipelineConfig
+    ctx: StageContext, cfg: PipelineConfig, seed: int
 ) -> list[tuple[str, dict[str, Any], dict[str, Any] | None]]:
+    """One seed's finished rows: (name, its evaluation, its training summary)."""
     out = []
-    for name in ctx.stage_folders:
-        if not name.endswith(".evaluate"):
+    end = f".evaluate.s{seed}"
+    for key in ctx.stage_folders:
+        if not key.endswith(end):
             continue
-        row = name[: -len(".evaluate")]
-        ev = ctx.summary_of(name)
-        tr = ctx.summary_of(f"{row}.train") if ctx.has(f"{row}.train") else None
+        row = key[: -len(end)]
+        ev = ctx.summary_of(f"{row}.evaluate", seed)
+        tr = ctx.summary_of(f"{row}.train", seed) if ctx.has(f"{row}.train", seed) else None
         out.append((row, ev, tr))
     return out
+
+
+def comparisons(ctx: StageContext, cfg: PipelineConfig) -> list[Comparison]:
+    """The study's claims as paired rows pooled over seeds, on the first eval set's keyword
+    safety verdicts: the attack against no attack, each robust reducer and each defense against
+    the undefended attack, each malicious share against no attack (and its defense against
+    it); then every row's held-out loss against the base model."""
+    p: SafetyPipelineConfig = cfg.params
+    suite = p.eval_sets[0]
+    pct = [f"attack-{round(s * 100)}" for s in p.shares()[1:]]
+    pairs = [("no-attack", "base"), ("attack", "no-attack")]
+    pairs += [(f"attack+{r}", "attack") for r in p.reducers]
+    pairs += [(f"defense-L{k}", "attack") for k in p.defense_levels]
+    if p.defense_on_best and p.reducers:
+        pairs.append((f"best+L{p.defense_on_best}", "attack"))
+    pairs += [(a, "no-attack") for a in pct]
+    if p.sweep_defense:
+        pairs += [(f"{a}+L{p.sweep_defense}", a) for a in pct]
+    wanted = [
+        ((f"{arm}.evaluate", f"{suite}.rules"), (f"{ref}.evaluate", f"{suite}.rules"), arm, ref,
+         f"{suite} safety rate (rules)")
+        for arm, ref in pairs
+    ]  # fmt: skip
+    wanted += [
+        ((f"{n}.evaluate", "heldout.tuned"), (f"{n}.evaluate", "heldout.base"), n, "base",
+         "held-out loss")
+        for n in dict.fromkeys(a for a, _ in pairs)
+    ]  # fmt: skip
+    rows = []
+    for arm_ref, ref_ref, arm, ref, metric in wanted:
+        c = compare_items(ctx, cfg.seeds, arm_ref, ref_ref, arm, ref, metric=metric)
+        if c is not None:
+            rows.append(c)
+    return rows
 
 
 def _rate(ev: dict[str, Any], suite: str, judge: str) -> str:
@@ -129,10 +169,17 @@ def sweep_plot(
 
 
 def write_report(ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
+    """The pooled comparisons (the kit's report, with the plots of the first seed) and, per
+    seed, the wide table of every judge and row."""
     p: SafetyPipelineConfig = cfg.params
-    rows = _rows(ctx, cfg)
-    md = table_markdown(rows, p.eval_sets)
-    (ctx.folder / "table.md").write_text(md)
+    per_seed = {s: _rows(ctx, cfg, s) for s in cfg.seeds}
+    seed = next((s for s, r in per_seed.items() if r), cfg.seeds[0])
+    rows = per_seed[seed]
+    wide = "".join(
+        f"\n## Seed {s}: every row and judge\n\n{table_markdown(r, p.eval_sets)}"
+        for s, r in per_seed.items()
+        if r
+    )
     by = {name: ev for name, ev, _ in rows}
     first = p.eval_sets[0]
 
@@ -158,12 +205,28 @@ def write_report(ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
         )
     if all(a is not None for _, a, _ in points):
         sweep_plot(points, p.sweep_defense, ctx.folder / "sweep.png")
-    stealth = stealth_plot(ctx.folder_of("attack.train") / "run", ctx.folder / "stealth.png")
-    (ctx.folder / "table.json").write_text(json.dumps({n: ev for n, ev, _ in rows}, indent=1))
-    ctx.console.print(md)
-    return {
-        "rows": [n for n, _, _ in rows],
-        "table": str(ctx.folder / "table.md"),
-        "stealth_plot": stealth,
+    stealth = ctx.has("attack.train", seed) and stealth_plot(
+        ctx.folder_of("attack.train", seed) / "run", ctx.folder / "stealth.png"
+    )
+    table = ResultTable(
+        "Safety: a malicious-client attack on federated instruction tuning, and defenses",
+        comparisons(ctx, cfg),
+        intro=f"Seeds {cfg.seeds}; {p.num_clients} clients, {p.malicious:.0%} malicious. "
+        "Safety rate = share of harmful requests refused (keyword rules), paired per request "
+        f"and pooled over seeds; plots from seed {seed}.",
+        plots=[ctx.folder / "stealth.png", ctx.folder / "sweep.png"],
+        costs=stage_costs(
+            ctx, [k for k in ctx.stage_folders if ".train." in k or ".evaluate." in k]
+        ),
+        configs={"pipeline": (ctx.out / "pipeline.yaml").read_text()},
+        extra_md=wide,
+    )
+    summary = write_report_kit(ctx.folder, table)
+    per = {str(s): {n: ev for n, ev, _ in r} for s, r in per_seed.items()}
+    (ctx.folder / "table.json").write_text(json.dumps(per, indent=1))
+    ctx.console.print((ctx.folder / "table.md").read_text())
+    return summary | {
+        "arms": {str(s): [n for n, _, _ in r] for s, r in per_seed.items()},
+        "stealth_plot": bool(stealth),
         "sweep": points,
     }
