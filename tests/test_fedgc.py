@@ -176,7 +176,7 @@ def test_fedgc_pipeline_on_tiny_llama(tmp_path) -> None:  # type: ignore[no-unty
 
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "g"
-    gen = out / "gen-a0.5-equal-fill-multi-both-12"
+    gen = out / "gen-a0.5-equal-fill-multi-both-12.s0"
     assert main(["pipeline", str(root / "configs/tiny-fedgc.yaml"), "--set", f"out={out}"]) == 0
     prompts = json.loads((gen / "prompts.json").read_text())
     budgets = json.loads((gen / "done.json").read_text())["summary"]["budgets"]
@@ -193,7 +193,7 @@ def test_fedgc_pipeline_on_tiny_llama(tmp_path) -> None:  # type: ignore[no-unty
             assert (
                 r["origin"] == "generated" and r["prompt_id"].startswith(f"c{c}-") and r["variant"]
             )
-    held = {r["instruction"] for r in read_jsonl(out / "data-a0.5/heldout.jsonl")}
+    held = {r["instruction"] for r in read_jsonl(out / "data-a0.5.s0/heldout.jsonl")}
     train_files = list(out.glob("*/phase*_client*.jsonl"))
     assert train_files and not any(
         r["instruction"] in held for f in train_files for r in read_jsonl(f)
@@ -210,3 +210,13 @@ def test_fedgc_pipeline_on_tiny_llama(tmp_path) -> None:  # type: ignore[no-unty
     assert (
         "| fedavg | 0.5 |" in table and "| scaffold | 0.5 |" in table and "generated-only" in table
     )
+    # the pooled rows: FedGC against no FedGC per algorithm, ablations against the default
+    res = json.loads((out / "table/results.json").read_text())
+    pairs = {(r["arm"], r["reference"], r["metric"]) for r in res["rows"]}
+    acc = "held-out accuracy"
+    assert ("fedavg-fedgc-a0.5", "fedavg-no-fedgc-a0.5", acc) in pairs
+    assert ("scaffold-fedgc-a0.5", "scaffold-no-fedgc-a0.5", acc) in pairs
+    assert ("fedavg-generated-only-a0.5", "fedavg-fedgc-a0.5", acc) in pairs
+    assert ("fedavg-no-fedgc-a0.5", "base", "held-out loss") in pairs
+    items = json.loads((out / "fedavg-fedgc-a0.5.train.s0/items/accuracy.tuned.json").read_text())
+    assert set(items["values"].values()) <= {0.0, 1.0} and items["metric"] == "accuracy"

@@ -18,6 +18,7 @@ from fedloom.bench.config import BenchConfig
 from fedloom.bench.federations import FederationSpec, get_federation
 from fedloom.config import RunConfig, config_from_dict
 from fedloom.data.schema import Record
+from fedloom.experiment.guards import require_disjoint
 from fedloom.pipeline.runner import (
     PipelineConfig,
     PipelineMethod,
@@ -41,8 +42,7 @@ def heldout_and_trained(
     split = split_records(cfg.data, seed, None, cfg.task)
     trained = frozenset(source_key(r) for r in split.train)
     held = tuple(split.heldout)
-    overlap = {source_key(r) for r in held} & trained
-    assert not overlap, f"{name}: held-out items also in training: {sorted(overlap)[:3]}"
+    require_disjoint({source_key(r) for r in held}, trained, f"{name}: held-out items in training")
     return held, trained
 
 

@@ -216,6 +216,32 @@ class Scorer:
         )
         return self._store(key, scores)
 
+    def classify(self, adapter: Path | None, records: Sequence[InstructionRecord]) -> ItemScores:
+        """Per record, 1.0 when the most likely label (``task: classify``'s rule: the label's
+        whole answer by log-likelihood) is its own label."""
+        from fedloom.tasks.classify import predict_label
+
+        ids = [record_id(r) for r in records]
+        payload = [[i, r.instruction, r.metadata["label"], list(r.metadata["labels"])]
+                   for i, r in zip(ids, records, strict=True)]  # fmt: skip
+        key = content_key(self.model_cfg, adapter, "classify", payload)
+        if (hit := self._cached(key)) is not None:
+            return hit
+        import torch
+
+        t0 = time.perf_counter()
+        loaded = self.loaded
+        with self.model(adapter) as m, torch.no_grad():
+            values = {
+                i: float(
+                    predict_label(m, loaded.tokenizer, r, loaded.device, loaded.autocast_dtype)
+                    == str(r.metadata["label"])
+                )
+                for i, r in zip(ids, records, strict=True)
+            }
+        scores = ItemScores("accuracy", False, values, 0, time.perf_counter() - t0)
+        return self._store(key, scores)
+
     def suite(
         self,
         adapter: Path | None,

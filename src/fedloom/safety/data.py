@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedloom.errors import FedloomError
+from fedloom.experiment.guards import require_none
 from fedloom.synth.common import normalise
 from fedloom.utils import rng_for
 
@@ -162,9 +163,10 @@ class EvalGuard:
 def assert_disjoint(guard: EvalGuard, texts: list[str], what: str) -> None:
     """No evaluation prompt, exactly or nearly, among ``texts``."""
     found = guard.check(texts)
-    assert not found.exact and not found.near, (
-        f"{what}: {len(found.exact)} evaluation prompts and {len(found.near)} near copies among "
-        f"{len(texts)} texts, e.g. {(found.exact + found.near)[:2]}"
+    require_none(
+        found.exact + found.near,
+        f"{what}: evaluation prompts ({len(found.exact)}) or near copies ({len(found.near)}) "
+        f"among {len(texts)} texts",
     )
 
 

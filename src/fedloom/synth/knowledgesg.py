@@ -38,6 +38,7 @@ from fedloom.data.schema import InstructionRecord, MultipleChoiceRecord
 from fedloom.data.sources import load_source_report
 from fedloom.errors import FedloomError
 from fedloom.experiment.evaluate import Scorer, heldout_vs_base, suite_vs_base
+from fedloom.experiment.guards import require_disjoint, require_none
 from fedloom.experiment.train import client_sources, heldout_source, train_run
 from fedloom.generation import GenerationConfig, GeneratorConfig, read_job
 from fedloom.pipeline.runner import (
@@ -90,10 +91,6 @@ FAILURES = (
     "answer_error",
     "empty_answer",
 )
-
-
-class PrivateTextLeak(FedloomError, RuntimeError):
-    """Private text reached a prompt that must hold none (a guard that survives ``python -O``)."""
 
 
 class KSGError(FedloomError, ValueError):
@@ -373,10 +370,12 @@ def build_data(cfg: KSGConfig, seed: int, max_words: int, folder: Path) -> dict[
     # evaluation items never in training or generation inputs
     private_keys = {tuple(x["key"]) for x in rows}
     held_keys = {tuple(x["key"]) for x in held}
-    assert not private_keys & held_keys, "held-out pairs overlap the private data"
+    require_disjoint(private_keys, held_keys, "held-out pairs in the private data")
     held_q = {normalise(x["instruction"]) for x in held}
-    assert not held_q & {normalise(x["instruction"]) for x in rows + public}, (
-        "a held-out question is in the private data or the public seeds"
+    require_disjoint(
+        held_q,
+        {normalise(x["instruction"]) for x in rows + public},
+        "held-out questions in the private data or the public seeds",
     )
     write_jsonl(folder / "private.jsonl", rows)
     write_jsonl(folder / "heldout.jsonl", held)
@@ -525,11 +524,7 @@ class KnowledgeSG(PipelineMethod):
             texts = {cut_words(r["instruction"], p.example_words) for r in private}
             texts |= {cut_words(r["response"], p.example_words) for r in private}
             leaked = [pid for pid, prompt in items if any(t in prompt for t in texts)]
-            if leaked:  # a guard, not an assert: `python -O` must not strip it
-                raise PrivateTextLeak(
-                    f"{m.name}: private text in the writer prompts of {leaked[:3]}; the "
-                    "faithful modes may show public examples only"
-                )
+            require_none(leaked, f"{m.name}: private text in the writer prompts (faithful mode)")
         (ctx.folder / "shown.json").write_text(json.dumps(shown))
         gen = self._writer_model(ctx, cfg, str(m.writer))
         gcfg = replace(p.generation, seed=cfg.seed)

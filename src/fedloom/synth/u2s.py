@@ -37,6 +37,7 @@ from fedloom.data.sources import load_source_report
 from fedloom.errors import FedloomError
 from fedloom.experiment.collect import item_comparisons
 from fedloom.experiment.evaluate import Scorer, heldout_vs_base, suite_vs_base
+from fedloom.experiment.guards import require_disjoint
 from fedloom.experiment.report import ResultTable, stage_costs, write_report
 from fedloom.experiment.train import client_sources, heldout_source, train_run
 from fedloom.generation import GenerationConfig, GeneratorConfig, read_job
@@ -260,12 +261,12 @@ def build_data(cfg: U2SConfig, seed: int, count_tokens: Any, folder: Path) -> di
                 client = d.clients[j % len(d.clients)]
                 gold_train.append(instruction_row(as_instruction(r), client=client, domain=d.name))
         pieces += got
-    overlap = gold_keys & used
-    assert not overlap, (
-        f"gold evaluation items reused as pool or client text: {sorted(overlap)[:3]}"
+    require_disjoint(gold_keys, used, "gold evaluation items reused as pool or client text")
+    require_disjoint(
+        {p["text"] for p in pool_rows},
+        {p["text"] for p in pieces},
+        "pieces that are also pool texts",
     )
-    pool_texts = {p["text"] for p in pool_rows}
-    assert not any(p["text"] in pool_texts for p in pieces), "a piece is also a pool text"
     write_jsonl(folder / "pieces.jsonl", pieces)
     write_jsonl(folder / "pool.jsonl", pool_rows)
     write_jsonl(folder / "gold_train.jsonl", gold_train)

@@ -25,9 +25,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from fedloom.config import _require, config_from_dict
+from fedloom.config import _require
 from fedloom.data.schema import InstructionRecord
 from fedloom.data.sources import load_source_report
+from fedloom.experiment.evaluate import Scorer
+from fedloom.experiment.guards import require_disjoint
+from fedloom.experiment.train import client_sources, heldout_source, train_run
 from fedloom.generation import GenerationConfig, GeneratorConfig, read_job
 from fedloom.pipeline.runner import (
     PipelineConfig,
@@ -35,9 +38,10 @@ from fedloom.pipeline.runner import (
     Stage,
     StageContext,
     register_pipeline,
+    seeded,
 )
 from fedloom.synth.common import normalise, read_jsonl, write_jsonl
-from fedloom.synth.fedgc.budget import BUDGETS, allocate_labels
+from fedloom.synth.fedgc.budget import BUDGETS, FedGCError, allocate_labels
 from fedloom.synth.fedgc.guidance import (
     GUIDANCE,
     LLM_PROMPT_REQUEST,
@@ -192,6 +196,23 @@ class FedGC(PipelineMethod):
     config_cls = FedGCConfig
 
     def stages(self, cfg: PipelineConfig) -> list[Stage]:
+        """Every seed's stages (its own client split, generations and runs), then one table
+        pooling the seeds."""
+        st: list[Stage] = []
+        for s in cfg.seeds:
+            st += seeded(self.seed_stages(cfg.for_seed(s)), s)
+        rows = sorted({r for r in self.row_names(cfg)})
+        st.append(
+            Stage(
+                "table", partial(self._table, cfg=cfg, rows=rows), {"seeds": cfg.seeds}, always=True
+            )
+        )
+        return st
+
+    def row_names(self, cfg: PipelineConfig) -> list[str]:
+        return [row_name(a, v.name, al) for a, v, al in self._rows(cfg)]
+
+    def _rows(self, cfg: PipelineConfig) -> list[tuple[str, Variant, float]]:
         p: FedGCConfig = cfg.params
         none = replace(p.default(), name="no-fedgc", total=0)
         rows: list[tuple[str, Variant, float]] = []
@@ -199,6 +220,11 @@ class FedGC(PipelineMethod):
             for algo in p.algorithms:
                 rows += [(algo, none, alpha), (algo, p.default(), alpha)]
         rows += [(p.ablation_algorithm, v, p.ablation_alpha) for v in p.variants()]
+        return rows
+
+    def seed_stages(self, cfg: PipelineConfig) -> list[Stage]:
+        p: FedGCConfig = cfg.params
+        rows = self._rows(cfg)
         st = [
             Stage(f"data-a{a}", partial(self._data, cfg=cfg, alpha=a), {"alpha": a})
             for a in p.alphas
@@ -225,7 +251,6 @@ class FedGC(PipelineMethod):
                     asdict(v) | {"algorithm": algo, "alpha": alpha},
                 )
             )
-        st.append(Stage("table", partial(self._table, cfg=cfg, rows=sorted(seen)), {}, always=True))
         return st
 
     # -- data -----------------------------------------------------------------------------------
@@ -284,11 +309,9 @@ class FedGC(PipelineMethod):
             ctx.folder / "mia_nonmembers.jsonl", [row(r, origin="nonmember") for r in nonmembers]
         )
         ids = lambda rs: {r.metadata.get("id") for r in rs}  # noqa: E731
-        assert (
-            not ids(held) & ids(pool)
-            and not ids(nonmembers) & ids(pool)
-            and not ids(held) & ids(nonmembers)
-        )
+        require_disjoint(ids(held), ids(pool), "held-out questions among the clients' data")
+        require_disjoint(ids(nonmembers), ids(pool), "MIA non-members among the clients' data")
+        require_disjoint(ids(held), ids(nonmembers), "held-out questions among MIA non-members")
         summary = {
             "labels": labels,
             "clients": counts,
@@ -432,8 +455,6 @@ class FedGC(PipelineMethod):
     def _train(
         self, ctx: StageContext, cfg: PipelineConfig, algo: str, v: Variant, alpha: float
     ) -> dict[str, Any]:
-        from fedloom.engine.inprocess import run
-
         p: FedGCConfig = cfg.params
         data = ctx.folder_of(f"data-a{alpha}")
         gen_dir = ctx.folder_of(f"gen-{v.gen_key(alpha)}") if v.total > 0 else None
@@ -451,40 +472,31 @@ class FedGC(PipelineMethod):
         init_from: Path | None = None
         summaries = []
         for k in range(n_phases):
-            sources: list[dict[str, Any]] = []
-            for c, ph in enumerate(phases_by_client):
-                rows = ph[k][1] if k < len(ph) else []
-                if not rows:
-                    continue
-                path = ctx.folder / f"phase{k}_client{c}.jsonl"
-                write_jsonl(path, rows)
-                sources.append({"name": "local", "path": str(path), "clients": [c], "heldout": 0})
-            sources.append(
-                {"name": "local", "path": str(data / "heldout.jsonl"), "heldout_only": True}
-            )
-            raw = cfg.train.to_dict()
-            raw["task"] = "classify"
-            raw["data"]["sources"] = sources
-            raw["partition"] |= {"num_clients": p.num_clients, "strategy": "iid"}
-            raw["federation"] |= {
-                "algorithm": algo,
-                "params": p.algorithm_params.get(algo, {}),
-                "rounds": max(1, rounds // n_phases),
+            phase = [ph[k][1] if k < len(ph) else [] for ph in phases_by_client]
+            sources = client_sources(ctx.folder, phase, f"phase{k}_client", skip_empty=True)
+            sources.append(heldout_source(data / "heldout.jsonl"))
+            raw: dict[str, Any] = {
+                "task": "classify",
+                "federation": {
+                    "algorithm": algo,
+                    "params": p.algorithm_params.get(algo, {}),
+                    "rounds": max(1, rounds // n_phases),
+                },
+                "eval": {"max_examples": p.heldout_per_label},
             }
-            raw["eval"]["max_examples"] = p.heldout_per_label
             if init_from is not None:
-                raw["lora"]["init_from"] = str(init_from)
-            out = ctx.folder / f"run{k}"
-            if (out / "summary.json").exists():
-                s = json.loads((out / "summary.json").read_text())
-            else:
-                s = run(
-                    config_from_dict(raw), out, ctx.console, resume=(out / "checkpoint.pt").exists()
-                )
-            summaries.append(s)
-            init_from = out / "adapter"
+                raw["lora"] = {"init_from": str(init_from)}
+            res = train_run(
+                cfg.train, ctx.folder / f"run{k}", sources, ctx.console,
+                num_clients=p.num_clients, overrides=raw,
+            )  # fmt: skip
+            summaries.append(res.summary)
+            init_from = res.adapter
         last = summaries[-1]
-        mia = self._mia(cfg, data, init_from)
+        if init_from is None:
+            raise FedGCError(f"{algo}/{v.name}: no training phase ran")
+        self._score_items(ctx, cfg, data, init_from)
+        mia = self._mia(ctx, cfg, data, init_from)
         return {
             "algorithm": algo,
             "variant": v.name,
@@ -502,34 +514,29 @@ class FedGC(PipelineMethod):
             "train_seconds": sum(s_["train_seconds"] for s_ in summaries),
         }
 
-    def _mia(self, cfg: PipelineConfig, data: Path, adapter: Path | None) -> dict[str, Any]:
-        from peft import PeftModel
+    def _score_items(
+        self, ctx: StageContext, cfg: PipelineConfig, data: Path, adapter: Path
+    ) -> None:
+        """Held-out accuracy and loss per item, base (cached once per pipeline) and tuned, in
+        ``items/`` for the pooled table."""
+        held = _records(data / "heldout.jsonl")
+        scorer = Scorer(cfg.train.model, cache=ctx.out / "cache")
+        for which, a in (("base", None), ("tuned", adapter)):
+            scorer.classify(a, held).save(ctx.folder / "items" / f"accuracy.{which}.json")
+            scorer.heldout(a, held, cfg.train.data.max_seq_len).save(
+                ctx.folder / "items" / f"heldout.{which}.json"
+            )
 
-        from fedloom.data.template import tokenize_example
-        from fedloom.eval.heldout import example_losses
-        from fedloom.models import load_model
-
-        loaded = load_model(cfg.train.model)
-        model = PeftModel.from_pretrained(loaded.model, str(adapter)) if adapter else loaded.model
-        tok = loaded.tokenizer
+    def _mia(
+        self, ctx: StageContext, cfg: PipelineConfig, data: Path, adapter: Path
+    ) -> dict[str, Any]:
+        """Loss-threshold membership inference: members (clients' private training examples)
+        against non-members of the same source."""
+        scorer = Scorer(cfg.train.model, cache=ctx.out / "cache")
+        max_len = cfg.train.data.max_seq_len
 
         def losses(file: str) -> list[float]:
-            rows = read_jsonl(data / file)
-            ex = [
-                tokenize_example(
-                    tok,
-                    InstructionRecord(r["instruction"], r["response"]),
-                    cfg.train.data.max_seq_len,
-                )
-                for r in rows
-            ]
-            return example_losses(
-                model,
-                [e for e in ex if e is not None],
-                int(tok.pad_token_id),
-                loaded.device,
-                loaded.autocast_dtype,
-            )
+            return list(scorer.heldout(adapter, _records(data / file), max_len).values.values())
 
         m, n = losses("mia_members.jsonl"), losses("mia_nonmembers.jsonl")
         return {
@@ -543,6 +550,16 @@ class FedGC(PipelineMethod):
         from fedloom.synth.fedgc.report import write_report
 
         return write_report(ctx, cfg, rows)
+
+
+def _records(path: Path) -> list[InstructionRecord]:
+    """Classification records (label and label set in the metadata) from a data stage's file."""
+    return [
+        InstructionRecord(
+            r["instruction"], r["response"], metadata={"label": r["label"], "labels": r["labels"]}
+        )
+        for r in read_jsonl(path)
+    ]
 
 
 def row_name(algo: str, variant: str, alpha: float) -> str:
