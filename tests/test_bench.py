@@ -228,20 +228,19 @@ def test_collector_reads_cells_and_says_what_it_skipped(bench_out: Path) -> None
 def test_verdicts_by_hand(bench_out: Path) -> None:
     from fedloom.bench.report import collect, grid_table, paired_difference, verdicts
 
-    assert paired_difference({0: [1.0, 3.0]}, {0: [0.0, 1.0]}) == pytest.approx(
-        [1.5, 1.5 - 1.96 * 0.5**0.5 / 2**0.5, 1.5 + 1.96 * 0.5**0.5 / 2**0.5]
-    )
+    # differences [1, 2]: a bootstrap mean is 1, 1.5 or 2 -> [1, 2]
+    assert paired_difference({0: [1.0, 3.0]}, {0: [0.0, 1.0]}) == pytest.approx([1.5, 1.0, 2.0])
     assert paired_difference({0: [1.0]}, {1: [1.0]}) is None  # no shared seed
     lines = verdicts(grid_table(collect(bench_out)))
     # loss (lower is better): fedavg 1.8 [1.75,1.85] and fedprox 1.95 [1.9,2.0] are both below
     # local 2.0 [1.95,2.05]; only fedavg's interval clears local's
-    # paired per item: fedavg - local = [-0.2, -0.25, -0.15]: mean -0.2, sd 0.05, half-width
-    # 1.96 * 0.05 / sqrt(3) = 0.0566 -> [-0.2566, -0.1434]; fedprox - local = [-0.1, 0, -0.05]:
-    # mean -0.05 -> [-0.1066, +0.0066], not significant
+    # paired per item: fedavg - local = [-0.2, -0.25, -0.15]: mean -0.2; a bootstrap mean of 3
+    # draws is -0.25 or -0.15 at the extremes with chance 1/27 each (> 2.5%) -> [-0.25, -0.15];
+    # fedprox - local = [-0.1, 0, -0.05]: mean -0.05 -> [-0.1, 0], touching 0: not significant
     assert (
         "fed-a · held-out loss: best fedavg 1.800; local 2.000; 2/2 federated methods ahead of "
         "local, 1 with non-overlapping 95% intervals (fedavg); paired per item vs local: fedavg "
-        "-0.2000 [-0.2566, -0.1434], 1/2 significantly lower (fedavg)"
+        "-0.2000 [-0.2500, -0.1500], 1/2 significantly lower (fedavg)"
     ) in lines
     # ROUGE-L: fedprox 0.26 [0.21,0.31] vs local 0.2 [0.15,0.25]: ahead but overlapping
     assert any(
@@ -344,6 +343,14 @@ def test_bench_grid_on_tiny_llama_runs_reports_and_resumes(tmp_path: Path) -> No
     for r in table:
         assert r["rougeL"] is not None and r["advbench"] is not None, r
     assert (out / "report.html").exists()
+    # the kit's paired rows: fedavg against local and local against base, per metric
+    res = json.loads((out / "report" / "results.json").read_text())
+    pairs = {(r["arm"], r["reference"]) for r in res["rows"]}
+    assert {("fedavg", "local"), ("local", "base")} <= pairs
+    assert all(
+        r["seeds"] == [0] and r["verdict"] in ("better", "worse", "unresolved") for r in res["rows"]
+    )
+    assert "Paired comparisons" in (out / "report.html").read_text()
     cells = [p for p in out.glob("*/done.json") if p.parent.name != "report"]
     done = sorted(p.stat().st_mtime for p in cells)
     assert main(args) == 0  # a rerun skips every finished stage (the report is redrawn)

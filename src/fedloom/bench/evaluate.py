@@ -9,7 +9,7 @@ partition), and suites leave out any item of a source the federation trains on.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from fedloom.data.schema import (
     as_instruction,
     record_prompt,
 )
+from fedloom.experiment.evaluate import ItemScores
 
 HELPFULNESS_TEMPLATE = "single-v1"
 """FastChat's reference-free single-answer grading prompt (1-10)."""
@@ -55,12 +56,16 @@ class CellEval:
     metrics: dict[str, dict[str, Any]]
     """metric -> {mean/value, ci95_low, ci95_high, n, ...}"""
     answers: list[dict[str, Any]]
+    items: dict[str, ItemScores] = field(default_factory=dict)
+    """metric -> per-item values (for paired comparisons between cells)."""
 
     def save(self, folder: Path) -> None:
         (folder / "eval.json").write_text(json.dumps(self.metrics, indent=2))
         with open(folder / "answers.jsonl", "w") as f:
             for a in self.answers:
                 f.write(json.dumps(a, ensure_ascii=False) + "\n")
+        for name, scores in self.items.items():
+            scores.save(folder / "items" / f"{name}.json")
 
 
 def evaluate_model(
@@ -92,6 +97,7 @@ def evaluate_model(
     judge = make_rating_judge(bench.judge)
     metrics: dict[str, dict[str, Any]] = {}
     answers: list[dict[str, Any]] = []
+    per_item: dict[str, ItemScores] = {}
     items = heldout[: bench.heldout]
     with torch.no_grad():
         if task == "sft":
@@ -102,6 +108,9 @@ def evaluate_model(
                 "truncated": rep.truncated,
                 "items": [round(v, 6) for v in losses],  # per held-out record, in order: paired
             }
+            per_item["heldout_loss"] = ItemScores(
+                "held-out loss", True, {str(i): float(v) for i, v in enumerate(losses)}, rep.dropped
+            )
         if bench.rouge:
             from rouge_score import rouge_scorer
 
@@ -115,6 +124,9 @@ def evaluate_model(
                 for r, a in zip(asked, outs, strict=True)
             ]
             metrics["rougeL"] = mean_interval(scores)
+            per_item["rougeL"] = ItemScores(
+                "ROUGE-L", False, {str(i): float(v) for i, v in enumerate(scores)}
+            )
             ratings: list[float] = []
             unparsed = 0
             for r, a, s in zip(asked, outs, scores, strict=True):
@@ -156,4 +168,11 @@ def evaluate_model(
             res = run_suite(suite, ctx, bench.limit(suite), seed, exclude=trained_keys)
             metrics[suite] = dict(res.metrics) | {"n": res.n, "excluded": res.excluded}
             answers += [{"kind": suite, **it} for it in res.items]
-    return CellEval(metrics, answers)
+            key = next((k for k in ("correct", "refused") if res.items and k in res.items[0]), None)
+            if key is not None:
+                per_item[suite] = ItemScores(
+                    f"{suite} ({key})",
+                    False,
+                    {str(it["id"]): float(bool(it[key])) for it in res.items},
+                )
+    return CellEval(metrics, answers, per_item)

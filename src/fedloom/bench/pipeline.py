@@ -179,6 +179,9 @@ class BenchPipeline(PipelineMethod):
         }
 
     def _report(self, ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
-        from fedloom.bench.report import write_report
+        from fedloom.bench.report import comparisons, write_report
 
-        return write_report(ctx.out, cfg, ctx.folder)
+        paired = comparisons(ctx, cfg)
+        return write_report(ctx.out, cfg, ctx.folder, paired) | {
+            "paired": [c.as_dict() for c in paired]
+        }

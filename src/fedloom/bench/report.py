@@ -17,6 +17,11 @@ from typing import Any
 import yaml
 
 from fedloom.engine.outputs import SCHEMA_VERSION
+from fedloom.experiment.collect import compare_items
+from fedloom.experiment.compare import Comparison, compare
+from fedloom.experiment.report import STYLE as KIT_STYLE
+from fedloom.experiment.report import ResultTable, dot_plot, rows_html, uri
+from fedloom.experiment.report import write_report as kit_report
 
 MIN_SCHEMA = 3
 """Oldest run-summary schema the collector reads (version 3 added the round's aggregation)."""
@@ -199,20 +204,14 @@ def _higher_better(key: str) -> bool:
 
 
 def paired_difference(a: dict[Any, list[float]], b: dict[Any, list[float]]) -> list[float] | None:
-    """Mean per-item difference a - b over the seeds both have (items paired by position) with
-    its normal 95% interval; None when they share no seed with equally many items."""
-    from fedloom.bench.evaluate import mean_interval
-
-    diffs = [
-        x - y
-        for seed in sorted(set(a) & set(b))
-        if len(a[seed]) == len(b[seed])
-        for x, y in zip(a[seed], b[seed], strict=True)
-    ]
-    if not diffs:
+    """Mean per-item difference a - b (items paired by position, pooled over the seeds both
+    have) with the kit's 95% two-level bootstrap interval (:func:`fedloom.experiment.compare`);
+    None when they share no seed with equally many items."""
+    shared = [s for s in sorted(set(a) & set(b)) if len(a[s]) == len(b[s]) and a[s]]
+    if not shared:
         return None
-    mi = mean_interval(diffs)
-    return [float(mi["mean"]), float(mi["ci95_low"]), float(mi["ci95_high"])]
+    c = compare({s: a[s] for s in shared}, {s: b[s] for s in shared})
+    return [c.diff, c.low, c.high]
 
 
 def verdicts(rows: list[dict[str, Any]]) -> list[str]:
@@ -392,7 +391,35 @@ def markdown(col: Collected, rows: list[dict[str, Any]], lines: list[str]) -> st
     return "\n".join(out) + "\n"
 
 
-def html_report(col: Collected, rows: list[dict[str, Any]], lines: list[str], title: str) -> str:
+def comparisons(ctx: Any, cfg: Any) -> list[Comparison]:
+    """Per federation and metric, paired per item and pooled over seeds: every federated method
+    against `local` (FedLLM-Bench's claim: federation beats training alone), and `local`
+    against the base model."""
+    b = cfg.params
+    rows: list[Comparison] = []
+    metrics = ["heldout_loss", "rougeL", *b.suites]
+    for fed in b.federations:
+        pairs = [(f"{fed}.{m}", m, f"{fed}.local", "local") for m in b.methods if m != "local"]
+        if "local" in b.methods:
+            pairs.append((f"{fed}.local", "local", f"base.{fed}", "base"))
+        for key in metrics:
+            for arm_stage, arm, ref_stage, ref in pairs:
+                c = compare_items(
+                    ctx, cfg.seeds, (arm_stage, key), (ref_stage, key), arm, ref,
+                    metric=f"{fed} · {_label(key)}",
+                )  # fmt: skip
+                if c is not None:
+                    rows.append(c)
+    return rows
+
+
+def html_report(
+    col: Collected,
+    rows: list[dict[str, Any]],
+    lines: list[str],
+    title: str,
+    paired: list[Comparison] | None = None,
+) -> str:
     keys = [k for k in _keys_of(rows) if any(r.get(k) for r in rows)]
     e = html.escape
     parts = [
@@ -402,7 +429,9 @@ def html_report(col: Collected, rows: list[dict[str, Any]], lines: list[str], ti
         "table{border-collapse:collapse;font-size:13px;margin:.5em 0}"
         "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
         "td:first-child,th:first-child{text-align:left}img{max-width:100%}"
-        "pre{background:#f6f6f6;padding:.5em;font-size:11px;overflow:auto}</style>",
+        "pre{background:#f6f6f6;padding:.5em;font-size:11px;overflow:auto}"
+        + KIT_STYLE
+        + "</style>",
         "</head><body>",
         f"<h1>{e(title)}</h1>",
         f"<p>{len(col.cells)} cells, federations: {e(', '.join(col.federations()))}; methods: "
@@ -411,6 +440,15 @@ def html_report(col: Collected, rows: list[dict[str, Any]], lines: list[str], ti
         *[f"<li>{e(line)}</li>" for line in lines],
         "</ul>",
     ]
+    if paired is not None:
+        parts += [
+            "<h2>Paired comparisons (per item, pooled over seeds)</h2>",
+            "<p>Δ = arm − reference on the same items; 95% two-level bootstrap interval "
+            "(seeds, then items); the verdict is read off the interval.</p>",
+            rows_html(paired),
+        ]
+        if paired:
+            parts.append(f"<img alt='per-seed differences' src='{uri(dot_plot(paired))}'>")
     for fed in col.federations():
         parts.append(f"<h2 id='{e(fed)}'>{e(fed)}</h2>")
         st = col.stats.get(fed)
@@ -452,12 +490,17 @@ def html_report(col: Collected, rows: list[dict[str, Any]], lines: list[str], ti
     return "\n".join(parts)
 
 
-def write_report(out: Path, cfg: Any, folder: Path) -> dict[str, Any]:
-    """Collect ``out``, write ``report.html`` and ``report.md`` there (and in ``folder``)."""
+def write_report(
+    out: Path, cfg: Any, folder: Path, paired: list[Comparison] | None = None
+) -> dict[str, Any]:
+    """Collect ``out``, write ``report.html`` and ``report.md`` there (and in ``folder``);
+    with ``paired`` (the kit's comparisons), also the kit's ``table.md`` / ``results.json``."""
     col = collect(out)
     rows = grid_table(col)
     lines = verdicts(rows)
-    page = html_report(col, rows, lines, f"fedloom bench — {out.name}")
+    if paired is not None:
+        kit_report(folder, ResultTable(f"fedloom bench — {out.name}", paired))
+    page = html_report(col, rows, lines, f"fedloom bench — {out.name}", paired)
     md = markdown(col, rows, lines)
     for where in (out, folder):
         (where / "report.html").write_text(page)

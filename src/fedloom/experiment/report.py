@@ -103,7 +103,7 @@ def dot_plot(rows: Sequence[Comparison]) -> bytes:
     return buf.getvalue()
 
 
-def _uri(png: bytes) -> str:
+def uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
@@ -129,6 +129,35 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
+STYLE = (
+    ".better{color:#1a7f37;font-weight:600}.worse{color:#cf222e;font-weight:600}"
+    ".unresolved{color:#6e7781}"
+)
+"""CSS for the verdict cells (pages that embed :func:`rows_html` add it to their style)."""
+
+
+def rows_html(rows: Sequence[Comparison]) -> str:
+    """The comparison rows as an HTML table (verdict cells classed for colour)."""
+    e = html.escape
+    if not rows:
+        return "<p>No comparison could be made yet (no arm finished).</p>"
+    parts = [
+        "<table><tr><th>arm</th><th>reference</th><th>metric</th><th>arm</th>"
+        "<th>reference</th><th>Δ [95% CI]</th><th>verdict</th><th>Δ per seed</th>"
+        "<th>items</th></tr>"
+    ]
+    for c in rows:
+        per = ", ".join(f"s{s}: {r.diff:+.3f}" for s, r in sorted(c.per_seed.items()))
+        parts.append(
+            f"<tr><td>{e(c.arm)}</td><td>{e(c.reference)}</td><td>{e(c.metric)}</td>"
+            f"<td>{_num(c.arm_mean)}</td><td>{_num(c.reference_mean)}</td>"
+            f"<td>{e(c.cell())}</td><td class='{c.verdict}'>{c.verdict}</td>"
+            f"<td>{e(per)}</td><td>{c.n_items}</td></tr>"
+        )
+    parts.append("</table>")
+    return "".join(parts)
+
+
 def html_page(t: ResultTable, plot: bytes | None) -> str:
     e = html.escape
     parts = [
@@ -138,39 +167,22 @@ def html_page(t: ResultTable, plot: bytes | None) -> str:
         "table{border-collapse:collapse;font-size:13px;margin:.5em 0}"
         "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}"
         "td:first-child,th:first-child{text-align:left}img{max-width:100%}"
-        ".better{color:#1a7f37;font-weight:600}.worse{color:#cf222e;font-weight:600}"
-        ".unresolved{color:#6e7781}"
-        "pre{background:#f6f6f6;padding:.5em;font-size:11px;overflow:auto}</style>",
+        + STYLE
+        + "pre{background:#f6f6f6;padding:.5em;font-size:11px;overflow:auto}</style>",
         "</head><body>",
         f"<h1>{e(t.title)}</h1>",
     ]
     if t.intro:
         parts.append(f"<p>{e(t.intro)}</p>")
     parts.append("<h2>Results</h2>")
-    if t.rows:
-        parts.append(
-            "<table><tr><th>arm</th><th>reference</th><th>metric</th><th>arm</th>"
-            "<th>reference</th><th>Δ [95% CI]</th><th>verdict</th><th>Δ per seed</th>"
-            "<th>items</th></tr>"
-        )
-        for c in t.rows:
-            per = ", ".join(f"s{s}: {r.diff:+.3f}" for s, r in sorted(c.per_seed.items()))
-            parts.append(
-                f"<tr><td>{e(c.arm)}</td><td>{e(c.reference)}</td><td>{e(c.metric)}</td>"
-                f"<td>{_num(c.arm_mean)}</td><td>{_num(c.reference_mean)}</td>"
-                f"<td>{e(c.cell())}</td><td class='{c.verdict}'>{c.verdict}</td>"
-                f"<td>{e(per)}</td><td>{c.n_items}</td></tr>"
-            )
-        parts.append("</table>")
-    else:
-        parts.append("<p>No comparison could be made yet (no arm finished).</p>")
+    parts.append(rows_html(t.rows))
     if t.notes:
         parts.append("<ul>" + "".join(f"<li>{e(n)}</li>" for n in t.notes) + "</ul>")
     if plot is not None:
-        parts.append(f"<img alt='per-seed differences' src='{_uri(plot)}'>")
+        parts.append(f"<img alt='per-seed differences' src='{uri(plot)}'>")
     for p in t.plots:
         if p.exists():
-            parts.append(f"<img alt='{e(p.stem)}' src='{_uri(p.read_bytes())}'>")
+            parts.append(f"<img alt='{e(p.stem)}' src='{uri(p.read_bytes())}'>")
     if t.provenance:
         parts.append("<h2>Data: kept and dropped</h2>" + _kv_table(t.provenance, e))
     if t.costs:
