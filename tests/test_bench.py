@@ -355,3 +355,9 @@ def test_bench_grid_on_tiny_llama_runs_reports_and_resumes(tmp_path: Path) -> No
     done = sorted(p.stat().st_mtime for p in cells)
     assert main(args) == 0  # a rerun skips every finished stage (the report is redrawn)
     assert sorted(p.stat().st_mtime for p in cells) == done
+    # a second seed added to the finished grid: only its cells run; the rows pool both seeds
+    assert main([*args, "--set", "seeds=[0,1]"]) == 0
+    assert sorted(p.stat().st_mtime for p in cells) == done
+    assert (out / "fed-preference.fedavg.s1" / "items").is_dir()
+    res = json.loads((out / "report" / "results.json").read_text())
+    assert all(r["seeds"] == [0, 1] and set(r["per_seed"]) == {"0", "1"} for r in res["rows"])

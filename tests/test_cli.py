@@ -121,3 +121,32 @@ def test_eval_heldout_needs_config(
     )
     report = json.loads(out.read_text())["suites"]["heldout"]
     assert set(report["loss"]) == {"all", "general", "math"} and report["perplexity"]["all"] > 1
+
+
+def test_bad_inputs_are_one_line_and_leave_no_folder(
+    local_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a data file that breaks after the config was accepted: no half-made run folder is left
+    bad = tmp_path / "bad.jsonl"
+    good = local_data.read_text().splitlines()
+    bad.write_text("\n".join([*good[:30], "{not json", *good[30:]]) + "\n")
+    cfg_path = write_config(tmp_path, bad)
+    out = tmp_path / "never"
+    assert main(["run", str(cfg_path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "bad.jsonl" in err
+    assert not out.exists()
+    # an adapter folder that does not exist: one line, before any model is loaded
+    missing = tmp_path / "no-such-adapter"
+    assert main(["eval", "--adapter", str(missing), "--suite", "mmlu", "--limit", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "--adapter" in err and "does not exist" in err and len(err.strip().splitlines()) == 1
+
+
+def test_pipeline_and_bench_take_out(tmp_path: Path) -> None:
+    from fedloom.cli import _with_out, make_parser
+
+    args = make_parser().parse_args(["pipeline", "c.yaml", "--out", "x", "--set", "seeds=[1]"])
+    assert _with_out(args) == ["seeds=[1]", "out=x"]
+    args = make_parser().parse_args(["bench", "c.yaml", "--out", str(tmp_path)])
+    assert _with_out(args) == [f"out={tmp_path}"]

@@ -220,3 +220,21 @@ def test_fedgc_pipeline_on_tiny_llama(tmp_path) -> None:  # type: ignore[no-unty
     assert ("fedavg-no-fedgc-a0.5", "base", "held-out loss") in pairs
     items = json.loads((out / "fedavg-fedgc-a0.5.train.s0/items/accuracy.tuned.json").read_text())
     assert set(items["values"].values()) <= {0.0, 1.0} and items["metric"] == "accuracy"
+    # a second seed for the FedAvg pair only: seed 0's stages are kept; the pair pools both
+    two = [
+        "--set",
+        "seeds=[0,1]",
+        "--set",
+        "fedgc.algorithms=[fedavg]",
+        "--set",
+        "fedgc.ablations=[]",
+    ]
+    assert (
+        main(["pipeline", str(root / "configs/tiny-fedgc.yaml"), "--set", f"out={out}", *two]) == 0
+    )
+    res = json.loads((out / "table/results.json").read_text())
+    row = next(
+        r for r in res["rows"]
+        if (r["arm"], r["reference"], r["metric"]) == ("fedavg-fedgc-a0.5", "fedavg-no-fedgc-a0.5", acc)
+    )  # fmt: skip
+    assert row["seeds"] == [0, 1] and not (out / "scaffold-fedgc-a0.5.train.s1").exists()

@@ -208,3 +208,16 @@ def test_knowledgesg_end_to_end_on_tiny_llama(tmp_path, capsys) -> None:
     ev = _summary(out / "dp-ksg.evaluate.s0")
     assert ev["suite"]["tuned"]["n"] == 3 and ev["freeform"]["answered"] == 2
     assert len(ev["canaries"]["per_canary"]) == 2
+
+    # 4. a second seed (its own data draw and model): the non-private row pools both seeds
+    two = [*args, "--set", "seeds=[0,1]", "--set", "knowledgesg.methods=[non-private]"]
+    assert main(two) == 0, capsys.readouterr().err
+    rows = {(r["arm"], r["reference"]): r for r in _summary(out / "table")["rows"]}
+    assert set(rows) == {("non-private", "base")} and rows[("non-private", "base")]["seeds"] == [
+        0,
+        1,
+    ]
+    assert _summary(out / "non-private.train.s1")["pairs"] == n
+    s0 = json.loads((out / "non-private.evaluate.s0/items/heldout.base.json").read_text())
+    s1 = json.loads((out / "non-private.evaluate.s1/items/heldout.base.json").read_text())
+    assert set(s0["values"]) != set(s1["values"])  # each seed draws its own held-out pairs

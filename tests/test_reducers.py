@@ -236,3 +236,21 @@ def test_config_refuses_reducers_with_secagg_and_central_dp(tmp_path) -> None:  
         None, ["federation.reducer=trimmed_mean", "federation.reducer_params={beta: 0.1}"]
     )
     assert cfg.federation.reducer == "trimmed_mean"
+
+
+def test_reducer_takes_the_run_seed_once_and_config_checks_need_no_reducer() -> None:
+    from fedloom.reducers import build_reducer, reducer_config
+
+    X = torch.randn(6, 40, generator=torch.Generator().manual_seed(3))
+    w = [1.0] * 6
+    ids = list(range(6))
+    params = {"f": 1, "subsample": 5}
+    by_run = build_reducer("dnc", params, seed=5)
+    explicit = build_reducer("dnc", params | {"seed": 5})
+    assert by_run.seed == 5 and explicit.cfg.seed == 5  # type: ignore[attr-defined]
+    a, b = by_run.reduce(X, w, ids, 2), explicit.reduce(X, w, ids, 2)
+    assert torch.equal(a.update, b.update) and a.weights == b.weights
+    # the minimum sample size is a property of the settings alone
+    assert reducer_config("krum", {"f": 2}).min_clients() == 5
+    assert reducer_config("dnc", {"f": 2, "c": 1.5}).min_clients() == 4
+    assert reducer_config("median").min_clients() == 1

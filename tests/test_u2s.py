@@ -236,3 +236,21 @@ def test_paired_bootstrap_and_example_losses() -> None:
     single = [example_losses(loaded.model, [e], pad, loaded.device, None)[0] for e in ex]
     assert batched == pytest.approx(single, abs=1e-5)  # padding does not leak into a loss
     assert all(9 < x < 12 for x in single)  # a random model: about ln(vocab) = 10.8
+
+
+def test_u2s_two_seeds_pool_into_one_table(tmp_path) -> None:
+    """The gold-pairs arm needs no parseable generation: two seeds on the tiny model, each with
+    its own draw of pieces and gold pairs, pooled into one paired row per item set."""
+    out = tmp_path / "gold"
+    args = ["pipeline", str(ROOT / "configs/tiny-u2s.yaml"), "--set", f"out={out}"]
+    assert main([*args, "--set", "u2s.train_on=gold", "--set", "seeds=[0,1]"]) == 0
+    res = json.loads((out / "table/results.json").read_text())
+    assert [r["metric"] for r in res["rows"]][:2] == ["math gold loss", "medicine gold loss"]
+    for r in res["rows"]:
+        assert r["seeds"] == [0, 1] and r["arm"] == "tuned (gold pairs)"
+        per = [r["per_seed"][s]["diff"] for s in ("0", "1")]
+        assert r["diff"] == pytest.approx(sum(per) / 2)  # the mean over seeds
+    g0 = json.loads((out / "gold_loss.s0/items/math.base.json").read_text())["values"]
+    g1 = json.loads((out / "gold_loss.s1/items/math.base.json").read_text())["values"]
+    assert set(g0) != set(g1)  # each seed its own gold pairs
+    assert "| tuned (gold pairs) | base |" in (out / "table/table.md").read_text()

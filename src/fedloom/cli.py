@@ -132,6 +132,7 @@ def make_parser() -> argparse.ArgumentParser:
         "config", help="YAML pipeline config (method, out, the method's section, train)"
     )
     pl.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    pl.add_argument("--out", default=None, help="output folder (default: the config's `out`)")
     a = sub.add_parser(
         "audit",
         help="privacy audit: plant canaries in one client, train without DP / with client DP "
@@ -173,6 +174,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     bn.add_argument("config", help="YAML bench config (method: bench, out, bench:, train:)")
     bn.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    bn.add_argument("--out", default=None, help="output folder (default: the config's `out`)")
     d = sub.add_parser(
         "data", help="data sources: list | show NAME | split CONFIG | stats FEDERATION"
     )
@@ -212,9 +214,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _with_out(args: argparse.Namespace) -> list[str]:
+    """The overrides, with ``--out DIR`` as the config's ``out`` (the same flag on every
+    command that writes)."""
+    return [*args.overrides, *([f"out={args.out}"] if args.out else [])]
+
+
+def _drop_unstarted(out: Path, fresh: bool) -> None:
+    """Remove a run folder this command created when the run stopped before its first round
+    (nothing in it but what the start wrote: no checkpoint, no summary)."""
+    import shutil
+
+    if (
+        fresh
+        and out.is_dir()
+        and not any((out / f).exists() for f in ("checkpoint.pt", "summary.json"))
+    ):
+        shutil.rmtree(out, ignore_errors=True)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     from fedloom.config import load_config
-    from fedloom.errors import CheckpointError
+    from fedloom.errors import CheckpointError, FedloomError
 
     if args.command == "algorithms":
         from fedloom.algorithms import ALGORITHMS
@@ -235,7 +256,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         import fedloom.pipeline.shipped  # noqa: F401  (registers the pipelines)
         from fedloom.pipeline import load_pipeline_config, run_pipeline
 
-        pcfg = load_pipeline_config(args.config, args.overrides)
+        pcfg = load_pipeline_config(args.config, _with_out(args))
         summaries = run_pipeline(pcfg)
         print(f"pipeline {pcfg.method}: {len(summaries)} stages done · outputs in {pcfg.out}/")
         return 0
@@ -244,7 +265,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from fedloom.config import ConfigError
         from fedloom.pipeline import load_pipeline_config, run_pipeline
 
-        pcfg = load_pipeline_config(args.config, args.overrides)
+        pcfg = load_pipeline_config(args.config, _with_out(args))
         if pcfg.method != "bench":
             raise ConfigError(
                 f"{args.config}: `method` is {pcfg.method!r}; `fedloom bench` runs `method: "
@@ -285,14 +306,19 @@ def _dispatch(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     if not args.resume:
         out = args.out or f"runs/{Path(args.config).stem}-{dt.datetime.now():%Y%m%d-%H%M%S}"
-    if args.engine == "flower-sim":
-        from fedloom.flower.simulation import run_simulation
+    fresh = not Path(out).exists()
+    try:
+        if args.engine == "flower-sim":
+            from fedloom.flower.simulation import run_simulation
 
-        summary = run_simulation(cfg, out, resume=bool(args.resume))
-    else:
-        from fedloom.engine import run
+            summary = run_simulation(cfg, out, resume=bool(args.resume))
+        else:
+            from fedloom.engine import run
 
-        summary = run(cfg, out, resume=bool(args.resume))
+            summary = run(cfg, out, resume=bool(args.resume))
+    except FedloomError:
+        _drop_unstarted(Path(out), fresh)
+        raise
     from fedloom.tasks import get_task
 
     task = get_task(cfg.task)
@@ -575,6 +601,16 @@ def _eval(args: argparse.Namespace) -> int:
             return 2
     if args.limit is not None and args.limit < 1:
         print("fedloom: --limit must be >= 1", file=sys.stderr)
+        return 2
+    if args.adapter and not (Path(args.adapter) / "adapter_config.json").is_file():
+        what = (
+            "does not exist" if not Path(args.adapter).exists() else "holds no adapter_config.json"
+        )
+        print(
+            f"fedloom: --adapter {args.adapter} {what}; give a run's adapter folder "
+            "(RUN_DIR/adapter, or RUN_DIR/adapters/client_K for `local`)",
+            file=sys.stderr,
+        )
         return 2
     from fedloom.config import load_config
     from fedloom.eval.judges import make_rating_judge

@@ -276,14 +276,14 @@ class FederationConfig:
             self.sample_clients >= 1,
             f"`federation.sample_clients` must be >= 1 (got {self.sample_clients})",
         )
-        from fedloom.reducers import REDUCERS, build_reducer
+        from fedloom.reducers import REDUCERS, reducer_config
 
         _require(
             self.reducer in REDUCERS,
             f"`federation.reducer` is {self.reducer!r}; choose one of {sorted(REDUCERS)}",
         )
         try:
-            reducer = build_reducer(self.reducer, self.reducer_params)
+            reducer = reducer_config(self.reducer, self.reducer_params)
         except ValueError as e:
             known = [f.name for f in dataclasses.fields(REDUCERS[self.reducer].config_cls)]
             raise ConfigError(

@@ -42,8 +42,9 @@ def build_strategy(
     num_clients: int,
     reducer: str = "mean",
     reducer_params: dict[str, Any] | None = None,
+    seed: int = 0,
 ) -> Strategy:
     from fedloom.reducers import build_reducer
 
     cls = ALGORITHMS[name]
-    return cls(cls.config_cls(**params), num_clients, build_reducer(reducer, reducer_params))
+    return cls(cls.config_cls(**params), num_clients, build_reducer(reducer, reducer_params, seed))

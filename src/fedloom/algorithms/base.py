@@ -99,7 +99,7 @@ class Strategy:
         """The clients' adapters combined by the reducer (`federation.reducer`): the weighted
         mean by default, computed exactly as before; a robust rule's update is added to the
         global adapter. Records :attr:`last_aggregation`."""
-        from fedloom.reducers import delta_matrix, unflatten, update_stats
+        from fedloom.reducers import Reduction, delta_matrix, unflatten, update_stats
 
         weights = self.weights(updates)
         ids = [u.client_id for u in updates]
@@ -113,14 +113,17 @@ class Strategy:
                 f"updates per round, got {len(updates)}: sample more clients or relax its "
                 "parameters (`federation.reducer_params`)"
             )
-        red = self.reducer.reduce(X, weights, ids, round_idx)
         if self.reducer.robust:
+            red = self.reducer.reduce(X, weights, ids, round_idx)
             out = {
                 k: self.global_adapter[k] + v
                 for k, v in unflatten(red.update, self.global_adapter, keys).items()
             }
-        else:
+        else:  # the plain mean: the exact fp64 average of the adapters (X only for the stats)
+            from fedloom.algorithms.aggregate import normalized_weights
+
             out = weighted_average([u.adapter for u in updates], weights)
+            red = Reduction(X.new_zeros(0), normalized_weights(weights))
         self.last_aggregation = {
             "reducer": self.reducer.name,
             "update_norm": {str(c): round(v, 6) for c, v in zip(ids, norms, strict=True)},

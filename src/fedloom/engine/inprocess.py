@@ -8,7 +8,6 @@ after another, on one copy of the base model; only adapter tensors move between 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import random
@@ -97,7 +96,7 @@ class Federation:
             summary_table(data, cfg.partition.key, console)
         fc = cfg.federation
         strategy = build_strategy(
-            fc.algorithm, fc.params, len(data.clients), fc.reducer, reducer_params(cfg)
+            fc.algorithm, fc.params, len(data.clients), fc.reducer, fc.reducer_params, cfg.seed
         )
         if cfg.privacy.central_dp is not None:
             strategy = CentralDP(
@@ -272,17 +271,6 @@ class InProcessClients:
 
 class RoundFailed(FedloomError, RuntimeError):
     """Too few clients replied to a round, even after the retries."""
-
-
-def reducer_params(cfg: RunConfig) -> dict[str, Any]:
-    """`federation.reducer_params`, with the run's seed for rules that sample (DnC)."""
-    from fedloom.reducers import REDUCERS
-
-    params = dict(cfg.federation.reducer_params)
-    names = {f.name for f in dataclasses.fields(REDUCERS[cfg.federation.reducer].config_cls)}
-    if "seed" in names:
-        params.setdefault("seed", cfg.seed)
-    return params
 
 
 def _mean_eval(evals: dict[str, dict[str, float]]) -> dict[str, float]:

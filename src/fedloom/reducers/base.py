@@ -30,6 +30,11 @@ from fedloom.utils import StateDict
 class ReducerConfig:
     """Settings common to every reducer (none); each rule adds its own."""
 
+    def min_clients(self) -> int:
+        """The fewest updates a round must bring for the rule to be defined (a property of the
+        settings: the config checks it without building the reducer)."""
+        return 1
+
 
 @dataclass
 class Reduction:
@@ -48,8 +53,10 @@ class Reducer:
     """False only for the plain mean: robust rules need every client's update (no SecAgg+,
     no central DP's clipped mean)."""
 
-    def __init__(self, cfg: ReducerConfig) -> None:
+    def __init__(self, cfg: ReducerConfig, seed: int = 0) -> None:
         self.cfg = cfg
+        self.seed = seed
+        """The run's seed, for rules that sample (each draws from its own generator)."""
 
     def reduce(
         self, X: torch.Tensor, weights: Sequence[float], client_ids: Sequence[int], rnd: int
@@ -58,7 +65,7 @@ class Reducer:
 
     def min_clients(self) -> int:
         """The fewest updates a round must bring for the rule to be defined."""
-        return 1
+        return self.cfg.min_clients()
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -82,17 +89,21 @@ def register_reducer(name: str) -> Callable[[type[Reducer]], type[Reducer]]:
     return deco
 
 
-def build_reducer(name: str, params: dict[str, Any] | None = None) -> Reducer:
+def reducer_config(name: str, params: dict[str, Any] | None = None) -> ReducerConfig:
+    """A reducer's validated settings (what the run config checks)."""
     if name not in REDUCERS:
         raise AggregationError(
             f"reducer {name!r} is not registered; choose one of {sorted(REDUCERS)}"
         )
-    cls = REDUCERS[name]
     try:
-        cfg = cls.config_cls(**(params or {}))
+        return REDUCERS[name].config_cls(**(params or {}))
     except TypeError as e:
         raise AggregationError(f"reducer {name!r}: {e}") from None
-    return cls(cfg)
+
+
+def build_reducer(name: str, params: dict[str, Any] | None = None, seed: int = 0) -> Reducer:
+    """The reducer a run aggregates with, built once by the engine (``seed``: the run's)."""
+    return REDUCERS[name](reducer_config(name, params), seed)
 
 
 # -- flat views of adapter states -------------------------------------------------------------

@@ -66,8 +66,8 @@ class DnCConfig(ReducerConfig):
     iters: int = 1
     c: float = 1.0
     """Filtering fraction: c·f updates dropped per iteration."""
-    seed: int = 0
-    """Seeds the coordinate sampling (with the round number)."""
+    seed: int | None = None
+    """Seeds the coordinate sampling (with the round number); None: the run's seed."""
 
     def __post_init__(self) -> None:
         if self.f < 0 or self.subsample < 1 or self.iters < 1 or self.c <= 0:
@@ -76,19 +76,20 @@ class DnCConfig(ReducerConfig):
                 f"subsample={self.subsample}, iters={self.iters}, c={self.c})"
             )
 
+    def min_clients(self) -> int:
+        return int(self.c * self.f) + 1
+
 
 @register_reducer("dnc")
 class DnC(Reducer):
     config_cls = DnCConfig
     cfg: DnCConfig
 
-    def min_clients(self) -> int:
-        return int(self.cfg.c * self.cfg.f) + 1
-
     def reduce(
         self, X: torch.Tensor, weights: Sequence[float], client_ids: Sequence[int], rnd: int
     ) -> Reduction:
-        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + rnd)
+        seed = self.seed if self.cfg.seed is None else self.cfg.seed
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + rnd)
         p = self.cfg
         good = dnc_keep(X, p.f, p.subsample, p.iters, p.c, gen)
         share = normalized_weights([weights[i] for i in good])

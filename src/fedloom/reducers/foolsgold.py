@@ -70,8 +70,8 @@ class FoolsGold(Reducer):
     config_cls = FoolsGoldConfig
     cfg: FoolsGoldConfig
 
-    def __init__(self, cfg: ReducerConfig) -> None:
-        super().__init__(cfg)
+    def __init__(self, cfg: ReducerConfig, seed: int = 0) -> None:
+        super().__init__(cfg, seed)
         self.history: dict[str, torch.Tensor] = {}
         """Per client id (as a string): the sum of its updates so far, flat fp32."""
 

@@ -70,6 +70,9 @@ class KrumConfig(ReducerConfig):
         if self.m is not None and self.m < 1:
             raise ValueError(f"`m` must be >= 1 (got {self.m})")
 
+    def min_clients(self) -> int:
+        return self.f + 3
+
 
 class _KrumBase(Reducer):
     config_cls = KrumConfig
@@ -77,9 +80,6 @@ class _KrumBase(Reducer):
 
     def selection(self, n: int) -> int | None:
         return self.cfg.m
-
-    def min_clients(self) -> int:
-        return self.cfg.f + 3
 
     def reduce(
         self, X: torch.Tensor, weights: Sequence[float], client_ids: Sequence[int], rnd: int
