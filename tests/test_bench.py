@@ -20,6 +20,7 @@ from fedloom.config import ConfigError, config_from_dict
 from fedloom.data.filters import FilterError, apply_where, parse_condition
 from fedloom.data.partition import _deal, lognormal_sizes, partition
 from fedloom.data.schema import InstructionRecord
+from fedloom.tasks import get_task
 from fedloom.train import dynamic_steps
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,7 +137,7 @@ def _client_sizes(name: str) -> list[int]:
     from fedloom.data.federated import assign_clients, split_records
 
     cfg = config_from_dict(get_federation(name).sections())
-    split = split_records(cfg.data, 0, None, cfg.task)
+    split = split_records(cfg.data, 0, None, get_task(cfg.task).to_record)
     shards = assign_clients(split, cfg.data, cfg.partition, 0)
     return [len(s) for s in shards]
 
@@ -153,7 +154,7 @@ def test_fed_multilingual_has_one_client_per_language() -> None:
     from fedloom.data.federated import split_records
 
     cfg = config_from_dict(get_federation("fed-multilingual").sections())
-    split = split_records(cfg.data, 0, None, cfg.task)
+    split = split_records(cfg.data, 0, None, get_task(cfg.task).to_record)
     langs = {r.metadata["language"] for r in split.train}
     assert langs == {"en", "ko", "es", "zh", "pt", "fr", "de"}
     assert len(_client_sizes("fed-multilingual")) == 7

@@ -34,7 +34,7 @@ def _file(path: Path, n: int, tag: str, text: bool = False) -> str:
 def test_raw_text_is_partitioned_before_any_conversion(tmp_path: Path) -> None:
     src = {"name": "local", "path": _file(tmp_path / "t.jsonl", 20, "raw", text=True)}
     data = DataConfig(sources=[src | {"schema": "text"}], heldout=2)
-    split = split_records(data, seed=0, task=None)  # no task: raw text stays text
+    split = split_records(data, seed=0, convert=None)  # no task: raw text stays text
     assert len(split.train) == 18 and all(isinstance(r, TextRecord) for r in split.train)
     clients = assign_clients(split, data, PartitionConfig(strategy="iid", num_clients=3), seed=0)
     assert sorted(i for c in clients for i in c) == list(range(18))

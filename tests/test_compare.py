@@ -85,3 +85,11 @@ def test_same_seed_same_interval_and_bad_input() -> None:
     d = c1.as_dict()
     assert d["per_seed"]["1"]["n"] == 2 and d["n_items"] == 6
     assert c1.cell(2).startswith("+") or c1.cell(2).startswith("-")
+
+
+def test_cells_show_the_interval_to_two_significant_digits() -> None:
+    c = compare({0: [1.0, 1.004, 1.002]}, {0: [1.0, 1.0, 1.0]}, resamples=500)
+    assert c.digits() == 1 - math.floor(math.log10(c.high - c.low))  # 4 for a width in [1e-3, 1e-2)
+    assert c.cell(3) == f"{c.diff:+.3f} [{c.low:+.3f}, {c.high:+.3f}]"
+    wide = compare({0: [0.0, 1.0]}, {0: [0.0, 0.0]}, resamples=500)
+    assert wide.digits() == 3

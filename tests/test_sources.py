@@ -284,5 +284,7 @@ def test_training_refuses_a_non_instruction_source(tmp_path: Path) -> None:
 
     p = _write(tmp_path / "t.jsonl", [{"text": f"doc {i}"} for i in range(5)])
     cfg = DataConfig(sources=[{"name": "local", "path": str(p), "schema": "text"}], heldout=1)  # type: ignore[list-item]
+    from fedloom.tasks import get_task
+
     with pytest.raises(ValueError, match="raw text sources feed data generation"):
-        load_records(cfg, seed=0)
+        load_records(cfg, seed=0, convert=get_task("sft").to_record)

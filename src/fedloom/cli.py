@@ -202,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     its traceback."""
     args = make_parser().parse_args(argv)
     # heavy imports inside the commands: `fedloom --help` stays instant
-    from fedloom.config import ConfigError
     from fedloom.errors import FedloomError
+    from fedloom.settings import ConfigError
 
     try:
         return _dispatch(args)
@@ -262,8 +262,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "bench":
         import fedloom.pipeline.shipped  # noqa: F401  (registers the pipelines)
-        from fedloom.config import ConfigError
         from fedloom.pipeline import load_pipeline_config, run_pipeline
+        from fedloom.settings import ConfigError
 
         pcfg = load_pipeline_config(args.config, _with_out(args))
         if pcfg.method != "bench":
@@ -377,8 +377,9 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _flower(args: argparse.Namespace) -> int:
-    from fedloom.config import ConfigError, load_config
+    from fedloom.config import load_config
     from fedloom.flower import deploy
+    from fedloom.settings import ConfigError
 
     if args.command == "certs":
         for path in deploy.make_certs(args.directory, args.host):
@@ -521,8 +522,15 @@ def _split(args: argparse.Namespace) -> int:
     from fedloom.models.loader import load_tokenizer
 
     cfg = load_config(args.target, args.overrides)
+    from fedloom.tasks import get_task
+
     data = build_federated_data(
-        cfg.data, cfg.partition, load_tokenizer(cfg.model.name), cfg.seed, safety=cfg.safety
+        cfg.data,
+        cfg.partition,
+        load_tokenizer(cfg.model.name),
+        cfg.seed,
+        convert=get_task(cfg.task).to_record,
+        safety=cfg.safety,
     )
     summary_table(data, cfg.partition.key, Console())
     out = args.out or f"{Path(args.target).stem}-split.png"
@@ -545,7 +553,9 @@ def _heldout(args: argparse.Namespace, model: Any, loaded: Any, suite: str) -> d
     cfg = load_config(args.config)
     task = next(t for t in TASKS.values() if t.heldout_suite == suite)
     tok = loaded.tokenizer
-    data = build_federated_data(cfg.data, cfg.partition, tok, cfg.seed, pooled=True, task=task.name)
+    data = build_federated_data(
+        cfg.data, cfg.partition, tok, cfg.seed, pooled=True, convert=task.to_record
+    )
     limit = args.limit or cfg.eval.max_examples
     setup = EvalSetup(
         model,
@@ -578,9 +588,9 @@ def _eval(args: argparse.Namespace) -> int:
     from peft import PeftModel
     from transformers import PreTrainedModel
 
-    from fedloom.config import ModelConfig
     from fedloom.eval import SUITES, EvalContext, run_suite
     from fedloom.models import load_model
+    from fedloom.settings import ModelConfig
     from fedloom.tasks import TASKS
 
     config_suites = sorted(t.heldout_suite for t in TASKS.values())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedloom.config import ConfigError
+from fedloom.settings import ConfigError
 
 METHODS = ("local", "fedavg", "fedprox", "scaffold", "fedavgm", "fedadagrad", "fedyogi", "fedadam")
 """FedLLM-Bench's eight methods."""

@@ -16,7 +16,7 @@ from typing import Any
 
 from fedloom.bench.config import BenchConfig
 from fedloom.bench.federations import FederationSpec, get_federation
-from fedloom.config import RunConfig, config_from_dict
+from fedloom.config import config_from_dict
 from fedloom.data.schema import Record
 from fedloom.experiment.guards import require_disjoint
 from fedloom.pipeline.runner import (
@@ -26,6 +26,7 @@ from fedloom.pipeline.runner import (
     StageContext,
     register_pipeline,
 )
+from fedloom.settings import RunConfig
 
 
 @functools.lru_cache(maxsize=8)
@@ -39,7 +40,9 @@ def heldout_and_trained(
 
     spec = get_federation(name)
     cfg = config_from_dict(spec.sections() | {"seed": seed})
-    split = split_records(cfg.data, seed, None, cfg.task)
+    from fedloom.tasks import get_task
+
+    split = split_records(cfg.data, seed, None, get_task(cfg.task).to_record)
     trained = frozenset(source_key(r) for r in split.train)
     held = tuple(split.heldout)
     require_disjoint({source_key(r) for r in held}, trained, f"{name}: held-out items in training")

@@ -78,7 +78,9 @@ def compute_stats(
 
     cfg = config_from_dict(spec.sections() | {"seed": seed})
     reports: list[LoadReport] = []
-    split = split_records(cfg.data, seed, reports, cfg.task)
+    from fedloom.tasks import get_task
+
+    split = split_records(cfg.data, seed, reports, get_task(cfg.task).to_record)
     owners = assign_clients(split, cfg.data, cfg.partition, seed)
     clients = [[split.train[i] for i in c] for c in owners]
     key = cfg.partition.key if cfg.partition.strategy in ("natural", "dirichlet") else None

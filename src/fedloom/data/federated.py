@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -11,12 +12,13 @@ from rich.console import Console
 from rich.table import Table
 from transformers import PreTrainedTokenizerBase
 
-from fedloom.config import DataConfig, PartitionConfig, SafetyConfig
 from fedloom.data.filters import apply_where
 from fedloom.data.partition import PartitionError, partition
 from fedloom.data.schema import Record
 from fedloom.data.sources import DataSourceError, LoadReport, load_source_report
 from fedloom.data.template import TokenizeReport, tokenize_all
+from fedloom.errors import FedloomError
+from fedloom.settings import DataConfig, PartitionConfig, SafetyConfig
 from fedloom.utils import rng_for
 
 
@@ -74,16 +76,22 @@ class RecordSplit:
     """Per training record, the index of its source in ``data.sources``."""
 
 
-def split_records(
-    cfg: DataConfig, seed: int, reports: list[LoadReport] | None = None, task: str | None = "sft"
-) -> RecordSplit:
-    """All sources' records, in the task's form when ``task`` is given (sft: instructions and
-    conversations, with multiple-choice questions as lettered questions answered with the option
-    and its explanation; dpo: preference pairs) or as loaded (``None``: raw text stays text),
-    split per source into (train, held-out) by a seeded shuffle."""
-    from fedloom.tasks import TaskError, get_task  # local import: tasks reach into eval
+Converter = Callable[[Record], Record]
+"""A task's record converter (``get_task(name).to_record``): the data layer receives it, and so
+does not import the tasks."""
 
-    task_ = get_task(task) if task is not None else None
+
+def split_records(
+    cfg: DataConfig,
+    seed: int,
+    reports: list[LoadReport] | None = None,
+    convert: Converter | None = None,
+) -> RecordSplit:
+    """All sources' records, in the task's form when ``convert`` is given (the task's
+    ``to_record``; sft: instructions and conversations, with multiple-choice questions as
+    lettered questions answered with the option and its explanation; dpo: preference pairs) or
+    as loaded (``None``: raw text stays text), split per source into (train, held-out) by a
+    seeded shuffle."""
     out = RecordSplit([], [], [])
     for s, src in enumerate(cfg.sources):
         loaded, rep = load_source_report(
@@ -97,9 +105,9 @@ def split_records(
         if reports is not None:
             reports.append(rep)
         try:
-            records = [task_.to_record(r) for r in loaded] if task_ is not None else loaded
-        except TaskError as e:
-            raise TaskError(f"source {src.name!r}: {e}") from None
+            records = [convert(r) for r in loaded] if convert is not None else loaded
+        except FedloomError as e:  # the task refuses a record: say which source it came from
+            raise type(e)(f"source {src.name!r}: {e}") from None
         order = list(range(len(records)))
         # keyed by the file's name, not its folder: moving a data set keeps its split
         rng_for(seed, "data", src.name, Path(src.path).name if src.path else "").shuffle(order)
@@ -121,10 +129,13 @@ def split_records(
 
 
 def load_records(
-    cfg: DataConfig, seed: int, reports: list[LoadReport] | None = None, task: str = "sft"
+    cfg: DataConfig,
+    seed: int,
+    reports: list[LoadReport] | None = None,
+    convert: Converter | None = None,
 ) -> tuple[list[Record], list[Record]]:
     """(train, held-out) records of every source (see :func:`split_records`)."""
-    split = split_records(cfg, seed, reports, task)
+    split = split_records(cfg, seed, reports, convert)
     return split.train, split.heldout
 
 
@@ -178,7 +189,7 @@ def build_federated_data(
     tokenizer: PreTrainedTokenizerBase,
     seed: int,
     pooled: bool = False,
-    task: str = "sft",
+    convert: Converter | None = None,
     only_client: int | None = None,
     safety: SafetyConfig | None = None,
 ) -> FederatedData:
@@ -191,7 +202,7 @@ def build_federated_data(
     attack = safety.attack if safety is not None else None
     if attack is not None:  # one more source, owned by the malicious clients (ids set below)
         data_cfg = replace(data_cfg, sources=[*data_cfg.sources, replace(attack, heldout=0)])
-    split = split_records(data_cfg, seed, reports, task)
+    split = split_records(data_cfg, seed, reports, convert)
     malicious: list[int] = []
     left_out = 0
     if pooled:

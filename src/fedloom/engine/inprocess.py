@@ -26,7 +26,7 @@ from fedloom.algorithms import ALGORITHMS, ClientUpdate, Strategy, build_strateg
 from fedloom.algorithms.aggregate import add_scaled, subtract
 from fedloom.algorithms.base import Broadcast
 from fedloom.compression.codecs import Codec, NoCompression, get_codec
-from fedloom.config import ConfigError, RunConfig, packing_enabled
+from fedloom.config import check_run_config
 from fedloom.data import FederatedData, build_federated_data, summary_table
 from fedloom.data.schema import Record, record_prompt
 from fedloom.engine import outputs
@@ -39,6 +39,7 @@ from fedloom.models import attach_lora, get_adapter_state, load_model, set_adapt
 from fedloom.models.loader import LoadedModel, load_tokenizer
 from fedloom.models.lora import load_adapter_folder
 from fedloom.privacy import CentralDP, ClientDP, PrivacyBudgetSpent, update_norm
+from fedloom.settings import ConfigError, RunConfig, packing_enabled
 from fedloom.tasks import EvalSetup, Evaluator, get_task
 from fedloom.train import (
     LocalTrainer,
@@ -75,6 +76,7 @@ class Federation:
         cls, cfg: RunConfig, console: Console | None = None, only_client: int | None = None
     ) -> Federation:
         """``only_client``: hold only that client's shard (a deployed client process)."""
+        check_run_config(cfg)  # a config built in code gets the loader's registry checks
         # data first: a data error costs seconds, not a model load
         tokenizer = load_tokenizer(cfg.model.name)
         pooled = ALGORITHMS[cfg.federation.algorithm].pooled_data
@@ -84,7 +86,7 @@ class Federation:
             tokenizer,
             cfg.seed,
             pooled=pooled,
-            task=cfg.task,
+            convert=get_task(cfg.task).to_record,
             only_client=only_client,
             safety=cfg.safety,
         )

@@ -16,6 +16,7 @@ With one seed this is the ordinary paired percentile bootstrap over items.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
@@ -80,9 +81,15 @@ class Comparison:
         d["seeds"] = self.seeds
         return d
 
-    def cell(self, digits: int = 3) -> str:
+    def digits(self) -> int:
+        """Decimals that show the interval's width to two significant digits (at least 3)."""
+        width = self.high - self.low
+        return 3 if width <= 0 else min(8, max(3, 1 - math.floor(math.log10(width))))
+
+    def cell(self, digits: int | None = None) -> str:
         """``diff [low, high]`` for a table cell."""
-        return f"{self.diff:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
+        d = self.digits() if digits is None else digits
+        return f"{self.diff:+.{d}f} [{self.low:+.{d}f}, {self.high:+.{d}f}]"
 
 
 def verdict_of(low: float, high: float, lower_is_better: bool) -> str:

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedloom.config import ModelConfig
 from fedloom.data.schema import InstructionRecord
 from fedloom.errors import FedloomError
+from fedloom.settings import ModelConfig
 
 
 class EvaluationError(FedloomError, ValueError):

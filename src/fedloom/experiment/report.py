@@ -45,17 +45,18 @@ def _num(x: float, digits: int = 3) -> str:
     return "—" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
-def markdown_table(rows: Sequence[Comparison], digits: int = 3) -> str:
+def markdown_table(rows: Sequence[Comparison]) -> str:
     lines = [
         "| arm | reference | metric | arm | reference | Δ (arm − ref) [95% CI] | verdict | Δ per seed | items |",
         "|---|---|---|---:|---:|---|---|---|---:|",
     ]
     for c in rows:
+        digits = c.digits()
         better = "lower" if c.lower_is_better else "higher"
         per = ", ".join(f"s{s}: {r.diff:+.{digits}f}" for s, r in sorted(c.per_seed.items()))
         lines.append(
             f"| {c.arm} | {c.reference} | {c.metric} ({better} is better) | "
-            f"{_num(c.arm_mean, digits)} | {_num(c.reference_mean, digits)} | {c.cell(digits)} | "
+            f"{_num(c.arm_mean, max(3, digits))} | {_num(c.reference_mean, max(3, digits))} | {c.cell()} | "
             f"**{c.verdict}** | {per} | {c.n_items}"
             + (f" (+{c.unpaired} unpaired)" if c.unpaired else "")
             + " |"
@@ -130,7 +131,7 @@ def _cell(v: Any) -> str:
 
 
 STYLE = (
-    ".better{color:#1a7f37;font-weight:600}.worse{color:#cf222e;font-weight:600}"
+    "td.l{text-align:left}.better{color:#1a7f37;font-weight:600}.worse{color:#cf222e;font-weight:600}"
     ".unresolved{color:#6e7781}"
 )
 """CSS for the verdict cells (pages that embed :func:`rows_html` add it to their style)."""
@@ -147,10 +148,12 @@ def rows_html(rows: Sequence[Comparison]) -> str:
         "<th>items</th></tr>"
     ]
     for c in rows:
-        per = ", ".join(f"s{s}: {r.diff:+.3f}" for s, r in sorted(c.per_seed.items()))
+        d = c.digits()
+        per = ", ".join(f"s{s}: {r.diff:+.{d}f}" for s, r in sorted(c.per_seed.items()))
         parts.append(
-            f"<tr><td>{e(c.arm)}</td><td>{e(c.reference)}</td><td>{e(c.metric)}</td>"
-            f"<td>{_num(c.arm_mean)}</td><td>{_num(c.reference_mean)}</td>"
+            f"<tr><td class='l'>{e(c.arm)}</td><td class='l'>{e(c.reference)}</td>"
+            f"<td class='l'>{e(c.metric)}</td>"
+            f"<td>{_num(c.arm_mean, d)}</td><td>{_num(c.reference_mean, d)}</td>"
             f"<td>{e(c.cell())}</td><td class='{c.verdict}'>{c.verdict}</td>"
             f"<td>{e(per)}</td><td>{c.n_items}</td></tr>"
         )

@@ -22,8 +22,9 @@ from typing import Any
 
 from rich.console import Console
 
-from fedloom.config import RunConfig, config_from_dict
+from fedloom.config import config_from_dict
 from fedloom.errors import FedloomError
+from fedloom.settings import RunConfig
 from fedloom.utils import write_jsonl
 
 

@@ -33,7 +33,7 @@ from flwr.serverapp import Grid, ServerApp
 
 import fedloom.flower  # noqa: F401  (offline Flower settings)
 from fedloom.algorithms.base import ClientUpdate
-from fedloom.config import RunConfig, load_config
+from fedloom.config import load_config
 from fedloom.engine.hooks import installed_turn
 from fedloom.engine.inprocess import Federation, run
 from fedloom.flower import client
@@ -48,6 +48,7 @@ from fedloom.flower.records import (
     update_content,
 )
 from fedloom.privacy.secagg import secagg_round, secagg_train
+from fedloom.settings import RunConfig
 
 
 class FlowerClients:

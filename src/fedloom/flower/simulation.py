@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import fedloom.flower  # noqa: F401  (offline Flower settings)
-from fedloom.config import RunConfig
 from fedloom.data import build_federated_data
 from fedloom.models.loader import load_tokenizer
+from fedloom.settings import RunConfig
 from fedloom.utils import available_cores
 
 
@@ -21,11 +21,12 @@ def num_clients(cfg: RunConfig) -> int:
     if cfg.partition.num_clients is not None:
         return cfg.partition.num_clients
     from fedloom.algorithms import ALGORITHMS
+    from fedloom.tasks import get_task
 
     pooled = ALGORITHMS[cfg.federation.algorithm].pooled_data
     tok = load_tokenizer(cfg.model.name)
     data = build_federated_data(
-        cfg.data, cfg.partition, tok, cfg.seed, pooled=pooled, task=cfg.task
+        cfg.data, cfg.partition, tok, cfg.seed, pooled=pooled, convert=get_task(cfg.task).to_record
     )
     return len(data.clients)
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fedloom.config import _require
+from fedloom.settings import _require
 
 Prompt = str | list[dict[str, str]]
 """A user prompt (chat-templated) or raw text (``chat: false``), or a dialogue of messages

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fedloom.config import ModelConfig, _require
 from fedloom.generation.base import TextGenerator
+from fedloom.settings import ModelConfig, _require
 
 BACKENDS = ("local", "openai", "onnx")
 

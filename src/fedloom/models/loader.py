@@ -26,7 +26,6 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from fedloom.config import ModelConfig
 from fedloom.models.registry import (
     MODELS,
     SMOLLM2_GGUF,
@@ -34,6 +33,7 @@ from fedloom.models.registry import (
     ModelNotFoundError,
     get_model_spec,
 )
+from fedloom.settings import ModelConfig
 from fedloom.utils import available_cores, cache_dir, keep_freed_memory, seeded_torch
 
 TINY_LLAMA_CONFIG: dict[str, Any] = dict(

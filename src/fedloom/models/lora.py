@@ -10,7 +10,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 from transformers import PreTrainedModel
 
-from fedloom.config import LoraSettings
+from fedloom.settings import LoraSettings
 from fedloom.utils import StateDict, seeded_torch
 
 
@@ -70,7 +70,7 @@ def load_adapter_folder(model: PeftModel, folder: str | Path) -> None:
     ``model``'s adapter: ``lora.init_from``. Its rank and target modules must match."""
     from safetensors.torch import load_file
 
-    from fedloom.config import ConfigError
+    from fedloom.settings import ConfigError
 
     path = Path(folder) / "adapter_model.safetensors"
     saved = load_file(str(path))

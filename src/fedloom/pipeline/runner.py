@@ -36,8 +36,9 @@ from typing import Any, ClassVar
 import yaml
 from rich.console import Console
 
-from fedloom.config import ConfigError, RunConfig, _build, apply_override, config_from_dict
+from fedloom.config import check_sources_in, config_from_dict
 from fedloom.errors import FedloomError
+from fedloom.settings import ConfigError, RunConfig, _build, apply_override
 
 
 class PipelineError(FedloomError, RuntimeError):
@@ -204,6 +205,7 @@ def load_pipeline_config(path: str | Path, overrides: list[str] | None = None) -
     seeds = _seeds(data)
     cls = PIPELINES[method]
     params = _build(cls.config_cls, data.get(method) or {}, method)
+    check_sources_in(params, method)
     train_raw = dict(data.get("train") or {})
     train_raw.setdefault("seed", seeds[0])
     # the training stage replaces the sources; a placeholder keeps the run config valid here

@@ -17,7 +17,7 @@ import torch
 from opacus.accountants import create_accountant
 from opacus.accountants.utils import get_noise_multiplier
 
-from fedloom.config import ConfigError
+from fedloom.settings import ConfigError
 
 History = list[tuple[float, float, int]]
 

@@ -36,9 +36,10 @@ from peft import PeftModel
 from rich.console import Console
 from transformers import PreTrainedTokenizerBase
 
-from fedloom.config import CentralDPConfig, ClientDPConfig, PrivacyConfig, RunConfig
+from fedloom.config import check_run_config
 from fedloom.data.schema import InstructionRecord
 from fedloom.data.template import collate, prompt_text, tokenize_example
+from fedloom.settings import CentralDPConfig, ClientDPConfig, PrivacyConfig, RunConfig
 from fedloom.train.objectives import sequence_logps
 
 FIRST = ["Ada", "Boris", "Chiara", "Dmitri", "Elif", "Farid", "Greta", "Hiro", "Ines", "Jonas"]
@@ -239,6 +240,7 @@ def run_audit(
             if st.auto_clip and scfg.privacy.central_dp is not None and norms:
                 scfg.privacy.central_dp.clip_norm = statistics.median(norms)
             scfg.__post_init__()  # validate the combination (and LoRA dropout off under DP)
+            check_run_config(scfg)
             fed = Federation.build(scfg, console)
             planted = plant(fed, cs, client, repeats)
             base = None

@@ -30,7 +30,6 @@ import torch
 
 from fedloom.algorithms.aggregate import add_scaled, check_layout, subtract
 from fedloom.algorithms.base import Broadcast, ClientUpdate, Strategy
-from fedloom.config import CentralDPConfig, ConfigError
 from fedloom.privacy.accounting import (
     History,
     add_steps,
@@ -39,6 +38,7 @@ from fedloom.privacy.accounting import (
     history_to_tensor,
     noise_for_epsilon,
 )
+from fedloom.settings import CentralDPConfig, ConfigError
 from fedloom.train.local import TrainHook
 from fedloom.utils import StateDict, rng_for
 

@@ -29,7 +29,6 @@ import torch
 from opacus import GradSampleModule
 from opacus.optimizers import DPOptimizer
 
-from fedloom.config import ClientDPConfig
 from fedloom.errors import FedloomError
 from fedloom.privacy.accounting import (
     add_steps,
@@ -38,6 +37,7 @@ from fedloom.privacy.accounting import (
     history_to_tensor,
     noise_for_epsilon,
 )
+from fedloom.settings import ClientDPConfig
 from fedloom.train.local import LocalTrainer, LocalTrainResult, TrainHook
 from fedloom.utils import rng_for
 

@@ -44,8 +44,8 @@ from flwr.serverapp import Grid
 
 from fedloom.algorithms.aggregate import add_scaled
 from fedloom.algorithms.base import Broadcast, ClientUpdate
-from fedloom.config import SecAggConfig
 from fedloom.errors import FedloomError
+from fedloom.settings import SecAggConfig
 from fedloom.utils import StateDict
 
 

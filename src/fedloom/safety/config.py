@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from fedloom.config import _require
 from fedloom.generation import GeneratorConfig
+from fedloom.settings import _require
 
 ROBUST = ["median", "trimmed_mean", "krum", "multikrum", "norm_bound", "dnc", "foolsgold"]
 

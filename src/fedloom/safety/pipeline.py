@@ -211,9 +211,9 @@ class SafetyPipeline(PipelineMethod):
         import torch
         from peft import PeftModel
 
-        from fedloom.config import ModelConfig
         from fedloom.generation import LocalGenerator
         from fedloom.models import load_model, weights_dtype
+        from fedloom.settings import ModelConfig
 
         loaded = load_model(ModelConfig(name=gcfg.model), dtype=weights_dtype(torch.device("cpu")))
         model = PeftModel.from_pretrained(loaded.model, str(adapter))

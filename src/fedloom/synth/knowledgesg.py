@@ -33,7 +33,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from fedloom.config import ClientDPConfig, _require
 from fedloom.data.schema import InstructionRecord, MultipleChoiceRecord
 from fedloom.data.sources import load_source_report
 from fedloom.errors import FedloomError
@@ -49,6 +48,7 @@ from fedloom.pipeline.runner import (
     register_pipeline,
     seeded,
 )
+from fedloom.settings import ClientDPConfig, _require
 from fedloom.synth.common import (
     WORD,
     cut_words,

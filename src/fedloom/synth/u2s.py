@@ -31,7 +31,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fedloom.config import _require
 from fedloom.data.schema import InstructionRecord, Record, as_instruction
 from fedloom.data.sources import load_source_report
 from fedloom.errors import FedloomError
@@ -50,6 +49,7 @@ from fedloom.pipeline.runner import (
     seeded,
     stage_key,
 )
+from fedloom.settings import _require
 from fedloom.synth.common import (
     WORD,
     cut_words,

@@ -17,9 +17,9 @@ if TYPE_CHECKING:
     import torch
     from peft import PeftModel
 
-    from fedloom.config import TrainConfig
     from fedloom.data.federated import FederatedData
     from fedloom.data.schema import Record
+    from fedloom.settings import TrainConfig
     from fedloom.train.objectives import Objective
 
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 from fedloom.tasks.base import EvalSetup, Evaluator, Task, TaskError, register_task
 
 if TYPE_CHECKING:
-    from fedloom.config import TrainConfig
     from fedloom.data.schema import Record
+    from fedloom.settings import TrainConfig
     from fedloom.train.objectives import Objective
 
 

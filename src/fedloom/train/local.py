@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import torch
 from peft import PeftModel
 
-from fedloom.config import TrainConfig
+from fedloom.settings import TrainConfig
 from fedloom.train.objectives import Objective, SFTObjective
 
 

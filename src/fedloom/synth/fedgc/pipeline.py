@@ -25,7 +25,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from fedloom.config import _require
 from fedloom.data.schema import InstructionRecord
 from fedloom.data.sources import load_source_report
 from fedloom.experiment.evaluate import Scorer
@@ -40,6 +39,7 @@ from fedloom.pipeline.runner import (
     register_pipeline,
     seeded,
 )
+from fedloom.settings import _require
 from fedloom.synth.common import normalise, read_jsonl, write_jsonl
 from fedloom.synth.fedgc.budget import BUDGETS, FedGCError, allocate_labels
 from fedloom.synth.fedgc.guidance import (
