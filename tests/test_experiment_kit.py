@@ -105,3 +105,25 @@ def test_the_report_renders_in_chromium(kit_run: tuple[Path, int], tmp_path: Pat
     )  # fmt: skip
     assert shot.exists() and shot.stat().st_size > 20_000
     assert [line for line in done.stderr.splitlines() if ":CONSOLE" in line] == []
+
+
+def test_leak_guards_hold_under_python_O() -> None:
+    """`python -O` strips asserts; the guards raise, so a leak still stops the run."""
+    code = (
+        "from fedloom.experiment.guards import LeakError, require_disjoint, require_none\n"
+        "from fedloom.safety.data import EvalGuard, assert_disjoint\n"
+        "hits = 0\n"
+        "for f in (lambda: require_disjoint(['q1', 'q2'], ['q2'], 'held-out in training'),\n"
+        "          lambda: require_none(['private text'], 'prompts'),\n"
+        "          lambda: assert_disjoint(EvalGuard(['how to poison food']), ['How to poison food?'], 'x')):\n"
+        "    try:\n"
+        "        f()\n"
+        "    except LeakError:\n"
+        "        hits += 1\n"
+        "print(hits, __debug__)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-O", "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "3 False"  # every guard raised, with asserts off

@@ -304,3 +304,26 @@ def test_read_job_counts_each_prompt_once(tmp_path: Path) -> None:
     assert job.summary() == {"ok": 2, "failed": 1, "foreign": 1}
     assert read_job(path).foreign == 0 and len(read_job(path).ok) == 3
     assert read_job(tmp_path / "missing.jsonl").ok == []
+
+
+def test_generator_with_an_adapter_from_the_factory(tmp_path: Path) -> None:
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    from fedloom.config import ConfigError
+    from fedloom.generation import GeneratorConfig, GeneratorError, build_generator
+    from fedloom.models import load_model
+    from fedloom.settings import ModelConfig
+
+    loaded = load_model(ModelConfig(name="tiny-llama", precision="fp32"))
+    lora = LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False)
+    get_peft_model(loaded.model, lora).save_pretrained(str(tmp_path / "writer"))
+    gen = build_generator(
+        GeneratorConfig(model="tiny-llama", weights="fp32", adapter=str(tmp_path / "writer"))
+    )
+    assert gen.name == "tiny-llama+writer" and isinstance(gen.model, PeftModel)  # type: ignore[attr-defined]
+    with pytest.raises(GeneratorError, match="holds no adapter_config.json"):
+        build_generator(GeneratorConfig(model="tiny-llama", adapter=str(tmp_path / "none")))
+    with pytest.raises(ConfigError, match="serve the merged model"):
+        GeneratorConfig(backend="openai", base_url="http://127.0.0.1:1/v1", adapter="x")
+    with pytest.raises(ConfigError, match="`generator.backend` is 'vllm'"):
+        GeneratorConfig(backend="vllm")

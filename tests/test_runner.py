@@ -209,3 +209,24 @@ def test_always_stages_rerun_and_changed_settings_are_named(tmp_path: Path) -> N
     changed = Stage("a", lambda ctx: {}, {"n": "other"})
     run_stages(tmp_path, [changed], Console(file=buf, width=200))
     assert "a: done, skipped (its settings changed since" in buf.getvalue()
+
+
+def test_default_stages_are_per_seed_then_one_table(tmp_path: Path) -> None:
+    from fedloom.pipeline import PipelineMethod
+
+    class Two(PipelineMethod):
+        name = "two"
+        config_cls = dict
+
+        def seed_stages(self, cfg: Any) -> list[Stage]:
+            return [Stage("a", lambda ctx: {"seed": cfg.seed}), Stage("b", lambda ctx: {})]
+
+        def table(self, ctx: StageContext, cfg: Any) -> dict[str, Any]:
+            return {"a": [ctx.summary_of("a", seed=s)["seed"] for s in cfg.seeds]}
+
+    cfg = load_pipeline_config(_pipeline_yaml(tmp_path, "seeds: [3, 5]"))
+    stages = Two().stages(cfg)
+    assert [s.key for s in stages] == ["a.s3", "b.s3", "a.s5", "b.s5", "table"]
+    assert stages[-1].always and stages[-1].settings == {"seeds": [3, 5]}
+    out = run_stages(tmp_path / "o", stages, QUIET)
+    assert out["table"] == {"a": [3, 5]}

@@ -52,15 +52,13 @@ class MoreData(PipelineMethod):
     name = "more-data"
     config_cls = MoreDataConfig
 
-    def stages(self, cfg: PipelineConfig) -> list[Stage]:
-        st: list[Stage] = []
-        for s in cfg.seeds:  # each seed: its own split, runs and scores
-            c = cfg.for_seed(s)
-            one = [Stage("data", partial(self.data, cfg=c))]
-            for arm in ARMS:
-                one.append(Stage(f"{arm}.train", partial(self.train, cfg=c, arm=arm), {"arm": arm}))
-            st += seeded(one, s)
-        return [*st, Stage("table", partial(self.table, cfg=cfg), always=True)]
+    def seed_stages(self, cfg: PipelineConfig) -> list[Stage]:
+        """One seed's stages (the runner's default `stages` runs them for every seed, in folders
+        `data.s0`, `small.train.s0`, ..., then `table` over the seeds)."""
+        st = [Stage("data", partial(self.data, cfg=cfg))]
+        return st + [
+            Stage(f"{a}.train", partial(self.train, cfg=cfg, arm=a), {"arm": a}) for a in ARMS
+        ]
 
     def data(self, ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
         p: MoreDataConfig = cfg.params

@@ -164,9 +164,14 @@ def check_run_config(cfg: RunConfig) -> RunConfig:
         check_source(src)
     if cfg.safety is not None and cfg.safety.attack is not None:
         check_source(cfg.safety.attack, "safety.attack")
+    part = cfg.partition
     _require(
-        cfg.partition.strategy in PARTITIONERS,
-        f"`partition.strategy` is {cfg.partition.strategy!r}; choose one of {sorted(PARTITIONERS)}",
+        part.strategy in PARTITIONERS,
+        f"`partition.strategy` is {part.strategy!r}; choose one of {sorted(PARTITIONERS)}",
+    )
+    _require(
+        part.num_clients is not None or part.strategy == "natural",
+        f"`partition.num_clients` is required for strategy {part.strategy!r}",
     )
     check_federation(cfg.federation)
     unknown = [s for s in cfg.eval.suites if s not in SUITES]

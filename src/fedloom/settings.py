@@ -178,10 +178,6 @@ class PartitionConfig:
             self.num_clients is None or self.num_clients >= 1,
             f"`partition.num_clients` must be >= 1 (got {self.num_clients})",
         )
-        _require(
-            self.num_clients is not None or self.strategy == "natural",
-            f"`partition.num_clients` is required for strategy {self.strategy!r}",
-        )
         _require(self.alpha > 0, f"`partition.alpha` must be > 0 (got {self.alpha})")
         _require(self.min_examples >= 1, "`partition.min_examples` must be >= 1")
         _require(self.size_cv >= 0, f"`partition.size_cv` must be >= 0 (got {self.size_cv})")

@@ -12,7 +12,13 @@ from fedloom.generation.base import (
     TextGenerator,
     cut_at_stop,
 )
-from fedloom.generation.factory import BACKENDS, GeneratorConfig, build_generator
+from fedloom.generation.factory import (
+    BACKENDS,
+    GeneratorConfig,
+    GeneratorError,
+    build_generator,
+    register_backend,
+)
 from fedloom.generation.jobs import (
     GenerationJobError,
     JobReport,
@@ -27,8 +33,10 @@ from fedloom.generation.openai_backend import OpenAIGenerator
 __all__ = [
     "BACKENDS",
     "GeneratorConfig",
+    "GeneratorError",
     "OpenAIGenerator",
     "build_generator",
+    "register_backend",
     "Generation",
     "GenerationConfig",
     "GenerationJobError",

@@ -25,6 +25,7 @@ A stage's summary is JSON; later stages read earlier stages' outputs through
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 import time
@@ -112,13 +113,28 @@ def seeded(stages: list[Stage], seed: int) -> list[Stage]:
 
 
 class PipelineMethod:
-    """A pipeline method: ``config_cls`` validates its section; ``stages`` lists the work."""
+    """A pipeline method: ``config_cls`` validates its section; ``stages`` lists the work.
+
+    The usual shape is per seed, then one table: implement ``seed_stages`` (the stages of one
+    seed, built from ``cfg.for_seed(s)``) and ``table`` (a stage body that pools the seeds), and
+    the default ``stages`` runs every seed's stages (folders ``<name>.s<seed>``) and then the
+    table (``always``: redrawn on every run). A pipeline of another shape overrides ``stages``."""
 
     name: ClassVar[str]
     config_cls: ClassVar[type]
 
     def stages(self, cfg: PipelineConfig) -> list[Stage]:
-        raise NotImplementedError
+        st: list[Stage] = []
+        for s in cfg.seeds:
+            st += seeded(self.seed_stages(cfg.for_seed(s)), s)
+        table = functools.partial(self.table, cfg=cfg)
+        return [*st, Stage("table", table, {"seeds": list(cfg.seeds)}, always=True)]
+
+    def seed_stages(self, cfg: PipelineConfig) -> list[Stage]:
+        raise NotImplementedError(f"pipeline {self.name!r} defines neither stages nor seed_stages")
+
+    def table(self, ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
+        raise NotImplementedError(f"pipeline {self.name!r} defines no table")
 
 
 PIPELINES: dict[str, type[PipelineMethod]] = {}

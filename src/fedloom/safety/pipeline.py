@@ -41,7 +41,6 @@ from fedloom.pipeline.runner import (
     Stage,
     StageContext,
     register_pipeline,
-    seeded,
 )
 from fedloom.safety.config import SafetyPipelineConfig
 from fedloom.safety.data import (
@@ -71,15 +70,6 @@ def _pct(share: float) -> str:
 class SafetyPipeline(PipelineMethod):
     name = "safety"
     config_cls = SafetyPipelineConfig
-
-    def stages(self, cfg: PipelineConfig) -> list[Stage]:
-        """Every seed's stages (its own data draw, generated pools, runs, evaluations), then one
-        table pooling the seeds."""
-        st: list[Stage] = []
-        for s in cfg.seeds:
-            st += seeded(self.seed_stages(cfg.for_seed(s)), s)
-        st.append(Stage("table", partial(self._table, cfg=cfg), {"seeds": cfg.seeds}, always=True))
-        return st
 
     def seed_stages(self, cfg: PipelineConfig) -> list[Stage]:
         p: SafetyPipelineConfig = cfg.params
@@ -204,25 +194,14 @@ class SafetyPipeline(PipelineMethod):
         return summary
 
     def _generator(self, gcfg: GeneratorConfig, adapter: Path | None = None) -> Any:
+        """The configured generator, or that model with a trained adapter on it (L3: the
+        attacked model writes its own defense data), from the one factory."""
         from fedloom.generation import build_generator
 
-        if adapter is None:
-            return build_generator(gcfg)
-        import torch
-        from peft import PeftModel
-
-        from fedloom.generation import LocalGenerator
-        from fedloom.models import load_model, weights_dtype
-        from fedloom.settings import ModelConfig
-
-        loaded = load_model(ModelConfig(name=gcfg.model), dtype=weights_dtype(torch.device("cpu")))
-        model = PeftModel.from_pretrained(loaded.model, str(adapter))
-        return LocalGenerator(
-            model,
-            loaded.tokenizer,
-            loaded.device,
-            name=f"{gcfg.model}+{adapter.parent.parent.name}",
-        )
+        if adapter is not None:
+            gcfg = replace(gcfg, backend="local", adapter=str(adapter), base_url=None,
+                           name=f"{gcfg.model}+{adapter.parent.parent.name}")  # fmt: skip
+        return build_generator(gcfg)
 
     def _gen(
         self, p: SafetyPipelineConfig, tokens: int, seed: int, temperature: float | None = None
@@ -768,7 +747,7 @@ class SafetyPipeline(PipelineMethod):
             )
         return res, items
 
-    def _table(self, ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
+    def table(self, ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
         from fedloom.safety.report import write_report
 
         return write_report(ctx, cfg)

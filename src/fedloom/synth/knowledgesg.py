@@ -46,7 +46,6 @@ from fedloom.pipeline.runner import (
     Stage,
     StageContext,
     register_pipeline,
-    seeded,
 )
 from fedloom.settings import ClientDPConfig, _require
 from fedloom.synth.common import (
@@ -403,15 +402,6 @@ class KnowledgeSG(PipelineMethod):
     name = "knowledgesg"
     config_cls = KSGConfig
 
-    def stages(self, cfg: PipelineConfig) -> list[Stage]:
-        """Every seed's stages (its own data draw, writers, syntheses, models), then one table
-        pooling the seeds."""
-        st: list[Stage] = []
-        for s in cfg.seeds:
-            st += seeded(self.seed_stages(cfg.for_seed(s)), s)
-        st.append(Stage("table", partial(self._table, cfg=cfg), {"seeds": cfg.seeds}, always=True))
-        return st
-
     def seed_stages(self, cfg: PipelineConfig) -> list[Stage]:
         p: KSGConfig = cfg.params
         st = [Stage("data", partial(self._data, cfg=cfg), {"knowledgesg": asdict(p)})]
@@ -485,20 +475,18 @@ class KnowledgeSG(PipelineMethod):
         }
 
     def _writer_model(self, ctx: StageContext, cfg: PipelineConfig, writer: str) -> Any:
-        """A LocalGenerator on the base model, or with a writer adapter loaded (bf16 weights
-        where native)."""
-        import torch
-        from peft import PeftModel
+        """The base model as a generator, or with a writer adapter loaded (bf16 weights where
+        native), from the one factory."""
+        from fedloom.generation import build_generator
 
-        from fedloom.generation import LocalGenerator
-        from fedloom.models import load_model, weights_dtype
-
-        loaded = load_model(cfg.train.model, dtype=weights_dtype(torch.device("cpu")))
-        model: Any = loaded.model
+        adapter = None
         if writer != "base":
-            adapter = ctx.folder_of(f"writer-{writer}") / "run" / "adapter"
-            model = PeftModel.from_pretrained(model, str(adapter))
-        return LocalGenerator(model, loaded.tokenizer, loaded.device, name=f"{writer}-writer")
+            adapter = str(ctx.folder_of(f"writer-{writer}") / "run" / "adapter")
+        m = cfg.train.model
+        gcfg = GeneratorConfig(
+            model=m.name, device=m.device, adapter=adapter, name=f"{writer}-writer"
+        )
+        return build_generator(gcfg)
 
     def _write(self, ctx: StageContext, cfg: PipelineConfig, m: SynthMethod) -> dict[str, Any]:
         from fedloom.generation import run_job
@@ -782,7 +770,7 @@ class KnowledgeSG(PipelineMethod):
             "mean_rating": round(sum(scores) / len(scores), 3) if scores else None,
         }
 
-    def _table(self, ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
+    def table(self, ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
         from fedloom.synth.ksg_report import write_table
 
         return write_table(ctx, cfg)

@@ -46,7 +46,6 @@ from fedloom.pipeline.runner import (
     Stage,
     StageContext,
     register_pipeline,
-    seeded,
     stage_key,
 )
 from fedloom.settings import _require
@@ -547,17 +546,6 @@ class U2S(PipelineMethod):
     name = "u2s"
     config_cls = U2SConfig
 
-    def stages(self, cfg: PipelineConfig) -> list[Stage]:
-        """Every seed's stages (its own data draw, selection, generation, training), then one
-        table pooling the seeds."""
-        st: list[Stage] = []
-        for s in cfg.seeds:
-            st += seeded(self.seed_stages(cfg.for_seed(s)), s)
-        st.append(
-            Stage("table", lambda ctx: self._table(ctx, cfg), {"seeds": cfg.seeds}, always=True)
-        )
-        return st
-
     def seed_stages(self, cfg: PipelineConfig) -> list[Stage]:
         p: U2SConfig = cfg.params
         data = Stage("data", lambda ctx: self._data(ctx, cfg), {"u2s": asdict(p)})
@@ -756,7 +744,7 @@ class U2S(PipelineMethod):
             ctx.console.print(f"{d.name}: {out[d.name]}")
         return out
 
-    def _table(self, ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
+    def table(self, ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
         """Tuned vs base on every domain's gold pairs (loss) and suite, pooled over seeds."""
         p: U2SConfig = cfg.params
         arm = p.selection if p.train_on == "generated" else "gold pairs"

@@ -37,7 +37,6 @@ from fedloom.pipeline.runner import (
     Stage,
     StageContext,
     register_pipeline,
-    seeded,
 )
 from fedloom.settings import _require
 from fedloom.synth.common import normalise, read_jsonl, write_jsonl
@@ -195,24 +194,11 @@ class FedGC(PipelineMethod):
     name = "fedgc"
     config_cls = FedGCConfig
 
-    def stages(self, cfg: PipelineConfig) -> list[Stage]:
-        """Every seed's stages (its own client split, generations and runs), then one table
-        pooling the seeds."""
-        st: list[Stage] = []
-        for s in cfg.seeds:
-            st += seeded(self.seed_stages(cfg.for_seed(s)), s)
-        rows = sorted({r for r in self.row_names(cfg)})
-        st.append(
-            Stage(
-                "table", partial(self._table, cfg=cfg, rows=rows), {"seeds": cfg.seeds}, always=True
-            )
-        )
-        return st
-
     def row_names(self, cfg: PipelineConfig) -> list[str]:
         return [row_name(a, v.name, al) for a, v, al in self._rows(cfg)]
 
     def _rows(self, cfg: PipelineConfig) -> list[tuple[str, Variant, float]]:
+        """(algorithm, variant, α) of every row: the grid, then the ablations."""
         p: FedGCConfig = cfg.params
         none = replace(p.default(), name="no-fedgc", total=0)
         rows: list[tuple[str, Variant, float]] = []
@@ -546,10 +532,10 @@ class FedGC(PipelineMethod):
             "nonmembers": len(n),
         }
 
-    def _table(self, ctx: StageContext, cfg: PipelineConfig, rows: list[str]) -> dict[str, Any]:
+    def table(self, ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
         from fedloom.synth.fedgc.report import write_report
 
-        return write_report(ctx, cfg, rows)
+        return write_report(ctx, cfg, sorted(set(self.row_names(cfg))))
 
 
 def _records(path: Path) -> list[InstructionRecord]:
