@@ -13,7 +13,7 @@ from rich.console import Console
 
 from fedloom.pipeline import load_pipeline_config
 from fedloom.pipeline.runner import StageContext
-from fedloom.synth.ksg_report import method_row, table_markdown
+from fedloom.synth.knowledgesg.report import method_row, table_markdown
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from fedloom.synth.knowledgesg import (
     parse_rating_reply,
     writer_prompt,
 )
-from fedloom.synth.ksg_methods import KSG_METHODS
+from fedloom.synth.knowledgesg.methods import KSG_METHODS
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs/tiny-knowledgesg.yaml"

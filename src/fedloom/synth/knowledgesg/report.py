@@ -11,7 +11,7 @@ from fedloom.experiment.collect import compare_items
 from fedloom.experiment.compare import Comparison
 from fedloom.experiment.report import ResultTable, stage_costs, write_report
 from fedloom.pipeline.runner import PipelineConfig, StageContext, stage_key
-from fedloom.synth.ksg_methods import KSG_METHODS
+from fedloom.synth.knowledgesg.methods import KSG_METHODS
 
 
 def _done(folder: Path) -> dict[str, Any]:
