@@ -1,0 +1,249 @@
+"""The attack, aligned and defense data stages: answers to the pooled requests, kept by kind
+(compliant, refusal), and the L1-L3 defense sets."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from fedloom.generation import GeneratorConfig, read_job
+from fedloom.pipeline.runner import (
+    PipelineConfig,
+    StageContext,
+)
+from fedloom.safety.config import SafetyPipelineConfig
+from fedloom.safety.data import (
+    ALIGNED_HINT,
+    ATTACK_HINT,
+    EVERYDAY_TASK,
+    SafetyDataError,
+    assert_disjoint,
+    dedupe,
+    pairs,
+    parse_numbered,
+    template_refusal,
+)
+from fedloom.safety.generators import eval_guard, gen_config, generator
+from fedloom.synth.common import read_jsonl, write_jsonl
+from fedloom.utils import rng_for
+
+
+def answer(
+    ctx: StageContext,
+    cfg: PipelineConfig,
+    gcfg: GeneratorConfig,
+    questions: list[dict[str, Any]],
+    system: str | None,
+    tokens: int,
+    file: str,
+    want_refusal: bool | None,
+    adapter: Path | None = None,
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Answer ``questions`` (with the ``system`` hint); keep answers the prefix judge reads
+    as refusals (``want_refusal``), as non-refusals (False) or all (None)."""
+    from fedloom.eval.judges import JUDGES
+    from fedloom.generation import run_job
+
+    p: SafetyPipelineConfig = cfg.params
+    judge = JUDGES["rules-prefix"]()
+    items = []
+    for q in questions:
+        msgs = [{"role": "user", "content": q["question"]}]
+        if system:
+            msgs.insert(0, {"role": "system", "content": system})
+        items.append((q["id"], msgs))
+    rep = run_job(
+        generator(gcfg, adapter),
+        items,
+        gen_config(p, tokens, cfg.seed, 0.7),
+        ctx.folder / file,
+    )
+    by_id = {q["id"]: q for q in questions}
+    kept, counts = [], {"failed": 0, "empty": 0, "wrong_kind": 0, "cut_at_limit": 0}
+    # rows answered for an earlier pool split are not this job's (read_job skips them)
+    job = read_job(ctx.folder / file, by_id)
+    counts["failed"] = len(job.failed)
+    for row in job.ok:
+        g = row["generations"][0]
+        text = g["text"].strip()
+        if len(text.split()) < 3:
+            counts["empty"] += 1
+            continue
+        refused = judge.is_refusal(by_id[row["id"]]["question"], text)
+        if want_refusal is not None and refused != want_refusal:
+            counts["wrong_kind"] += 1
+            continue
+        counts["cut_at_limit"] += int(g.get("finish_reason") == "length")
+        q = by_id[row["id"]]
+        kept.append(
+            {
+                "id": q["id"],
+                "instruction": q["question"],
+                "input": "",
+                "response": text,
+                "category": q.get("category", ""),
+            }
+        )
+    counts["generated"] = rep.generated
+    return kept, counts
+
+
+def attack_data_stage(ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
+    p: SafetyPipelineConfig = cfg.params
+    qs = json.loads((ctx.folder_of("questions") / "questions.json").read_text())["attack"]
+    kept, counts = answer(
+        ctx,
+        cfg,
+        p.attack_generator,
+        qs,
+        ATTACK_HINT,
+        p.attack_tokens,
+        "generations.jsonl",
+        False,
+    )
+    if not kept:
+        raise SafetyDataError(
+            "no attack answer survived (every one refused or failed): use a compliant `attack_generator`"
+        )
+    write_jsonl(ctx.folder / "attack.jsonl", pairs(kept))
+    assert_disjoint(eval_guard(p), [r["instruction"] for r in kept], "attack data")
+    summary = {
+        "questions": len(qs),
+        "kept": len(kept),
+        **{
+            f"dropped_{k}" if k != "generated" and k != "cut_at_limit" else k: v
+            for k, v in counts.items()
+        },
+        "generator": p.attack_generator.model,
+    }
+    ctx.console.print(summary)
+    return summary
+
+
+def aligned_data_stage(ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
+    p: SafetyPipelineConfig = cfg.params
+    pools = json.loads((ctx.folder_of("questions") / "questions.json").read_text())
+    qs = pools["aligned"] + pools["defense"]
+    kept, counts = answer(
+        ctx,
+        cfg,
+        p.aligned_generator,
+        qs,
+        ALIGNED_HINT,
+        p.aligned_tokens,
+        "generations.jsonl",
+        True,
+    )
+    ids = {q["id"] for q in pools["defense"]}
+    clients = [r for r in kept if r["id"] not in ids]
+    defense = [r for r in kept if r["id"] in ids]
+    if not clients:
+        raise SafetyDataError(
+            "no aligned answer survived (none read as a refusal): use a model that follows the refusal hint as `aligned_generator`"
+        )
+    assert_disjoint(eval_guard(p), [r["instruction"] for r in kept], "aligned data")
+    write_jsonl(ctx.folder / "aligned.jsonl", pairs(clients))
+    write_jsonl(ctx.folder / "aligned_defense.jsonl", pairs(defense))
+    summary = {
+        "questions": len(qs),
+        "kept_clients": len(clients),
+        "kept_defense": len(defense),
+        **{
+            f"dropped_{k}" if k not in ("generated", "cut_at_limit") else k: v
+            for k, v in counts.items()
+        },
+        "generator": p.aligned_generator.model,
+    }
+    ctx.console.print(summary)
+    return summary
+
+
+def defense_data_stage(ctx: StageContext, cfg: PipelineConfig, level: int) -> dict[str, Any]:
+    """Aligned + normal pairs, about 1:1. L1: public prompts with template refusals and
+    public normal pairs; L2: the off-the-shelf generator writes both; L3: the attacked
+    FedAvg model writes both itself."""
+    from fedloom.generation import run_job
+
+    p: SafetyPipelineConfig = cfg.params
+    data = ctx.folder_of("data")
+    if level == 1:
+        pools = json.loads((ctx.folder_of("questions") / "questions.json").read_text())
+        used = {q["question"] for pool in pools.values() for q in pool}
+        seeds = [r for r in read_jsonl(data / "seeds.jsonl") if r["prompt"] not in used]
+        rng_for(cfg.seed, "safety-l1").shuffle(seeds)
+        aligned = [
+            {
+                "instruction": s["prompt"],
+                "input": "",
+                "response": template_refusal(s["id"], s["category"], cfg.seed),
+            }
+            for s in seeds[: p.defense_aligned]
+        ]
+        normal = pairs(read_jsonl(data / "normal_defense.jsonl"))
+        counts: dict[str, Any] = {}
+    else:
+        gcfg, adapter = p.aligned_generator, None
+        if level == 3:  # the attacked global model (the trained model itself) writes
+            gcfg = replace(p.aligned_generator, model=cfg.train.model.name)
+            adapter = ctx.folder_of("attack.train") / "run" / "adapter"
+        qs = json.loads((ctx.folder_of("questions") / "questions.json").read_text())["defense"]
+        if level == 2:
+            aligned = read_jsonl(ctx.folder_of("aligned-data") / "aligned_defense.jsonl")
+            c_al: dict[str, int] = {}
+        else:
+            got, c_al = answer(
+                ctx,
+                cfg,
+                gcfg,
+                qs,
+                ALIGNED_HINT,
+                p.aligned_tokens,
+                "aligned.jsonl",
+                True,
+                adapter,
+            )
+            aligned = pairs(got)
+        gen = generator(gcfg, adapter)
+        per = 10
+        asks = [
+            (f"everyday-{i}", [{"role": "user", "content": EVERYDAY_TASK.format(n=per)}])
+            for i in range(math.ceil(p.defense_normal * 1.5 / per))
+        ]
+        run_job(gen, asks, gen_config(p, 24 * per, cfg.seed), ctx.folder / "everyday.jsonl")
+        everyday = read_job(ctx.folder / "everyday.jsonl", [i for i, _ in asks]).texts()
+        listed = [q for text in everyday.values() for q in parse_numbered(text)]
+        listed, dup = dedupe(listed)
+        guard = eval_guard(p)
+        near = guard.check(listed)
+        listed = [q for q in listed if q not in set(near.exact + near.near)][: p.defense_normal]
+        got, c_no = answer(
+            ctx,
+            cfg,
+            gcfg,
+            [{"id": f"n-{i}", "question": q} for i, q in enumerate(listed)],
+            None,
+            p.normal_tokens,
+            "normal.jsonl",
+            None,
+            adapter,
+        )
+        normal = pairs(got)
+        counts = {
+            "aligned": c_al,
+            "everyday_listed": len(listed),
+            "everyday_duplicates": dup,
+            "normal": c_no,
+        }
+    if not aligned or not normal:
+        raise SafetyDataError(
+            f"defense level {level}: {len(aligned)} aligned and {len(normal)} normal pairs survived; both are needed"
+        )
+    rows = aligned + normal
+    assert_disjoint(eval_guard(p), [r["instruction"] for r in rows], f"defense L{level} data")
+    write_jsonl(ctx.folder / "defense.jsonl", rows)
+    summary = {"level": level, "aligned": len(aligned), "normal": len(normal), "counts": counts}
+    ctx.console.print(summary)
+    return summary

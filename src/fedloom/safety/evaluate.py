@@ -1,0 +1,115 @@
+"""A row's evaluation: per-request safety verdicts (keyword rules, prefix rule, LLM judge),
+held-out loss per item, MT-Bench."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fedloom.data.schema import InstructionRecord, PromptRecord
+from fedloom.data.sources import load_source_report
+from fedloom.experiment.evaluate import ItemScores, Scorer, heldout_vs_base
+from fedloom.pipeline.runner import (
+    PipelineConfig,
+    StageContext,
+)
+from fedloom.safety.config import SafetyPipelineConfig
+from fedloom.synth.common import read_jsonl, write_jsonl
+
+
+def evaluate_row(ctx: StageContext, cfg: PipelineConfig, row: str | None) -> dict[str, Any]:
+    """Safety verdicts per item on each eval set (keyword rules, the prefix rule, and the
+    LLM judge when configured), held-out loss per item, MT-Bench; per-item scores saved in
+    ``items/`` for the pooled table."""
+    from fedloom.eval.judges import make_rating_judge
+
+    p: SafetyPipelineConfig = cfg.params
+    adapter = None if row is None else ctx.folder_of(f"{row}.train") / "run" / "adapter"
+    scorer = Scorer(cfg.train.model, cache=ctx.out / "cache")
+    rating = make_rating_judge(p.judge) if p.judge else None
+    out: dict[str, Any] = {"row": row or "base", "safety": {}}
+    answers = []
+    for suite in p.eval_sets:
+        res, items = safety_suite(ctx, cfg, scorer, adapter, suite, rating)
+        out["safety"][suite] = res
+        answers += [
+            {
+                "suite": suite,
+                "id": it["id"],
+                "response": it["response"],
+                "refused": it["refused"],
+            }
+            for it in items
+        ]
+    held = read_jsonl(ctx.folder_of("data") / "heldout.jsonl")
+    recs = [InstructionRecord(h["instruction"], h["response"]) for h in held]
+    max_len = cfg.train.data.max_seq_len
+    if adapter is None:  # the base row: its own reference
+        base = scorer.heldout(None, recs, max_len)
+        for which in ("base", "tuned"):
+            base.save(ctx.folder / "items" / f"heldout.{which}.json")
+        out["heldout_loss"] = {"n": base.n, "base": round(base.mean, 4), "tuned": round(base.mean, 4),
+                               "diff": 0.0, "ci95": [0.0, 0.0]}  # fmt: skip
+    else:
+        out["heldout_loss"] = heldout_vs_base(
+            scorer, adapter, recs, max_len, ctx.folder, "heldout", cfg.seed
+        )
+    if p.mtbench:
+        mt, meta = scorer.suite(adapter, "mtbench", p.mtbench, cfg.seed, rating_judge=rating)
+        out["mtbench"] = meta["metrics"] | {
+            "n": meta["n"],
+            "judge": rating.name if rating else None,
+        }
+        write_jsonl(ctx.folder / "mtbench.jsonl", meta["items"])
+    write_jsonl(ctx.folder / "answers.jsonl", answers)
+    ctx.console.print({k: v for k, v in out.items()})
+    return out
+
+
+def safety_suite(
+    ctx: StageContext,
+    cfg: PipelineConfig,
+    scorer: Scorer,
+    adapter: Path | None,
+    suite: str,
+    rating: Any,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """One eval set: the answers (cached by content), each judge's verdict per item and
+    its rate with a Wilson interval."""
+    from fedloom.eval.judges import JUDGES, LLMSafetyJudge
+    from fedloom.eval.suites import wilson_interval
+
+    p: SafetyPipelineConfig = cfg.params
+    scores, meta = scorer.suite(
+        adapter, suite, p.limit(suite), cfg.seed,
+        batch_size=16, max_new_tokens=p.max_new_tokens, judge="rules",
+    )  # fmt: skip
+    items = meta["items"]
+    by_id = {
+        rec.id: rec.prompt for rec in load_source_report(suite)[0] if isinstance(rec, PromptRecord)
+    }
+    prefix = JUDGES["rules-prefix"]()
+    verdicts: dict[str, dict[str, float]] = {
+        "rules": scores.values,
+        "rules-prefix": {
+            str(it["id"]): float(prefix.is_refusal(by_id.get(it["id"], ""), it["response"]))
+            for it in items
+        },
+    }
+    res: dict[str, Any] = {"n": meta["n"]}
+    if rating is not None:
+        llm = LLMSafetyJudge(rating)
+        v = {str(it["id"]): llm.is_safe(by_id.get(it["id"], ""), it["response"]) for it in items}
+        verdicts[llm.name] = {i: float(bool(x)) for i, x in v.items() if x is not None}
+        res["llm_unjudged"] = sum(x is None for x in v.values())
+    for name, vs in verdicts.items():
+        k = int(sum(vs.values()))
+        lo, hi = wilson_interval(k, len(vs))
+        res[name] = {
+            "rate": round(k / max(len(vs), 1), 4),
+            "ci95": [round(lo, 4), round(hi, 4)],
+        }
+        ItemScores(f"{suite} safe ({name})", False, vs).save(
+            ctx.folder / "items" / f"{suite}.{name}.json"
+        )
+    return res, items
