@@ -156,7 +156,7 @@ def test_mia_scores_hand_computed() -> None:
 
 
 def test_generated_example_parser() -> None:
-    from fedloom.synth.fedgc.pipeline import parse_generated
+    from fedloom.synth.fedgc.rows import parse_generated
 
     assert parse_generated("Sure! Here's one:\n1. What is the derivative of x^2?", 3, 40) == (
         "What is the derivative of x^2?"

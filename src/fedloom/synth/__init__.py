@@ -10,4 +10,4 @@ registers itself with :data:`fedloom.pipeline.PIPELINES`:
 """
 
 from fedloom.synth import knowledgesg, u2s  # noqa: F401  (register the methods)
-from fedloom.synth.fedgc import pipeline as _fedgc  # noqa: F401  (registers `fedgc`)
+from fedloom.synth.fedgc import stages as _fedgc  # noqa: F401  (registers `fedgc`)

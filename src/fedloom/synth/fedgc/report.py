@@ -11,7 +11,7 @@ from fedloom.experiment.compare import Comparison
 from fedloom.experiment.report import ResultTable, stage_costs
 from fedloom.experiment.report import write_report as write_report_kit
 from fedloom.pipeline.runner import PipelineConfig, StageContext
-from fedloom.synth.fedgc.pipeline import row_name
+from fedloom.synth.fedgc.rows import row_name
 
 
 def comparisons(ctx: StageContext, cfg: PipelineConfig) -> list[Comparison]:

@@ -1,0 +1,112 @@
+"""A row's training (one phase per strategy step) and its per-item scores and membership attack."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fedloom.experiment.evaluate import Scorer
+from fedloom.experiment.train import client_sources, heldout_source, train_run
+from fedloom.pipeline.runner import (
+    PipelineConfig,
+    StageContext,
+)
+from fedloom.synth.common import read_jsonl
+from fedloom.synth.fedgc.budget import FedGCError
+from fedloom.synth.fedgc.config import FedGCConfig, Variant
+from fedloom.synth.fedgc.mia import mia_auc, mia_best_accuracy
+from fedloom.synth.fedgc.rows import _records
+from fedloom.synth.fedgc.strategy import STRATEGIES
+
+
+def train_stage(
+    ctx: StageContext, cfg: PipelineConfig, algo: str, v: Variant, alpha: float
+) -> dict[str, Any]:
+    p: FedGCConfig = cfg.params
+    data = ctx.folder_of(f"data-a{alpha}")
+    gen_dir = ctx.folder_of(f"gen-{v.gen_key(alpha)}") if v.total > 0 else None
+    phases_by_client = []
+    n_generated = 0
+    for c in range(p.num_clients):
+        priv = [] if v.generated_only else read_jsonl(data / f"private_{c}.jsonl")
+        gen = read_jsonl(gen_dir / f"generated_{c}.jsonl") if gen_dir else []
+        n_generated += len(gen)
+        phases_by_client.append(STRATEGIES[v.strategy](priv, gen) if gen else [("private", priv)])
+    n_phases = max(len(ph) for ph in phases_by_client)
+    rounds = cfg.train.federation.rounds
+    init_from: Path | None = None
+    summaries = []
+    for k in range(n_phases):
+        phase = [ph[k][1] if k < len(ph) else [] for ph in phases_by_client]
+        sources = client_sources(ctx.folder, phase, f"phase{k}_client", skip_empty=True)
+        sources.append(heldout_source(data / "heldout.jsonl"))
+        raw: dict[str, Any] = {
+            "task": "classify",
+            "federation": {
+                "algorithm": algo,
+                "params": p.algorithm_params.get(algo, {}),
+                "rounds": max(1, rounds // n_phases),
+            },
+            "eval": {"max_examples": p.heldout_per_label},
+        }
+        if init_from is not None:
+            raw["lora"] = {"init_from": str(init_from)}
+        res = train_run(
+            cfg.train, ctx.folder / f"run{k}", sources, ctx.console,
+            num_clients=p.num_clients, overrides=raw,
+        )  # fmt: skip
+        summaries.append(res.summary)
+        init_from = res.adapter
+    last = summaries[-1]
+    if init_from is None:
+        raise FedGCError(f"{algo}/{v.name}: no training phase ran")
+    score_items(ctx, cfg, data, init_from)
+    mia = membership_attack(ctx, cfg, data, init_from)
+    return {
+        "algorithm": algo,
+        "variant": v.name,
+        "alpha": alpha,
+        "phases": n_phases,
+        "base_accuracy": summaries[0]["base_classify"]["accuracy"],
+        "accuracy": last["final_classify"]["accuracy"],
+        "accuracy_by_label": {
+            k: val for k, val in last["final_classify"].items() if k.startswith("accuracy[")
+        },
+        "heldout_loss": last["final_eval_loss"]["all"],
+        "generated_kept": n_generated,
+        "client_sizes": [s_["client_sizes"] for s_ in summaries],
+        "mia": mia,
+        "train_seconds": sum(s_["train_seconds"] for s_ in summaries),
+    }
+
+
+def score_items(ctx: StageContext, cfg: PipelineConfig, data: Path, adapter: Path) -> None:
+    """Held-out accuracy and loss per item, base (cached once per pipeline) and tuned, in
+    ``items/`` for the pooled table."""
+    held = _records(data / "heldout.jsonl")
+    scorer = Scorer(cfg.train.model, cache=ctx.out / "cache")
+    for which, a in (("base", None), ("tuned", adapter)):
+        scorer.classify(a, held).save(ctx.folder / "items" / f"accuracy.{which}.json")
+        scorer.heldout(a, held, cfg.train.data.max_seq_len).save(
+            ctx.folder / "items" / f"heldout.{which}.json"
+        )
+
+
+def membership_attack(
+    ctx: StageContext, cfg: PipelineConfig, data: Path, adapter: Path
+) -> dict[str, Any]:
+    """Loss-threshold membership inference: members (clients' private training examples)
+    against non-members of the same source."""
+    scorer = Scorer(cfg.train.model, cache=ctx.out / "cache")
+    max_len = cfg.train.data.max_seq_len
+
+    def losses(file: str) -> list[float]:
+        return list(scorer.heldout(adapter, _records(data / file), max_len).values.values())
+
+    m, n = losses("mia_members.jsonl"), losses("mia_nonmembers.jsonl")
+    return {
+        "auc": round(mia_auc(m, n), 4),
+        "best_accuracy": round(mia_best_accuracy(m, n), 4),
+        "members": len(m),
+        "nonmembers": len(n),
+    }
