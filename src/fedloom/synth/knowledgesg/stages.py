@@ -21,24 +21,17 @@ from fedloom.pipeline.runner import (
     register_pipeline,
 )
 from fedloom.synth.common import (
-    WORD,
     cut_words,
-    normalise,
-    parse_output,
     read_jsonl,
     write_jsonl,
 )
+from fedloom.synth.knowledgesg import refine
 from fedloom.synth.knowledgesg.config import KSGConfig
 from fedloom.synth.knowledgesg.data import build_data
 from fedloom.synth.knowledgesg.methods import SynthMethod
 from fedloom.synth.knowledgesg.prompts import (
-    ANSWER_SYSTEM,
     FAILURES,
     PROMPT_VERSION,
-    RATE_PROMPT,
-    RATE_SYSTEM,
-    parse_instruction,
-    parse_rating_reply,
     writer_prompt,
     writer_target,
 )
@@ -183,108 +176,33 @@ class KnowledgeSG(PipelineMethod):
         }
 
     def _refine(self, ctx: StageContext, cfg: PipelineConfig, m: SynthMethod) -> dict[str, Any]:
-        from fedloom.embed import get_embedder, near_duplicates, tfidf_pair_similarity
-        from fedloom.generation import build_generator, run_job
+        """The writer's outputs read back, filtered (KnowledgeSG: the professional's rating),
+        answered; every output left out counted by reason."""
+        from fedloom.generation import build_generator
 
         p: KSGConfig = cfg.params
         data, write = ctx.folder_of("data"), ctx.folder_of(f"{m.name}.write")
-        public = {x["id"]: x for x in read_jsonl(data / "public.jsonl")}
         private_rows = read_jsonl(data / "private.jsonl")
-        by_id = public | {x["id"]: x for x in private_rows}
+        by_id = {x["id"]: x for x in read_jsonl(data / "public.jsonl") + private_rows}
         shown = json.loads((write / "shown.json").read_text())
         fail: Counter[str] = Counter()
-        cand: list[dict[str, Any]] = []
-        seen: set[str] = set()
         job = read_job(write / "generations.jsonl")
         fail["generation_error"] += len(job.failed)
-        for row in sorted(job.ok, key=lambda r: int(r["id"].rsplit("-", 1)[1])):
-            pid = row["id"]
-            text = row["generations"][0]["text"]
-            if m.answers == "writer":
-                parsed = parse_output(text)
-                if isinstance(parsed, str):
-                    fail[parsed] += 1
-                    continue
-                instr, resp = parsed
-            else:
-                got = parse_instruction(text)
-                if got in ("no_markers", "empty_field"):
-                    fail[got] += 1
-                    continue
-                instr, resp = got, ""
-            if len(WORD.findall(instr.lower())) < p.min_instruction_words:
-                fail["too_short"] += 1
-                continue
-            examples = [by_id[e]["instruction"] for e in shown[pid]]
-            sim = max((tfidf_pair_similarity(instr, e) for e in examples), default=0.0)
-            if sim > p.max_example_similarity:
-                fail["copied_example"] += 1
-                continue
-            if normalise(instr) in seen:
-                fail["duplicate"] += 1
-                continue
-            seen.add(normalise(instr))
-            cand.append({"id": pid, "instruction": instr, "response": resp, "examples": shown[pid]})
-        emb = get_embedder("minilm", [c["instruction"] for c in cand]) if cand else None
-        if cand and emb is not None:
-            keep, _ = near_duplicates(
-                emb.encode([c["instruction"] for c in cand]), p.near_duplicate
-            )
-            fail["near_duplicate"] += len(cand) - len(keep)
-            cand = [cand[i] for i in keep]
+        cand = refine.candidates(job.ok, m, p, shown, by_id, fail)
+        cand = refine.drop_near_duplicates(cand, p, fail)
         parsed_n = len(cand)
-
-        # the professional rates (ksg) and answers; or the writer's model answers itself
-        answerer_name = f"{m.writer}-writer"
-        prof = build_generator(p.professional) if m.refine or m.answers == "professional" else None
-        if m.answers == "professional":
-            assert prof is not None
-            answerer_name = prof.name
-        if m.refine and cand:
-            assert prof is not None
-            items = [
-                (c["id"], [_system(RATE_SYSTEM), _user(RATE_PROMPT.format(q=c["instruction"]))])
-                for c in cand
-            ]
-            rcfg = GenerationConfig(max_new_tokens=12, batch_size=p.generation.batch_size)
-            run_job(prof, items, rcfg, ctx.folder / "ratings.jsonl")
-            ratings = read_job(ctx.folder / "ratings.jsonl").texts()
-            kept = []
-            for c in cand:
-                reply = ratings.get(c["id"])
-                c["rating"] = parse_rating_reply(reply) if reply is not None else None
-                if c["rating"] is None:
-                    fail["unrated"] += 1
-                elif c["rating"] < p.min_rating:
-                    fail["low_rating"] += 1
-                else:
-                    kept.append(c)
-            cand = kept
-        if m.answers != "writer" and cand:
-            if m.answers == "self":
-                answerer = self._writer_model(ctx, cfg, str(m.writer))
-                answerer_name = answerer.name
-                few = _few_shot(m, shown, by_id, p.example_words)
-                items = [(c["id"], [*few(c["id"]), _user(c["instruction"])]) for c in cand]
-            else:
-                assert prof is not None
-                answerer = prof
-                items = [(c["id"], [_system(ANSWER_SYSTEM), _user(c["instruction"])]) for c in cand]
-            acfg = GenerationConfig(
-                max_new_tokens=p.answer_tokens, batch_size=p.generation.batch_size
-            )
-            run_job(answerer, items, acfg, ctx.folder / "answers.jsonl")
-            answers = read_job(ctx.folder / "answers.jsonl").texts()
-            kept = []
-            for c in cand:
-                a = answers.get(c["id"])
-                if a is None:
-                    fail["answer_error"] += 1
-                elif not a.strip():
-                    fail["empty_answer"] += 1
-                else:
-                    kept.append(c | {"response": a.strip()})
-            cand = kept
+        need_prof = m.refine or m.answers == "professional"
+        prof = build_generator(p.professional) if need_prof and cand else None
+        pro = m.answers == "professional"
+        answered_by = p.professional.label() if pro else f"{m.writer}-writer"
+        if m.refine and prof is not None:
+            cand = refine.rate(prof, cand, p, ctx.folder, fail)
+        if m.answers == "self" and cand:
+            writer = self._writer_model(ctx, cfg, str(m.writer))
+            turns = refine.few_shot(m, shown, by_id, p.example_words)
+            cand = refine.answer(writer, cand, turns, p, ctx.folder, fail)
+        elif m.answers == "professional" and prof is not None and cand:
+            cand = refine.answer(prof, cand, None, p, ctx.folder, fail)
         rows = [
             {"instruction": c["instruction"], "input": "", "response": c["response"]}
             | {"id": c["id"], "method": m.name, "examples": c["examples"], "leaky": m.leaky}
@@ -298,14 +216,13 @@ class KnowledgeSG(PipelineMethod):
             "kept_rate": round(len(rows) / p.synthetic, 4),
             "failures": {r: fail.get(r, 0) for r in FAILURES},
             "acceptance_rate": round(len(rows) / parsed_n, 4) if m.refine and parsed_n else None,
-            "answered_by": answerer_name,
+            "answered_by": answered_by,
             "leaky": m.leaky,
         }
         summary |= quality(rows, private_rows, cfg.seed)
         canaries = json.loads((data / "canaries.json").read_text())
-        summary["canaries_in_synthetic"] = canary_leaks(
-            [f"{r['instruction']} {r['response']}" for r in rows], canaries
-        )
+        texts = [f"{r['instruction']} {r['response']}" for r in rows]
+        summary["canaries_in_synthetic"] = canary_leaks(texts, canaries)
         ctx.console.print(summary)
         return summary
 
@@ -425,29 +342,3 @@ class KnowledgeSG(PipelineMethod):
         from fedloom.synth.knowledgesg.report import write_table
 
         return write_table(ctx, cfg)
-
-
-def _user(text: str) -> dict[str, str]:
-    return {"role": "user", "content": text}
-
-
-def _system(text: str) -> dict[str, str]:
-    return {"role": "system", "content": text}
-
-
-def _few_shot(
-    m: SynthMethod, shown: dict[str, list[str]], by_id: dict[str, Any], words: int
-) -> Any:
-    """The -icl variants show their prompt's example pairs to the answering call as earlier
-    chat turns; the others answer the bare instruction."""
-
-    def turns(pid: str) -> list[dict[str, str]]:
-        if m.show != "pair" or not shown.get(pid):
-            return []
-        out = []
-        for e in shown[pid]:
-            out += [_user(cut_words(by_id[e]["instruction"], words))]
-            out += [{"role": "assistant", "content": cut_words(by_id[e]["response"], words)}]
-        return out
-
-    return turns
