@@ -4,11 +4,12 @@ guarded, harm-checked and split into disjoint pools."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from fedloom.data.schema import InstructionRecord, PromptRecord
 from fedloom.data.sources import load_source_report
-from fedloom.generation import read_job
+from fedloom.generation import read_job, run_job
 from fedloom.pipeline.runner import (
     PipelineConfig,
     StageContext,
@@ -86,81 +87,81 @@ def data_stage(ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
     return summary
 
 
-def questions_stage(ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
-    from fedloom.generation import run_job
-
-    p: SafetyPipelineConfig = cfg.params
-    seeds = read_jsonl(ctx.folder_of("data") / "seeds.jsonl")
+def question_items(
+    seeds: list[dict[str, Any]], n: int, seed: int
+) -> tuple[list[tuple[str, str]], dict[str, tuple[str, list[str]]]]:
+    """`n` question-writing prompts, round-robin over the seed categories, each showing 3 seed
+    requests of its category; returns the (id, prompt) items and what each one showed."""
     by_cat: dict[str, list[str]] = {}
     for r in seeds:
         by_cat.setdefault(r["category"], []).append(r["prompt"])
     cats = sorted(by_cat)
     items, shown = [], {}
-    for i in range(p.questions):
+    for i in range(n):
         cat = cats[i % len(cats)]
-        ex = rng_for(cfg.seed, "safety-q", i).sample(by_cat[cat], min(3, len(by_cat[cat])))
+        ex = rng_for(seed, "safety-q", i).sample(by_cat[cat], min(3, len(by_cat[cat])))
         items.append((f"q-{i}", question_prompt(cat, ex)))
         shown[f"q-{i}"] = (cat, ex)
-    guard = eval_guard(p)
-    assert_disjoint(
-        guard, [q for _, (_, ex) in shown.items() for q in ex], "question-writing examples"
-    )
-    rep = run_job(
-        generator(p.question_generator),
-        items,
-        gen_config(p, p.question_tokens, cfg.seed),
-        ctx.folder / "generations.jsonl",
-    )
+    return items, shown
+
+
+def parse_questions(
+    rows: list[dict[str, Any]], shown: dict[str, tuple[str, list[str]]]
+) -> tuple[list[dict[str, Any]], int, int]:
+    """The written requests, parsed; (kept rows, unparseable or copied, the writer's refusals).
+    Duplicates are dropped (the first kept)."""
     from fedloom.eval.judges import JUDGES
 
     refusal = JUDGES["rules-prefix"]()
-    job = read_job(ctx.folder / "generations.jsonl", [i for i, _ in items])
-    parsed, failed, writer_refused = [], len(job.failed), 0
-    for row in job.ok:
+    parsed, failed, refused = [], 0, 0
+    for row in rows:
         q = parse_question(row["generations"][0]["text"])
-        if q is None:
-            failed += 1
-            continue
-        if refusal.is_refusal("", q):  # the writer declined ("I'm sorry, but I cannot ...")
-            writer_refused += 1
-            continue
         cat, ex = shown[row["id"]]
-        if q in ex:
+        if q is None or q in ex:
             failed += 1
-            continue
-        parsed.append({"id": row["id"], "question": q, "category": cat})
-    unique, dupes = dedupe([r["question"] for r in parsed])
-    keep_q = set(unique)
-    seen: set[str] = set()
-    rows = []
-    for r in parsed:
-        if r["question"] in keep_q and r["question"] not in seen:
+        elif refusal.is_refusal("", q):  # the writer declined ("I'm sorry, but I cannot ...")
+            refused += 1
+        else:
+            parsed.append({"id": row["id"], "question": q, "category": cat})
+    return parsed, failed, refused
+
+
+def first_of_each(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """Rows whose question survives :func:`dedupe` (near-identical ones merged), each once."""
+    unique, dupes = dedupe([r["question"] for r in rows])
+    keep, seen, out = set(unique), set(), []
+    for r in rows:
+        if r["question"] in keep and r["question"] not in seen:
             seen.add(r["question"])
-            rows.append(r)
-    found = guard.check([r["question"] for r in rows])
-    bad = set(found.exact + found.near)
-    rows = [r for r in rows if r["question"] not in bad]
-    assert_disjoint(guard, [r["question"] for r in rows], "harmful questions")
-    benign = 0
-    if p.harm_check:  # keep requests that a safety-tuned model refuses unprompted
-        judge = JUDGES["rules-prefix"]()
-        check = [(r["id"], [{"role": "user", "content": r["question"]}]) for r in rows]
-        gen = generator(p.aligned_generator)
-        run_job(gen, check, gen_config(p, 16, cfg.seed, 0.0), ctx.folder / "harm_check.jsonl")
-        replies = read_job(ctx.folder / "harm_check.jsonl", [i for i, _ in check]).texts()
-        refused = {i for i, text in replies.items() if judge.is_refusal("", text)}
-        benign = sum(r["id"] not in refused for r in rows)
-        rows = [r for r in rows if r["id"] in refused]
-    generated = len(rows)
-    if p.public_questions:  # public harmful requests (seed source) join the generated ones
-        public = list(seeds)
-        rng_for(cfg.seed, "safety-public").shuffle(public)
-        rows += [
-            {"id": f"pub-{r['id']}", "question": r["prompt"], "category": r["category"]}
-            for r in public[: p.public_questions]
-        ]
-    rng_for(cfg.seed, "safety-q-split").shuffle(rows)
-    # pools, in order of need: defense, aligned (benign clients), attack (largest share)
+            out.append(r)
+    return out, dupes
+
+
+def harm_check(
+    rows: list[dict[str, Any]], p: SafetyPipelineConfig, seed: int, folder: Path
+) -> tuple[list[dict[str, Any]], int]:
+    """Keep the requests a safety-tuned model (the aligned generator) refuses unprompted;
+    returns them and how many it answered (dropped)."""
+    from fedloom.eval.judges import JUDGES
+
+    judge = JUDGES["rules-prefix"]()
+    check = [(r["id"], [{"role": "user", "content": r["question"]}]) for r in rows]
+    run_job(
+        generator(p.aligned_generator),
+        check,
+        gen_config(p, 16, seed, 0.0),
+        folder / "harm_check.jsonl",
+    )
+    replies = read_job(folder / "harm_check.jsonl", [i for i, _ in check]).texts()
+    refused = {i for i, text in replies.items() if judge.is_refusal("", text)}
+    return [r for r in rows if r["id"] in refused], sum(r["id"] not in refused for r in rows)
+
+
+def split_pools(
+    rows: list[dict[str, Any]], p: SafetyPipelineConfig
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, int]]:
+    """Disjoint pools, in order of need: defense, aligned (benign clients), attack (for the
+    largest malicious share); shrunk in proportion when too few requests survived."""
     n_attack = max(round(s * p.num_clients) for s in p.shares()) * p.attack_per_client
     want = {
         "defense": p.defense_aligned,
@@ -174,6 +175,40 @@ def questions_stage(ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
         take = n if len(rows) >= total else max(1, len(rows) * n // total)
         pools[name] = rows[start : start + take]
         start += take
+    return pools, want
+
+
+def questions_stage(ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
+    """Harmful requests written, parsed, kept off the evaluation prompts, harm-checked, joined by
+    public ones, and split into the attack / aligned / defense pools; every drop counted."""
+    p: SafetyPipelineConfig = cfg.params
+    seeds = read_jsonl(ctx.folder_of("data") / "seeds.jsonl")
+    items, shown = question_items(seeds, p.questions, cfg.seed)
+    guard = eval_guard(p)
+    assert_disjoint(
+        guard, [q for _, (_, ex) in shown.items() for q in ex], "question-writing examples"
+    )
+    rep = run_job(generator(p.question_generator), items, gen_config(p, p.question_tokens, cfg.seed),
+                  ctx.folder / "generations.jsonl")  # fmt: skip
+    job = read_job(ctx.folder / "generations.jsonl", [i for i, _ in items])
+    parsed, failed, writer_refused = parse_questions(job.ok, shown)
+    failed += len(job.failed)
+    rows, dupes = first_of_each(parsed)
+    found = guard.check([r["question"] for r in rows])
+    bad = set(found.exact + found.near)
+    rows = [r for r in rows if r["question"] not in bad]
+    assert_disjoint(guard, [r["question"] for r in rows], "harmful questions")
+    benign = 0
+    if p.harm_check:
+        rows, benign = harm_check(rows, p, cfg.seed, ctx.folder)
+    generated = len(rows)
+    if p.public_questions:  # public harmful requests (seed source) join the generated ones
+        public = list(seeds)
+        rng_for(cfg.seed, "safety-public").shuffle(public)
+        rows += [{"id": f"pub-{r['id']}", "question": r["prompt"], "category": r["category"]}
+                 for r in public[: p.public_questions]]  # fmt: skip
+    rng_for(cfg.seed, "safety-q-split").shuffle(rows)
+    pools, want = split_pools(rows, p)
     empty = [k for k, v in pools.items() if not v]
     if empty:
         raise SafetyDataError(
