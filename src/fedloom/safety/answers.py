@@ -161,82 +161,88 @@ def aligned_data_stage(ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]
     return summary
 
 
+def public_defense(
+    ctx: StageContext, cfg: PipelineConfig
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """L1: public harmful prompts no pool holds, with template refusals; public normal pairs."""
+    p: SafetyPipelineConfig = cfg.params
+    data = ctx.folder_of("data")
+    pools = json.loads((ctx.folder_of("questions") / "questions.json").read_text())
+    used = {q["question"] for pool in pools.values() for q in pool}
+    seeds = [r for r in read_jsonl(data / "seeds.jsonl") if r["prompt"] not in used]
+    rng_for(cfg.seed, "safety-l1").shuffle(seeds)
+    aligned = [
+        {"instruction": s["prompt"], "input": "",
+         "response": template_refusal(s["id"], s["category"], cfg.seed)}
+        for s in seeds[: p.defense_aligned]
+    ]  # fmt: skip
+    return aligned, pairs(read_jsonl(data / "normal_defense.jsonl"))
+
+
+def everyday_questions(
+    ctx: StageContext, cfg: PipelineConfig, gcfg: GeneratorConfig, adapter: Path | None
+) -> tuple[list[str], int]:
+    """Everyday questions the generator lists (10 a prompt), de-duplicated, evaluation prompts
+    (and near copies) dropped; returns up to `defense_normal` and the duplicates count."""
+    from fedloom.generation import run_job
+
+    p: SafetyPipelineConfig = cfg.params
+    per = 10
+    asks = [
+        (f"everyday-{i}", [{"role": "user", "content": EVERYDAY_TASK.format(n=per)}])
+        for i in range(math.ceil(p.defense_normal * 1.5 / per))
+    ]
+    run_job(
+        generator(gcfg, adapter),
+        asks,
+        gen_config(p, 24 * per, cfg.seed),
+        ctx.folder / "everyday.jsonl",
+    )
+    everyday = read_job(ctx.folder / "everyday.jsonl", [i for i, _ in asks]).texts()
+    listed, dup = dedupe([q for text in everyday.values() for q in parse_numbered(text)])
+    near = eval_guard(p).check(listed)
+    return [q for q in listed if q not in set(near.exact + near.near)][: p.defense_normal], dup
+
+
+def written_defense(
+    ctx: StageContext, cfg: PipelineConfig, level: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """L2: the off-the-shelf generator's refusals (from the aligned-data stage) and its
+    everyday questions and answers; L3: the attacked FedAvg model writes both itself."""
+    p: SafetyPipelineConfig = cfg.params
+    gcfg, adapter = p.aligned_generator, None
+    c_al: dict[str, int] = {}
+    if level == 3:  # the attacked global model (the trained model itself) writes
+        gcfg = replace(p.aligned_generator, model=cfg.train.model.name)
+        adapter = ctx.folder_of("attack.train") / "run" / "adapter"
+        qs = json.loads((ctx.folder_of("questions") / "questions.json").read_text())["defense"]
+        got, c_al = answer(ctx, cfg, gcfg, qs, ALIGNED_HINT, p.aligned_tokens, "aligned.jsonl",
+                           True, adapter)  # fmt: skip
+        aligned = pairs(got)
+    else:
+        aligned = read_jsonl(ctx.folder_of("aligned-data") / "aligned_defense.jsonl")
+    listed, dup = everyday_questions(ctx, cfg, gcfg, adapter)
+    asked = [{"id": f"n-{i}", "question": q} for i, q in enumerate(listed)]
+    got, c_no = answer(ctx, cfg, gcfg, asked, None, p.normal_tokens, "normal.jsonl", None, adapter)
+    counts = {
+        "aligned": c_al,
+        "everyday_listed": len(listed),
+        "everyday_duplicates": dup,
+        "normal": c_no,
+    }
+    return aligned, pairs(got), counts
+
+
 def defense_data_stage(ctx: StageContext, cfg: PipelineConfig, level: int) -> dict[str, Any]:
     """Aligned + normal pairs, about 1:1. L1: public prompts with template refusals and
     public normal pairs; L2: the off-the-shelf generator writes both; L3: the attacked
     FedAvg model writes both itself."""
-    from fedloom.generation import run_job
-
     p: SafetyPipelineConfig = cfg.params
-    data = ctx.folder_of("data")
+    counts: dict[str, Any] = {}
     if level == 1:
-        pools = json.loads((ctx.folder_of("questions") / "questions.json").read_text())
-        used = {q["question"] for pool in pools.values() for q in pool}
-        seeds = [r for r in read_jsonl(data / "seeds.jsonl") if r["prompt"] not in used]
-        rng_for(cfg.seed, "safety-l1").shuffle(seeds)
-        aligned = [
-            {
-                "instruction": s["prompt"],
-                "input": "",
-                "response": template_refusal(s["id"], s["category"], cfg.seed),
-            }
-            for s in seeds[: p.defense_aligned]
-        ]
-        normal = pairs(read_jsonl(data / "normal_defense.jsonl"))
-        counts: dict[str, Any] = {}
+        aligned, normal = public_defense(ctx, cfg)
     else:
-        gcfg, adapter = p.aligned_generator, None
-        if level == 3:  # the attacked global model (the trained model itself) writes
-            gcfg = replace(p.aligned_generator, model=cfg.train.model.name)
-            adapter = ctx.folder_of("attack.train") / "run" / "adapter"
-        qs = json.loads((ctx.folder_of("questions") / "questions.json").read_text())["defense"]
-        if level == 2:
-            aligned = read_jsonl(ctx.folder_of("aligned-data") / "aligned_defense.jsonl")
-            c_al: dict[str, int] = {}
-        else:
-            got, c_al = answer(
-                ctx,
-                cfg,
-                gcfg,
-                qs,
-                ALIGNED_HINT,
-                p.aligned_tokens,
-                "aligned.jsonl",
-                True,
-                adapter,
-            )
-            aligned = pairs(got)
-        gen = generator(gcfg, adapter)
-        per = 10
-        asks = [
-            (f"everyday-{i}", [{"role": "user", "content": EVERYDAY_TASK.format(n=per)}])
-            for i in range(math.ceil(p.defense_normal * 1.5 / per))
-        ]
-        run_job(gen, asks, gen_config(p, 24 * per, cfg.seed), ctx.folder / "everyday.jsonl")
-        everyday = read_job(ctx.folder / "everyday.jsonl", [i for i, _ in asks]).texts()
-        listed = [q for text in everyday.values() for q in parse_numbered(text)]
-        listed, dup = dedupe(listed)
-        guard = eval_guard(p)
-        near = guard.check(listed)
-        listed = [q for q in listed if q not in set(near.exact + near.near)][: p.defense_normal]
-        got, c_no = answer(
-            ctx,
-            cfg,
-            gcfg,
-            [{"id": f"n-{i}", "question": q} for i, q in enumerate(listed)],
-            None,
-            p.normal_tokens,
-            "normal.jsonl",
-            None,
-            adapter,
-        )
-        normal = pairs(got)
-        counts = {
-            "aligned": c_al,
-            "everyday_listed": len(listed),
-            "everyday_duplicates": dup,
-            "normal": c_no,
-        }
+        aligned, normal, counts = written_defense(ctx, cfg, level)
     if not aligned or not normal:
         raise SafetyDataError(
             f"defense level {level}: {len(aligned)} aligned and {len(normal)} normal pairs survived; both are needed"
