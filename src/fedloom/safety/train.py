@@ -16,6 +16,56 @@ from fedloom.pipeline.runner import (
 from fedloom.safety.config import SafetyPipelineConfig
 
 
+def federation_run(
+    ctx: StageContext, cfg: PipelineConfig, share: float | None, reducer: str
+) -> tuple[list[dict[str, Any]], int, dict[str, Any]]:
+    """A federated run over benign clients (normal + aligned pairs) and, with ``share``, the
+    malicious ones (attack pairs only); the robust ``reducer``. (sources, clients, overrides)"""
+    p: SafetyPipelineConfig = cfg.params
+    data = ctx.folder_of("data")
+    aligned = ctx.folder_of("aligned-data") / "aligned.jsonl"
+    sources = [
+        {"name": "local", "path": str(data / "normal_clients.jsonl"), "heldout": 0, "domain": "normal"},
+        {"name": "local", "path": str(aligned), "heldout": 0, "domain": "aligned",
+         "limit": p.num_clients * p.aligned_per_client},
+    ]  # fmt: skip
+    raw: dict[str, Any] = {
+        "federation": {
+            "reducer": reducer,
+            "reducer_params": reducer_params(cfg, reducer, share or p.malicious),
+        }
+    }
+    if share is not None:
+        attack = ctx.folder_of("attack-data") / "attack.jsonl"
+        limit = round(share * p.num_clients) * p.attack_per_client
+        raw["safety"] = {
+            "malicious_clients": share,
+            "attack": {"name": "local", "path": str(attack), "domain": "attack", "limit": limit},
+        }
+    return sources, p.num_clients, raw
+
+
+def defense_run(
+    ctx: StageContext, cfg: PipelineConfig, init: str
+) -> tuple[list[dict[str, Any]], int, dict[str, Any], Path]:
+    """The server-side defense: one party fine-tunes the given row's global adapter on the
+    defense set for `defense_steps` steps. (sources, clients, overrides, the adapter)"""
+    p: SafetyPipelineConfig = cfg.params
+    source_row, level = init.split("|")
+    if source_row == "best":
+        source_row, _ = best_row(ctx, cfg)
+    defense = ctx.folder_of(f"defense-{level}.data") / "defense.jsonl"
+    sources = [{"name": "local", "path": str(defense), "heldout": 0, "domain": "defense"}]
+    init_from = ctx.folder_of(f"{source_row}.train") / "run" / "adapter"
+    raw: dict[str, Any] = {
+        "federation": {"algorithm": "fedavg", "rounds": 1, "sample_clients": 1, "min_clients": 1},
+        "train": {"local_steps": p.defense_steps}
+        | ({"lr": p.defense_lr} if p.defense_lr is not None else {}),
+        "lora": {"init_from": str(init_from)},
+    }
+    return sources, 1, raw, init_from
+
+
 def train_row(
     ctx: StageContext,
     cfg: PipelineConfig,
@@ -23,67 +73,18 @@ def train_row(
     reducer: str,
     init: str | None,
 ) -> dict[str, Any]:
+    """A row's training: a federation (attacked or not, any reducer) or, with ``init``
+    (`<row>|L<k>`), the defense fine-tune of that row's adapter."""
     p: SafetyPipelineConfig = cfg.params
-    data = ctx.folder_of("data")
-    raw: dict[str, Any] = {"eval": {"max_examples": p.heldout}, "federation": {}}
-    held = heldout_source(data / "heldout.jsonl", "heldout")
-    if init is None:  # a federated run over benign (and malicious) clients
-        aligned = ctx.folder_of("aligned-data") / "aligned.jsonl"
-        sources = [
-            {
-                "name": "local",
-                "path": str(data / "normal_clients.jsonl"),
-                "heldout": 0,
-                "domain": "normal",
-            },
-            {
-                "name": "local",
-                "path": str(aligned),
-                "heldout": 0,
-                "domain": "aligned",
-                "limit": p.num_clients * p.aligned_per_client,
-            },
-            held,
-        ]
-        num_clients = p.num_clients
-        raw["federation"]["reducer"] = reducer
-        raw["federation"]["reducer_params"] = reducer_params(cfg, reducer, share or p.malicious)
-        if share is not None:
-            n_mal = round(share * p.num_clients)
-            attack = ctx.folder_of("attack-data") / "attack.jsonl"
-            raw["safety"] = {
-                "malicious_clients": share,
-                "attack": {
-                    "name": "local",
-                    "path": str(attack),
-                    "domain": "attack",
-                    "limit": n_mal * p.attack_per_client,
-                },
-            }
-        init_from = None
-    else:  # server-side defense: one party fine-tunes the given global adapter
-        source_row, level = init.split("|")
-        if source_row == "best":
-            source_row, _ = best_row(ctx, cfg)
-        defense = ctx.folder_of(f"defense-{level}.data") / "defense.jsonl"
-        sources = [
-            {"name": "local", "path": str(defense), "heldout": 0, "domain": "defense"},
-            held,
-        ]
-        num_clients = 1
-        raw["federation"] |= {
-            "algorithm": "fedavg",
-            "rounds": 1,
-            "sample_clients": 1,
-            "min_clients": 1,
-        }
-        raw["train"] = {"local_steps": p.defense_steps}
-        if p.defense_lr is not None:
-            raw["train"]["lr"] = p.defense_lr
-        init_from = ctx.folder_of(f"{source_row}.train") / "run" / "adapter"
-        raw["lora"] = {"init_from": str(init_from)}
+    held = heldout_source(ctx.folder_of("data") / "heldout.jsonl", "heldout")
+    init_from: Path | None = None
+    if init is None:
+        sources, n, raw = federation_run(ctx, cfg, share, reducer)
+    else:
+        sources, n, raw, init_from = defense_run(ctx, cfg, init)
+    raw["eval"] = {"max_examples": p.heldout}
     out = ctx.folder / "run"
-    res = train_run(cfg.train, out, sources, ctx.console, num_clients=num_clients, overrides=raw)
+    res = train_run(cfg.train, out, [*sources, held], ctx.console, num_clients=n, overrides=raw)
     summary = res.summary
     return {
         "malicious_clients": summary.get("malicious_clients"),
