@@ -182,7 +182,8 @@ class BenchPipeline(PipelineMethod):
         }
 
     def _report(self, ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
-        from fedloom.bench.report import comparisons, write_report
+        from fedloom.bench.collect import comparisons
+        from fedloom.bench.report import write_report
 
         paired = comparisons(ctx, cfg)
         return write_report(ctx.out, cfg, ctx.folder, paired) | {

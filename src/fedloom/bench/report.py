@@ -1,5 +1,4 @@
-"""The bench collector and report: every cell's ``summary.json`` and ``eval.json`` into one table,
-then one self-contained HTML file (tables, bar charts with 95% intervals, loss curves, the
+"""The bench report: one self-contained HTML file (tables, bar charts with 95% intervals, loss curves, the
 diversity plots, each cell's config; images embedded as data URIs) and a markdown summary.
 """
 
@@ -9,272 +8,36 @@ import base64
 import html
 import io
 import json
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from fedloom.engine.outputs import SCHEMA_VERSION
-from fedloom.experiment.collect import compare_items
-from fedloom.experiment.compare import Comparison, compare
+from fedloom.bench.collect import (
+    METRICS,
+    Collected,
+    _keys_of,
+    _label,
+    collect,
+    comparisons,
+    grid_table,
+    metric_value,
+    paired_difference,
+    verdicts,
+)
+from fedloom.experiment.compare import Comparison
 from fedloom.experiment.report import STYLE as KIT_STYLE
 from fedloom.experiment.report import ResultTable, dot_plot, rows_html, uri
 from fedloom.experiment.report import write_report as kit_report
 
-MIN_SCHEMA = 3
-"""Oldest run-summary schema the collector reads (version 3 added the round's aggregation)."""
-
-METRICS: tuple[tuple[str, str, bool], ...] = (
-    ("heldout_loss", "held-out loss", False),
-    ("rougeL", "ROUGE-L", True),
-    ("helpfulness", "helpfulness (judge, 1-10)", True),
-    ("mtbench", "MT-Bench (judge, 1-10)", True),
-    ("advbench", "AdvBench safety rate", True),
-    ("mmlu", "MMLU accuracy", True),
-    ("medmcqa", "MedMCQA accuracy", True),
-)
-"""(key, label, higher is better); suites not listed are shown under their own name."""
-
-
-def metric_value(metrics: dict[str, Any], key: str) -> tuple[float, float, float] | None:
-    """(value, ci95 low, ci95 high) of a metric in a cell's ``eval.json``; None when absent or
-    unscored (no judge)."""
-    from fedloom.eval.suites import HEADLINE_KEYS
-
-    m = metrics.get(key)
-    if not isinstance(m, dict):
-        return None
-    name = "mean" if "mean" in m else next((k for k in HEADLINE_KEYS if k in m), None)
-    if name is None or name == "answered" or m.get(name) is None:
-        return None
-    v = float(m[name])
-    if math.isnan(v):
-        return None
-    return v, float(m.get("ci95_low", v)), float(m.get("ci95_high", v))
-
-
-@dataclass
-class Collected:
-    cells: list[dict[str, Any]] = field(default_factory=list)
-    base: list[dict[str, Any]] = field(default_factory=list)
-    stats: dict[str, dict[str, Any]] = field(default_factory=dict)
-    stats_dirs: dict[str, Path] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)
-    """Folders the collector could not read, with the reason."""
-
-    def federations(self) -> list[str]:
-        seen: list[str] = []
-        for c in [*self.base, *self.cells]:
-            if c["federation"] not in seen:
-                seen.append(c["federation"])
-        return seen
-
-    def methods(self) -> list[str]:
-        seen: list[str] = []
-        for c in self.cells:
-            if c["method"] not in seen:
-                seen.append(c["method"])
-        return seen
-
-
-def _read_metrics_rows(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def collect(out: Path) -> Collected:
-    """Read every stage folder of a bench run under ``out``."""
-    col = Collected()
-    for folder in sorted(p for p in out.iterdir() if p.is_dir()):
-        settings_path = folder / "config.yaml"
-        if not settings_path.exists():
-            continue
-        settings = yaml.safe_load(settings_path.read_text()) or {}
-        kind = settings.get("kind")
-        if "federation" in settings and kind is None and (folder / "stats.json").exists():
-            col.stats[settings["federation"]] = json.loads((folder / "stats.json").read_text())
-            col.stats_dirs[settings["federation"]] = folder
-            continue
-        if kind not in ("cell", "base"):
-            continue
-        ev_path = folder / "eval.json"
-        if not ev_path.exists():
-            col.skipped.append(f"{folder.name}: no eval.json (not finished)")
-            continue
-        row = dict(settings) | {"folder": folder.name, "metrics": json.loads(ev_path.read_text())}
-        if kind == "cell":
-            summary_path = folder / "run" / "summary.json"
-            if not summary_path.exists():
-                col.skipped.append(f"{folder.name}: no run/summary.json")
-                continue
-            summary = json.loads(summary_path.read_text())
-            version = summary.get("schema_version")
-            if not isinstance(version, int) or not MIN_SCHEMA <= version <= SCHEMA_VERSION:
-                col.skipped.append(
-                    f"{folder.name}: summary schema_version {version!r}, this fedloom reads "
-                    f"{MIN_SCHEMA}..{SCHEMA_VERSION}"
-                )
-                continue
-            rounds = _read_metrics_rows(folder / "run" / "metrics.jsonl")
-            row |= {
-                "summary": {
-                    k: summary.get(k)
-                    for k in (
-                        "num_clients",
-                        "rounds_completed",
-                        "train_seconds",
-                        "bytes_up_total",
-                        "final_eval_loss",
-                        "base_eval_loss",
-                    )
-                },
-                "curve": [
-                    {
-                        "round": r["round"],
-                        "train_loss": r.get("train_loss"),
-                        "eval_loss": r.get("eval_loss"),
-                    }
-                    for r in rounds
-                ],
-                "config": (folder / "run" / "config.yaml").read_text()
-                if (folder / "run" / "config.yaml").exists()
-                else "",
-            }
-            col.cells.append(row)
-        else:
-            col.base.append(row)
-    return col
-
-
-def grid_table(col: Collected) -> list[dict[str, Any]]:
-    """One row per (federation, method) with every metric averaged over seeds (interval: the
-    seed-0... cell's own when one seed, else the spread of the seeds' means)."""
-    rows: list[dict[str, Any]] = []
-    for fed in col.federations():
-        groups: dict[str, list[dict[str, Any]]] = {}
-        for c in col.base:
-            if c["federation"] == fed:
-                groups.setdefault("base", []).append(c)
-        for c in col.cells:
-            if c["federation"] == fed:
-                groups.setdefault(c["method"], []).append(c)
-        for method, cells in groups.items():
-            row: dict[str, Any] = {"federation": fed, "method": method, "seeds": len(cells)}
-            # per-item held-out losses by seed, for paired comparisons (same records, same order)
-            row["_items"] = {
-                c.get("seed", 0): c["metrics"]["heldout_loss"]["items"]
-                for c in cells
-                if isinstance(c["metrics"].get("heldout_loss"), dict)
-                and c["metrics"]["heldout_loss"].get("items")
-            }
-            for key in _metric_keys(col):
-                vals = [v for c in cells if (v := metric_value(c["metrics"], key)) is not None]
-                if not vals:
-                    row[key] = None
-                elif len(vals) == 1:
-                    row[key] = list(vals[0])
-                else:
-                    from fedloom.bench.evaluate import mean_interval
-
-                    mi = mean_interval([v[0] for v in vals])
-                    row[key] = [mi["mean"], mi["ci95_low"], mi["ci95_high"]]
-            rows.append(row)
-    return rows
-
-
-def _metric_keys(col: Collected) -> list[str]:
-    keys: list[str] = []
-    for c in [*col.base, *col.cells]:
-        for k in c["metrics"]:
-            if k not in keys:
-                keys.append(k)
-    order = [k for k, _, _ in METRICS]
-    return sorted(keys, key=lambda k: (order.index(k) if k in order else len(order), k))
-
-
-def _label(key: str) -> str:
-    return next((lab for k, lab, _ in METRICS if k == key), key)
-
-
-def _higher_better(key: str) -> bool:
-    return next((hb for k, _, hb in METRICS if k == key), True)
-
-
-def paired_difference(a: dict[Any, list[float]], b: dict[Any, list[float]]) -> list[float] | None:
-    """Mean per-item difference a - b (items paired by position, pooled over the seeds both
-    have) with the kit's 95% two-level bootstrap interval (:func:`fedloom.experiment.compare`);
-    None when they share no seed with equally many items."""
-    shared = [s for s in sorted(set(a) & set(b)) if len(a[s]) == len(b[s]) and a[s]]
-    if not shared:
-        return None
-    c = compare({s: a[s] for s in shared}, {s: b[s] for s in shared})
-    return [c.diff, c.low, c.high]
-
-
-def verdicts(rows: list[dict[str, Any]]) -> list[str]:
-    """The "federated beats local" check, per federation and metric: which methods beat local
-    with non-overlapping 95% intervals, which are ahead only within the noise; and which method
-    is best per metric (is there one winner everywhere?). For held-out loss, where per-item
-    losses are saved, also the paired test: the mean per-item difference from local and whether
-    its 95% interval excludes 0."""
-    out: list[str] = []
-    for fed in dict.fromkeys(r["federation"] for r in rows):
-        by = {r["method"]: r for r in rows if r["federation"] == fed}
-        local = by.get("local")
-        fl = {m: r for m, r in by.items() if m not in ("local", "base")}
-        for key in [k for k in _keys_of(rows) if any(r.get(k) for r in fl.values())]:
-            hb = _higher_better(key)
-            scored = {m: r[key] for m, r in fl.items() if r.get(key)}
-            if not scored:
-                continue
-            best = (max if hb else min)(scored, key=lambda m: scored[m][0])
-            line = f"{fed} · {_label(key)}: best {best} {scored[best][0]:.3f}"
-            if local is not None and local.get(key):
-                lv, llo, lhi = local[key]
-                ahead = [m for m, v in scored.items() if (v[0] > lv) == hb and v[0] != lv]
-                clear = [m for m in ahead if (scored[m][1] > lhi if hb else scored[m][2] < llo)]
-                line += (
-                    f"; local {lv:.3f}; {len(ahead)}/{len(scored)} federated methods ahead of "
-                    f"local, {len(clear)} with non-overlapping 95% intervals"
-                    + (f" ({', '.join(clear)})" if clear else "")
-                )
-            if key == "heldout_loss" and local is not None and local.get("_items"):
-                paired = {
-                    m: d
-                    for m, r in fl.items()
-                    if (d := paired_difference(r.get("_items") or {}, local["_items"])) is not None
-                }
-                if paired:
-                    better = [m for m, d in paired.items() if d[2] < 0]
-                    worse = [m for m, d in paired.items() if d[1] > 0]
-                    d = paired[best] if best in paired else next(iter(paired.values()))
-                    line += (
-                        f"; paired per item vs local: {best if best in paired else 'first'} "
-                        f"{d[0]:+.4f} [{d[1]:+.4f}, {d[2]:+.4f}], {len(better)}/{len(paired)} "
-                        "significantly lower" + (f" ({', '.join(better)})" if better else "")
-                        + (f", {len(worse)} significantly higher ({', '.join(worse)})" if worse else "")
-                    )  # fmt: skip
-            out.append(line)
-    return out
-
-
-def _keys_of(rows: list[dict[str, Any]]) -> list[str]:
-    keys: list[str] = []
-    for r in rows:
-        for k in r:
-            if (
-                k not in ("federation", "method", "seeds")
-                and not k.startswith("_")
-                and k not in keys
-            ):
-                keys.append(k)
-    return keys
-
-
-# -- figures ----------------------------------------------------------------------------------
+__all__ = [
+    "METRICS",
+    "Collected",
+    "collect",
+    "comparisons",
+    "grid_table",
+    "paired_difference",
+    "verdicts",
+    "write_report",
+]
 
 
 def _png(fig: Any) -> str:
@@ -389,28 +152,6 @@ def markdown(col: Collected, rows: list[dict[str, Any]], lines: list[str]) -> st
     if col.skipped:
         out += ["", "Not collected: " + "; ".join(col.skipped)]
     return "\n".join(out) + "\n"
-
-
-def comparisons(ctx: Any, cfg: Any) -> list[Comparison]:
-    """Per federation and metric, paired per item and pooled over seeds: every federated method
-    against `local` (FedLLM-Bench's claim: federation beats training alone), and `local`
-    against the base model."""
-    b = cfg.params
-    rows: list[Comparison] = []
-    metrics = ["heldout_loss", "rougeL", *b.suites]
-    for fed in b.federations:
-        pairs = [(f"{fed}.{m}", m, f"{fed}.local", "local") for m in b.methods if m != "local"]
-        if "local" in b.methods:
-            pairs.append((f"{fed}.local", "local", f"base.{fed}", "base"))
-        for key in metrics:
-            for arm_stage, arm, ref_stage, ref in pairs:
-                c = compare_items(
-                    ctx, cfg.seeds, (arm_stage, key), (ref_stage, key), arm, ref,
-                    metric=f"{fed} · {_label(key)}",
-                )  # fmt: skip
-                if c is not None:
-                    rows.append(c)
-    return rows
 
 
 def html_report(
