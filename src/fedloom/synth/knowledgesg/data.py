@@ -32,22 +32,21 @@ def _mc_pair(r: MultipleChoiceRecord) -> tuple[str, str] | None:
     return question, f"{r.choices[r.answer].strip()}. {exp}"
 
 
-def build_data(cfg: KSGConfig, seed: int, max_words: int, folder: Path) -> dict[str, Any]:
-    """Private pairs (with canaries), held-out pairs and public seed pairs; disjointness is
-    asserted. ``max_words``: pairs longer than this are skipped (counted) so they fit the
-    training sequence length."""
-    from fedloom.privacy.audit import make_canaries
+def shuffled(name: str, seed: int) -> list[Any]:
+    """A source's records in a seeded order."""
+    recs, _ = load_source_report(name)
+    order = list(recs)
+    random.Random(f"ksg:{seed}:{name}").shuffle(order)
+    return order
 
-    def records(name: str) -> list[Any]:
-        recs, rep = load_source_report(name)
-        rng = random.Random(f"ksg:{seed}:{name}")
-        order = list(recs)
-        rng.shuffle(order)
-        return order
 
-    skipped: Counter[str] = Counter()
+def private_pairs(
+    cfg: KSGConfig, seed: int, max_words: int, skipped: Counter[str]
+) -> list[tuple[Any, str, str]]:
+    """``private + heldout`` (record, question, answer-with-explanation) pairs of the private
+    source; questions without an explanation or too long are skipped (counted)."""
     pairs: list[tuple[Any, str, str]] = []
-    for r in records(cfg.private_source):
+    for r in shuffled(cfg.private_source, seed):
         if not isinstance(r, MultipleChoiceRecord):
             raise KSGError(f"`private_source` {cfg.private_source!r} is not multiple choice")
         p = _mc_pair(r)
@@ -58,39 +57,60 @@ def build_data(cfg: KSGConfig, seed: int, max_words: int, folder: Path) -> dict[
         else:
             pairs.append((r, *p))
         if len(pairs) == cfg.private + cfg.heldout:
-            break
-    if len(pairs) < cfg.private + cfg.heldout:
-        raise KSGError(
-            f"{cfg.private_source} offers {len(pairs)} usable pairs; private + heldout needs "
-            f"{cfg.private + cfg.heldout} — lower them"
-        )
-    heldout, private = pairs[: cfg.heldout], pairs[cfg.heldout :]
-    public: list[dict[str, Any]] = []
-    for r in records(cfg.public_source):
-        if isinstance(r, MultipleChoiceRecord):
-            public.append({"instruction": r.question.strip(), "response": r.choices[r.answer]})
-            public[-1] |= {"id": f"public-{len(public) - 1}", "key": list(record_key(r))}
-        elif isinstance(r, InstructionRecord):
-            public.append({"instruction": r.instruction, "response": r.response})
-            public[-1] |= {"id": f"public-{len(public) - 1}", "key": list(record_key(r))}
-        if len(public) == cfg.public:
-            break
-    if len(public) < cfg.public:
-        raise KSGError(f"{cfg.public_source} offers {len(public)} public pairs; lower `public`")
+            return pairs
+    raise KSGError(
+        f"{cfg.private_source} offers {len(pairs)} usable pairs; private + heldout needs "
+        f"{cfg.private + cfg.heldout} — lower them"
+    )
 
-    canaries = make_canaries(cfg.canaries, cfg.canary_digits, seed)
-    rows: list[dict[str, Any]] = []
-    for i, (r, q, a) in enumerate(private):
-        rows.append(
-            {"id": f"private-{i}", "instruction": q, "input": "", "response": a}
-            | {"client": i % cfg.num_clients, "key": list(record_key(r)), "canary": False}
-        )
-    for c in canaries:  # planted in client 0's data, `canary_repeats` copies each
+
+def public_pairs(cfg: KSGConfig, seed: int) -> list[dict[str, Any]]:
+    """``public`` seed pairs of the public source (multiple choice or instructions)."""
+    public: list[dict[str, Any]] = []
+    for r in shuffled(cfg.public_source, seed):
+        if isinstance(r, MultipleChoiceRecord):
+            pair = {"instruction": r.question.strip(), "response": r.choices[r.answer]}
+        elif isinstance(r, InstructionRecord):
+            pair = {"instruction": r.instruction, "response": r.response}
+        else:
+            continue
+        public.append(pair | {"id": f"public-{len(public)}", "key": list(record_key(r))})
+        if len(public) == cfg.public:
+            return public
+    raise KSGError(f"{cfg.public_source} offers {len(public)} public pairs; lower `public`")
+
+
+def with_canaries(
+    cfg: KSGConfig, private: list[tuple[Any, str, str]], canaries: list[Any]
+) -> list[dict[str, Any]]:
+    """The private rows dealt to the clients, with `canary_repeats` copies of each canary
+    planted in client 0's data."""
+    rows = [
+        {"id": f"private-{i}", "instruction": q, "input": "", "response": a}
+        | {"client": i % cfg.num_clients, "key": list(record_key(r)), "canary": False}
+        for i, (r, q, a) in enumerate(private)
+    ]
+    for c in canaries:
         for j in range(cfg.canary_repeats):
             rows.append(
                 {"id": f"canary-{c.name}-{j}", "instruction": c.question, "input": ""}
                 | {"response": c.answer(), "client": 0, "key": ["canary", c.name], "canary": True}
             )
+    return rows
+
+
+def build_data(cfg: KSGConfig, seed: int, max_words: int, folder: Path) -> dict[str, Any]:
+    """Private pairs (with canaries), held-out pairs and public seed pairs, disjoint (checked:
+    a leak raises). ``max_words``: pairs longer than this are skipped (counted) so they fit
+    the training sequence length."""
+    from fedloom.privacy.audit import make_canaries
+
+    skipped: Counter[str] = Counter()
+    pairs = private_pairs(cfg, seed, max_words, skipped)
+    heldout, private = pairs[: cfg.heldout], pairs[cfg.heldout :]
+    public = public_pairs(cfg, seed)
+    canaries = make_canaries(cfg.canaries, cfg.canary_digits, seed)
+    rows = with_canaries(cfg, private, canaries)
     held: list[dict[str, Any]] = [
         {"id": f"heldout-{i}", "instruction": q, "input": "", "response": a}
         | {"key": list(record_key(r))}
@@ -100,9 +120,8 @@ def build_data(cfg: KSGConfig, seed: int, max_words: int, folder: Path) -> dict[
     private_keys = {tuple(x["key"]) for x in rows}
     held_keys = {tuple(x["key"]) for x in held}
     require_disjoint(private_keys, held_keys, "held-out pairs in the private data")
-    held_q = {normalise(x["instruction"]) for x in held}
     require_disjoint(
-        held_q,
+        {normalise(x["instruction"]) for x in held},
         {normalise(x["instruction"]) for x in rows + public},
         "held-out questions in the private data or the public seeds",
     )
