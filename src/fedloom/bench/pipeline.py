@@ -10,7 +10,6 @@ training resumes from its checkpoint; one cut off in evaluation keeps its run an
 from __future__ import annotations
 
 import functools
-import json
 from functools import partial
 from typing import Any
 
@@ -19,6 +18,7 @@ from fedloom.bench.federations import FederationSpec, get_federation
 from fedloom.config import config_from_dict
 from fedloom.data.schema import Record
 from fedloom.experiment.guards import require_disjoint
+from fedloom.experiment.train import run_or_resume
 from fedloom.pipeline.runner import (
     PipelineConfig,
     PipelineMethod,
@@ -141,19 +141,8 @@ class BenchPipeline(PipelineMethod):
         spec = get_federation(fed)
         run_cfg = run_config(cfg, spec, method, seed)
         out = ctx.folder / "run"
-        summary_path = out / "summary.json"
-        if summary_path.exists():  # trained before a cut in evaluation
-            summary = json.loads(summary_path.read_text())
-        else:
-            resume = (out / "checkpoint.pt").exists()
-            if b.engine == "flower-sim":
-                from fedloom.flower.simulation import run_simulation
-
-                summary = run_simulation(run_cfg, out, resume=resume)
-            else:
-                from fedloom.engine.inprocess import run
-
-                summary = run(run_cfg, out, ctx.console, resume=resume)
+        # a cell trained before a cut in evaluation is read back, one cut in training resumes
+        summary = run_or_resume(run_cfg, out, ctx.console, b.engine).summary
         adapter = out / "adapter"
         if not adapter.exists():  # `local`: one adapter per trained client; score the largest's
             sizes = summary["client_sizes"]

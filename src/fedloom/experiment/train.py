@@ -135,15 +135,22 @@ def train_run(
     """Train ``base`` (a pipeline's ``train:`` config) on ``sources`` in ``out``; ``num_clients``
     (default: the sources pinned to clients) are partitioned iid; ``overrides`` are merged into
     the run config (e.g. ``{"federation": {"algorithm": "scaffold"}}``)."""
-    if engine not in ENGINES:
-        raise TrainStageError(f"unknown engine {engine!r}; choose one of {sorted(ENGINES)}")
     raw = base.to_dict()
     raw["data"]["sources"] = sources
     if num_clients is None:
         num_clients = len({c for s in sources for c in s.get("clients", [])}) or 1
     raw["partition"] |= {"num_clients": num_clients, "strategy": "iid"}
     merge(raw, overrides or {})
-    cfg = config_from_dict(raw)
+    return run_or_resume(config_from_dict(raw), out, console, engine)
+
+
+def run_or_resume(
+    cfg: RunConfig, out: Path, console: Console, engine: str = "inprocess"
+) -> TrainResult:
+    """Run ``cfg`` in ``out``: a finished run is read back, a cut-off one resumes from its
+    checkpoint, a new one starts."""
+    if engine not in ENGINES:
+        raise TrainStageError(f"unknown engine {engine!r}; choose one of {sorted(ENGINES)}")
     done = out / "summary.json"
     if done.exists():
         return TrainResult(out, dict(json.loads(done.read_text())), cfg, True)
