@@ -252,10 +252,9 @@ def stage_costs(ctx: Any, keys: Sequence[str]) -> list[dict[str, Any]]:
     rates = ("tokens_per_second", "train_tokens_per_second", "items_per_second")
     out = []
     for key in keys:
-        folder = ctx.stage_folders.get(key)
-        if folder is None or not (folder / "done.json").exists():
+        if key not in ctx.stage_folders:
             continue
-        done = json.loads((folder / "done.json").read_text())
+        done = ctx.record_of(key)
         row: dict[str, Any] = {"stage": key, "seconds": done.get("seconds")}
         s = done.get("summary") or {}
         row |= {k: s[k] for k in rates if isinstance(s, dict) and k in s}

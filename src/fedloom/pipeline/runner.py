@@ -74,10 +74,18 @@ class StageContext:
         unless ``seed`` is given."""
         return self.stage_folders[self._key(stage, seed)]
 
+    def record_of(self, stage: str, seed: int | None = None) -> dict[str, Any]:
+        """An earlier stage's ``done.json``: ``summary`` and ``seconds``."""
+        done = self.folder_of(stage, seed) / "done.json"
+        return dict(json.loads(done.read_text()))
+
     def summary_of(self, stage: str, seed: int | None = None) -> dict[str, Any]:
         """The summary an earlier stage returned (read from its ``done.json``)."""
-        done = self.folder_of(stage, seed) / "done.json"
-        return dict(json.loads(done.read_text())["summary"])
+        return dict(self.record_of(stage, seed)["summary"])
+
+    def finished(self) -> list[str]:
+        """Keys of the earlier stages (every one finished: stages run in order)."""
+        return list(self.stage_folders)
 
     def has(self, stage: str, seed: int | None = None) -> bool:
         """Whether an earlier stage of this name (and seed) ran."""

@@ -236,7 +236,11 @@ def run_audit(
 
             scfg = copy.deepcopy(cfg)
             scfg.privacy = copy.deepcopy(st.privacy)
-            norms = [n for f in ctx.stage_folders.values() for n in _update_norms(f)]
+            norms = [
+                n
+                for k in ctx.finished()
+                for n in _update_norms(ctx.folder_of(k), ctx.summary_of(k))
+            ]
             if st.auto_clip and scfg.privacy.central_dp is not None and norms:
                 scfg.privacy.central_dp.clip_norm = statistics.median(norms)
             scfg.__post_init__()  # validate the combination (and LoRA dropout off under DP)
@@ -297,11 +301,10 @@ def run_audit(
     return result
 
 
-def _update_norms(stage_folder: Path) -> list[float]:
+def _update_norms(stage_folder: Path, summary: dict[str, Any]) -> list[float]:
     """Client update norms of a finished no-DP setting (central DP's clip norm is their
     median)."""
-    done = stage_folder / "done.json"
-    if not done.exists() or not json.loads(done.read_text())["summary"]["row"].get("no_dp"):
+    if not summary["row"].get("no_dp"):
         return []
     norms: list[float] = []
     for line in (stage_folder / "run" / "metrics.jsonl").read_text().splitlines():

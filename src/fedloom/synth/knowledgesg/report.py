@@ -14,16 +14,12 @@ from fedloom.pipeline.runner import PipelineConfig, StageContext, stage_key
 from fedloom.synth.knowledgesg.methods import KSG_METHODS
 
 
-def _done(folder: Path) -> dict[str, Any]:
-    return dict(json.loads((folder / "done.json").read_text()))
-
-
 def method_row(ctx: StageContext, cfg: PipelineConfig, name: str, seed: int) -> dict[str, Any]:
     """One seed's row of the wide method table (utility, leakage, ε, data quality, time)."""
     m = KSG_METHODS[name]
     p = cfg.params
     stages = [f"{name}.write", f"{name}.refine", f"{name}.train", f"{name}.evaluate"]
-    done = {s.rsplit(".", 1)[1]: _done(ctx.folder_of(s, seed)) for s in stages if ctx.has(s, seed)}
+    done = {s.rsplit(".", 1)[1]: ctx.record_of(s, seed) for s in stages if ctx.has(s, seed)}
     ev = done["evaluate"]["summary"]
     skipped = "skipped" in ev  # nothing survived to train on: no model to score
     held = ev.get("heldout_loss", {})
@@ -60,14 +56,14 @@ def method_row(ctx: StageContext, cfg: PipelineConfig, name: str, seed: int) -> 
     else:  # non-private trains on the private data, canaries included
         row |= {"canaries_in_synthetic_exact": None, "canaries_in_synthetic_fuzzy": None}
     if m.writer == "dp":
-        w = _done(ctx.folder_of("writer-dp", seed))
+        w = ctx.record_of("writer-dp", seed)
         eps = w["summary"]["epsilon_by_client"] or {}
         row["epsilon"] = round(max(eps.values()), 3) if eps else None
         row["seconds"] += w["seconds"]
     else:
         row["epsilon"] = None  # no formal guarantee
         if m.writer == "plain":
-            row["seconds"] += _done(ctx.folder_of("writer-plain", seed))["seconds"]
+            row["seconds"] += ctx.record_of("writer-plain", seed)["seconds"]
     return row
 
 
