@@ -68,6 +68,74 @@ class CellEval:
             scores.save(folder / "items" / f"{name}.json")
 
 
+def _heldout_loss(
+    model: Any, loaded: Any, items: list[Record], max_seq_len: int
+) -> tuple[dict[str, Any], ItemScores]:
+    """Loss per held-out record (SFT federations), its mean with the 95% interval."""
+    from fedloom.data.template import tokenize_all
+    from fedloom.eval.heldout import example_losses
+
+    tok = loaded.tokenizer
+    ex, _, rep = tokenize_all(tok, items, max_seq_len)
+    losses = example_losses(model, ex, int(tok.pad_token_id), loaded.device, loaded.autocast_dtype)
+    metric = mean_interval(losses) | {
+        "dropped": rep.dropped,
+        "truncated": rep.truncated,
+        "items": [round(v, 6) for v in losses],  # per held-out record, in order: paired
+    }
+    scores = ItemScores(
+        "held-out loss", True, {str(i): float(v) for i, v in enumerate(losses)}, rep.dropped
+    )
+    return metric, scores
+
+
+def _helpfulness(judge: Any, prompt: Any, answer: str) -> float | None:
+    """A judge's 1-10 rating of one answer (FastChat's `single-v1` prompt); None: unparsed."""
+    from fedloom.data.catalog import mtbench_judge_prompts
+    from fedloom.eval.judges import parse_rating
+
+    tpl = mtbench_judge_prompts()[HELPFULNESS_TEMPLATE]
+    q_text = prompt if isinstance(prompt, str) else prompt[-1]["content"]
+    reply = judge.complete(
+        tpl["system_prompt"], tpl["prompt_template"].format(question=q_text, answer=answer)
+    )
+    return parse_rating(reply)
+
+
+def _answers(
+    model: Any, loaded: Any, asked: list[Record], bench: Any, judge: Any
+) -> tuple[dict[str, dict[str, Any]], ItemScores, list[dict[str, Any]]]:
+    """Greedy answers to held-out prompts: ROUGE-L against the reference and, with a judge, a
+    helpfulness rating each (unparsed ratings counted)."""
+    from rouge_score import rouge_scorer
+
+    from fedloom.eval.heldout import generate_answers
+
+    prompts = [record_prompt(r) for r in asked]
+    outs = generate_answers(model, loaded.tokenizer, prompts, loaded.device, bench.max_new_tokens)
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    scores = [
+        scorer.score(reference(r), a)["rougeL"].fmeasure for r, a in zip(asked, outs, strict=True)
+    ]
+    metrics: dict[str, dict[str, Any]] = {"rougeL": mean_interval(scores)}
+    ratings: list[float] = []
+    rows = []
+    for q, a, sc in zip(prompts, outs, scores, strict=True):
+        rating = _helpfulness(judge, q, a) if judge is not None else None
+        if rating is not None:
+            ratings.append(rating)
+        rows.append(
+            {"kind": "heldout", "prompt": q, "answer": a, "rougeL": sc, "helpfulness": rating}
+        )
+    metrics["helpfulness"] = (
+        mean_interval(ratings) | {"judge": judge.name, "unparsed": len(asked) - len(ratings)}
+        if judge is not None
+        else {"mean": None, "scored": 0, "answered": len(asked), "judge": None}
+    )
+    rouge = ItemScores("ROUGE-L", False, {str(i): float(v) for i, v in enumerate(scores)})
+    return metrics, rouge, rows
+
+
 def evaluate_model(
     model_cfg: Any,
     adapter: Path | None,
@@ -78,13 +146,12 @@ def evaluate_model(
     max_seq_len: int,
     seed: int,
 ) -> CellEval:
-    """Score the base model (``adapter=None``) or base + the LoRA adapter in ``adapter``."""
+    """Score the base model (``adapter=None``) or base + the LoRA adapter in ``adapter``:
+    held-out loss, ROUGE-L and helpfulness on the federation's held-out items, the suites."""
     import torch
     from peft import PeftModel
 
-    from fedloom.data.template import tokenize_all
-    from fedloom.eval.heldout import example_losses, generate_answers
-    from fedloom.eval.judges import make_rating_judge, parse_rating
+    from fedloom.eval.judges import make_rating_judge
     from fedloom.eval.suites import EvalContext, run_suite
     from fedloom.models import load_model
 
@@ -93,7 +160,6 @@ def evaluate_model(
     if adapter is not None:
         model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
-    tok, dev = loaded.tokenizer, loaded.device
     judge = make_rating_judge(bench.judge)
     metrics: dict[str, dict[str, Any]] = {}
     answers: list[dict[str, Any]] = []
@@ -101,69 +167,18 @@ def evaluate_model(
     items = heldout[: bench.heldout]
     with torch.no_grad():
         if task == "sft":
-            ex, _, rep = tokenize_all(tok, items, max_seq_len)
-            losses = example_losses(model, ex, int(tok.pad_token_id), dev, loaded.autocast_dtype)
-            metrics["heldout_loss"] = mean_interval(losses) | {
-                "dropped": rep.dropped,
-                "truncated": rep.truncated,
-                "items": [round(v, 6) for v in losses],  # per held-out record, in order: paired
-            }
-            per_item["heldout_loss"] = ItemScores(
-                "held-out loss", True, {str(i): float(v) for i, v in enumerate(losses)}, rep.dropped
+            metrics["heldout_loss"], per_item["heldout_loss"] = _heldout_loss(
+                model, loaded, items, max_seq_len
             )
         if bench.rouge:
-            from rouge_score import rouge_scorer
-
-            asked = items[: bench.rouge]
-            outs = generate_answers(
-                model, tok, [record_prompt(r) for r in asked], dev, bench.max_new_tokens
+            got, per_item["rougeL"], answers = _answers(
+                model, loaded, items[: bench.rouge], bench, judge
             )
-            scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-            scores = [
-                scorer.score(reference(r), a)["rougeL"].fmeasure
-                for r, a in zip(asked, outs, strict=True)
-            ]
-            metrics["rougeL"] = mean_interval(scores)
-            per_item["rougeL"] = ItemScores(
-                "ROUGE-L", False, {str(i): float(v) for i, v in enumerate(scores)}
-            )
-            ratings: list[float] = []
-            unparsed = 0
-            for r, a, s in zip(asked, outs, scores, strict=True):
-                row: dict[str, Any] = {"kind": "heldout", "prompt": record_prompt(r)}
-                row |= {"answer": a, "rougeL": s, "helpfulness": None}
-                if judge is not None:
-                    from fedloom.data.catalog import mtbench_judge_prompts
-
-                    tpl = mtbench_judge_prompts()[HELPFULNESS_TEMPLATE]
-                    q = record_prompt(r)
-                    q_text = q if isinstance(q, str) else q[-1]["content"]
-                    reply = judge.complete(
-                        tpl["system_prompt"],
-                        tpl["prompt_template"].format(question=q_text, answer=a),
-                    )
-                    rating = parse_rating(reply)
-                    row["helpfulness"] = rating
-                    if rating is None:
-                        unparsed += 1
-                    else:
-                        ratings.append(rating)
-                answers.append(row)
-            metrics["helpfulness"] = (
-                mean_interval(ratings) | {"judge": judge.name, "unparsed": unparsed}
-                if judge is not None
-                else {"mean": None, "scored": 0, "answered": len(asked), "judge": None}
-            )
+            metrics |= got
         ctx = EvalContext(
-            model,
-            tok,
-            dev,
-            loaded.autocast_dtype,
-            batch_size=8,
-            max_new_tokens=bench.max_new_tokens,
-            progress=False,
-            rating_judge=judge,
-        )
+            model, loaded.tokenizer, loaded.device, loaded.autocast_dtype, batch_size=8,
+            max_new_tokens=bench.max_new_tokens, progress=False, rating_judge=judge,
+        )  # fmt: skip
         for suite in bench.suites:
             res = run_suite(suite, ctx, bench.limit(suite), seed, exclude=trained_keys)
             metrics[suite] = dict(res.metrics) | {"n": res.n, "excluded": res.excluded}
