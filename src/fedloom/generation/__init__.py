@@ -21,10 +21,14 @@ from fedloom.generation.factory import (
 )
 from fedloom.generation.jobs import (
     GenerationJobError,
+    GenerationStopped,
+    IncompleteJob,
     JobReport,
     JobResults,
     finished_ids,
     read_job,
+    require_complete,
+    run_complete,
     run_job,
 )
 from fedloom.generation.local import LocalGenerator
@@ -40,6 +44,8 @@ __all__ = [
     "Generation",
     "GenerationConfig",
     "GenerationJobError",
+    "GenerationStopped",
+    "IncompleteJob",
     "JobReport",
     "JobResults",
     "LocalGenerator",
@@ -48,5 +54,7 @@ __all__ = [
     "cut_at_stop",
     "finished_ids",
     "read_job",
+    "run_complete",
+    "require_complete",
     "run_job",
 ]

@@ -35,6 +35,10 @@ class GenerationConfig:
     """True: prompts go through the model's chat template; False: raw continuation (base
     models without a template)."""
     batch_size: int = 8
+    max_consecutive_failures: int = 16
+    """A job stops (one line naming the generator and its last error) after this many prompts
+    in a row failed: a dead endpoint is not waited on through every remaining prompt's retries.
+    0: never stop."""
 
     def __post_init__(self) -> None:
         w = "generation"
@@ -50,6 +54,7 @@ class GenerationConfig:
                 f"`{w}.n` is {self.n}: several samples per prompt need `temperature` > 0",
             ),
             (self.batch_size >= 1, f"`{w}.batch_size` must be >= 1"),
+            (self.max_consecutive_failures >= 0, f"`{w}.max_consecutive_failures` must be >= 0"),
             (all(self.stop), f"`{w}.stop` holds an empty string"),
         ]
         for ok, msg in checks:

@@ -21,6 +21,25 @@ class GenerationJobError(FedloomError, ValueError):
     """A job's output file or prompt ids are not usable."""
 
 
+class GenerationStopped(FedloomError, RuntimeError):
+    """A job stopped after too many prompts in a row failed (finished prompts are kept)."""
+
+
+class IncompleteJob(FedloomError, RuntimeError):
+    """A job finished with failed prompts: the stage that ran it is not done, and rerunning
+    the same command retries only those prompts."""
+
+
+def require_complete(report: JobReport, what: str, path: Path) -> None:
+    """Raise :class:`IncompleteJob` when prompts of this job failed (a stage with failures is
+    not done)."""
+    if report.failed:
+        raise IncompleteJob(
+            f"{what}: {report.failed} prompts failed (last error: {report.last_error}); their "
+            f"error rows are in {path}; rerun the same command to retry only them"
+        )
+
+
 @dataclass
 class JobReport:
     done_before: int
@@ -31,6 +50,7 @@ class JobReport:
     seconds: float
     prompt_tokens: int = 0
     """Prompt tokens processed (prefill), counted once per prompt."""
+    last_error: str = ""
 
     @property
     def tokens_per_second(self) -> float:
@@ -132,6 +152,7 @@ def run_job(
         with out.open("a", encoding="utf-8") as f:
             f.write("\n")  # end a line a kill cut short, so the next record starts clean
     report = JobReport(len(items) - len(todo), 0, 0, 0, 0.0)
+    streak = 0  # prompts failed in a row (the circuit breaker)
     t0 = time.perf_counter()
     columns = (
         TextColumn("{task.description}"),
@@ -177,8 +198,34 @@ def run_job(
                 report.failed += len(chunk)
             for row in rows:
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                if "error" in row:
+                    streak, report.last_error = streak + 1, str(row["error"])
+                else:
+                    streak = 0
             f.flush()
             report.seconds = time.perf_counter() - t0
             bar.update(task, advance=len(chunk), rate=f"{report.tokens_per_second:.1f} tok/s")
+            if cfg.max_consecutive_failures and streak >= cfg.max_consecutive_failures:
+                raise GenerationStopped(
+                    f"generation stopped: {streak} prompts in a row failed ({generator.name}; "
+                    f"last error: {report.last_error}); the {report.generated} finished this "
+                    f"run are kept in {out}: fix the generator or its endpoint and rerun"
+                )
     report.seconds = time.perf_counter() - t0
+    return report
+
+
+def run_complete(
+    generator: TextGenerator,
+    items: Sequence[tuple[str, Prompt]],
+    cfg: GenerationConfig,
+    path: str | Path,
+    progress: bool = True,
+) -> JobReport:
+    """:func:`run_job` for a pipeline stage: a job that ends with failed prompts raises
+    :class:`IncompleteJob` (the stage is not marked done; rerunning the same command retries
+    only the failed prompts). A dead endpoint stops it early (:class:`GenerationStopped`)."""
+    report = run_job(generator, items, cfg, path, progress)
+    out = Path(path)
+    require_complete(report, f"{out.parent.name}/{out.name}", out)
     return report

@@ -33,7 +33,7 @@ class OpenAIGenerator:
     ) -> None:
         from openai import OpenAI
 
-        self.model, self.name = model, f"openai:{model}"
+        self.model, self.name, self.base_url = model, f"openai:{model}", base_url
         self.concurrency, self.retries, self.backoff = concurrency, retries, backoff
         key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
         # our own retry loop (counted, with backoff); the client's is off
@@ -53,7 +53,9 @@ class OpenAIGenerator:
                 last = f"{type(e).__name__}: {e}"[:300]
                 if attempt < self.retries:
                     time.sleep(self.backoff * 2**attempt * (1 + 0.1 * self.jitter.random()))
-        return [Generation("", 0, "error", error=f"{self.retries + 1} attempts: {last}")] * cfg.n
+        # the endpoint is named: a connection error is about the server, not the prompt
+        error = f"{self.base_url}: {self.retries + 1} attempts: {last}"
+        return [Generation("", 0, "error", error=error)] * cfg.n
 
     def _request(self, prompt: Prompt, cfg: GenerationConfig) -> list[Generation]:
         common: dict[str, Any] = dict(

@@ -45,7 +45,7 @@ def answer(
     """Answer ``questions`` (with the ``system`` hint); keep answers the prefix judge reads
     as refusals (``want_refusal``), as non-refusals (False) or all (None)."""
     from fedloom.eval.judges import JUDGES
-    from fedloom.generation import run_job
+    from fedloom.generation import run_complete
 
     p: SafetyPipelineConfig = cfg.params
     judge = JUDGES["rules-prefix"]()
@@ -55,7 +55,7 @@ def answer(
         if system:
             msgs.insert(0, {"role": "system", "content": system})
         items.append((q["id"], msgs))
-    rep = run_job(
+    rep = run_complete(
         generator(gcfg, adapter),
         items,
         gen_config(p, tokens, cfg.seed, 0.7),
@@ -184,7 +184,7 @@ def everyday_questions(
 ) -> tuple[list[str], int]:
     """Everyday questions the generator lists (10 a prompt), de-duplicated, evaluation prompts
     (and near copies) dropped; returns up to `defense_normal` and the duplicates count."""
-    from fedloom.generation import run_job
+    from fedloom.generation import run_complete
 
     p: SafetyPipelineConfig = cfg.params
     per = 10
@@ -192,7 +192,7 @@ def everyday_questions(
         (f"everyday-{i}", [{"role": "user", "content": EVERYDAY_TASK.format(n=per)}])
         for i in range(math.ceil(p.defense_normal * 1.5 / per))
     ]
-    run_job(
+    run_complete(
         generator(gcfg, adapter),
         asks,
         gen_config(p, 24 * per, cfg.seed),

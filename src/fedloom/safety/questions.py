@@ -9,7 +9,7 @@ from typing import Any
 
 from fedloom.data.schema import InstructionRecord, PromptRecord
 from fedloom.data.sources import load_source_report
-from fedloom.generation import read_job, run_job
+from fedloom.generation import read_job, run_complete
 from fedloom.pipeline.runner import (
     PipelineConfig,
     StageContext,
@@ -146,7 +146,7 @@ def harm_check(
 
     judge = JUDGES["rules-prefix"]()
     check = [(r["id"], [{"role": "user", "content": r["question"]}]) for r in rows]
-    run_job(
+    run_complete(
         generator(p.aligned_generator),
         check,
         gen_config(p, 16, seed, 0.0),
@@ -188,7 +188,7 @@ def questions_stage(ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
     assert_disjoint(
         guard, [q for _, (_, ex) in shown.items() for q in ex], "question-writing examples"
     )
-    rep = run_job(generator(p.question_generator), items, gen_config(p, p.question_tokens, cfg.seed),
+    rep = run_complete(generator(p.question_generator), items, gen_config(p, p.question_tokens, cfg.seed),
                   ctx.folder / "generations.jsonl")  # fmt: skip
     job = read_job(ctx.folder / "generations.jsonl", [i for i, _ in items])
     parsed, failed, writer_refused = parse_questions(job.ok, shown)

@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from fedloom.generation import build_generator, read_job, run_job
+from fedloom.generation import build_generator, read_job, run_complete
 from fedloom.pipeline.runner import (
     PipelineConfig,
     StageContext,
@@ -34,7 +34,7 @@ def llm_task_prompts(
         for lab in labels
         for j in range(p.llm_prompts_per_label)
     ]
-    run_job(gen, asks, replace(p.generation, seed=seed), folder / "llm_prompts.jsonl")
+    run_complete(gen, asks, replace(p.generation, seed=seed), folder / "llm_prompts.jsonl")
     out: dict[str, list[str]] = {}
     for pid, reply in read_job(folder / "llm_prompts.jsonl", [i for i, _ in asks]).texts().items():
         text = reply.strip().splitlines()
@@ -131,7 +131,7 @@ def generate_stage(
     (ctx.folder / "prompts.json").write_text(
         json.dumps({pid: {"prompt": pr, **meta[pid]} for pid, pr in items}, ensure_ascii=False)
     )
-    rep = run_job(
+    rep = run_complete(
         gen, items, replace(p.generation, seed=cfg.seed), ctx.folder / "generations.jsonl"
     )
     held = {normalise(_question(r["instruction"])) for f in ("heldout", "mia_nonmembers")

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from fedloom.generation import GenerationConfig, TextGenerator, read_job, run_job
+from fedloom.generation import GenerationConfig, TextGenerator, read_job, run_complete
 from fedloom.synth.common import WORD, cut_words, normalise, parse_output
 from fedloom.synth.knowledgesg.config import KSGConfig
 from fedloom.synth.knowledgesg.methods import SynthMethod
@@ -102,7 +102,7 @@ def rate(
     items = [
         (c["id"], [system(RATE_SYSTEM), user(RATE_PROMPT.format(q=c["instruction"]))]) for c in cand
     ]
-    run_job(prof, items, GenerationConfig(max_new_tokens=12, batch_size=p.generation.batch_size),
+    run_complete(prof, items, GenerationConfig(max_new_tokens=12, batch_size=p.generation.batch_size),
             folder / "ratings.jsonl")  # fmt: skip
     ratings = read_job(folder / "ratings.jsonl", [i for i, _ in items]).texts()
     kept = []
@@ -152,7 +152,7 @@ def answer(
         for c in cand
     ]  # fmt: skip
     acfg = GenerationConfig(max_new_tokens=p.answer_tokens, batch_size=p.generation.batch_size)
-    run_job(answerer, items, acfg, folder / "answers.jsonl")
+    run_complete(answerer, items, acfg, folder / "answers.jsonl")
     answers = read_job(folder / "answers.jsonl", [i for i, _ in items]).texts()
     kept = []
     for c in cand:

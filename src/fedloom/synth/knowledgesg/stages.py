@@ -133,7 +133,7 @@ class KnowledgeSG(PipelineMethod):
         return build_generator(gcfg)
 
     def _write(self, ctx: StageContext, cfg: PipelineConfig, m: SynthMethod) -> dict[str, Any]:
-        from fedloom.generation import run_job
+        from fedloom.generation import run_complete
 
         p: KSGConfig = cfg.params
         data = ctx.folder_of("data")
@@ -162,7 +162,7 @@ class KnowledgeSG(PipelineMethod):
         gcfg = replace(p.generation, seed=cfg.seed)
         if ask == "instruction":  # a question needs far fewer tokens than a pair
             gcfg = replace(gcfg, max_new_tokens=min(gcfg.max_new_tokens, p.instruction_tokens))
-        rep = run_job(gen, items, gcfg, ctx.folder / "generations.jsonl")
+        rep = run_complete(gen, items, gcfg, ctx.folder / "generations.jsonl")
         return {
             "prompts": len(items),
             "examples": mode,

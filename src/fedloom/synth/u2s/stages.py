@@ -114,7 +114,7 @@ class U2S(PipelineMethod):
         }
 
     def _generate(self, ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
-        from fedloom.generation import build_generator, run_job
+        from fedloom.generation import build_generator, run_complete
 
         p: U2SConfig = cfg.params
         data, sel = ctx.folder_of("data"), ctx.folder_of("select")
@@ -130,7 +130,7 @@ class U2S(PipelineMethod):
             for s in read_jsonl(sel / "selections.jsonl")
         ]
         gen = build_generator(p.generator, chat=p.generation.chat)
-        rep = run_job(gen, items, p.generation, ctx.folder / "generations.jsonl")
+        rep = run_complete(gen, items, p.generation, ctx.folder / "generations.jsonl")
         still = rep.failed
         ctx.console.print(
             f"generated {rep.generated} prompts ({rep.done_before} done before), {rep.failed} "
