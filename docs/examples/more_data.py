@@ -18,7 +18,7 @@ from fedloom.data.schema import InstructionRecord
 from fedloom.errors import FedloomError
 from fedloom.experiment.collect import compare_items
 from fedloom.experiment.evaluate import Scorer, heldout_vs_base
-from fedloom.experiment.report import ResultTable, stage_costs, write_report
+from fedloom.experiment.report import ResultTable, stage_costs, write_stage_report
 from fedloom.experiment.train import client_sources, heldout_source, train_run
 from fedloom.pipeline import (
     PipelineConfig,
@@ -97,4 +97,4 @@ class MoreData(PipelineMethod):
         keys = [k for k in ctx.stage_folders if ".train." in k]
         table = ResultTable("More data per client", [r for r in rows if r is not None],
                             intro=f"Seeds {cfg.seeds}.", costs=stage_costs(ctx, keys))  # fmt: skip
-        return write_report(ctx.folder, table)
+        return write_stage_report(ctx, table)

@@ -247,6 +247,15 @@ def write_report(folder: Path, t: ResultTable) -> dict[str, Any]:
     }
 
 
+def write_stage_report(ctx: Any, t: ResultTable) -> dict[str, Any]:
+    """A pipeline's table stage: :func:`write_report` into the stage's folder, with the
+    pipeline's resolved config among the configs, and ``table.md`` printed."""
+    t.configs.setdefault("pipeline", (ctx.out / "pipeline.yaml").read_text())
+    summary = write_report(ctx.folder, t)
+    ctx.console.print((ctx.folder / "table.md").read_text())
+    return summary
+
+
 def stage_costs(ctx: Any, keys: Sequence[str]) -> list[dict[str, Any]]:
     """Seconds per finished stage (from its ``done.json``) and the rates its summary reports."""
     rates = ("tokens_per_second", "train_tokens_per_second", "items_per_second")

@@ -10,8 +10,7 @@ from typing import Any
 
 from fedloom.experiment.collect import compare_items
 from fedloom.experiment.compare import Comparison
-from fedloom.experiment.report import ResultTable, stage_costs
-from fedloom.experiment.report import write_report as write_report_kit
+from fedloom.experiment.report import ResultTable, stage_costs, write_stage_report
 from fedloom.pipeline.runner import PipelineConfig, StageContext
 from fedloom.safety.config import SafetyPipelineConfig
 
@@ -218,13 +217,11 @@ def write_report(ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
         costs=stage_costs(
             ctx, [k for k in ctx.stage_folders if ".train." in k or ".evaluate." in k]
         ),
-        configs={"pipeline": (ctx.out / "pipeline.yaml").read_text()},
         extra_md=wide,
     )
-    summary = write_report_kit(ctx.folder, table)
+    summary = write_stage_report(ctx, table)
     per = {str(s): {n: ev for n, ev, _ in r} for s, r in per_seed.items()}
     (ctx.folder / "table.json").write_text(json.dumps(per, indent=1))
-    ctx.console.print((ctx.folder / "table.md").read_text())
     return summary | {
         "arms": {str(s): [n for n, _, _ in r] for s, r in per_seed.items()},
         "stealth_plot": bool(stealth),

@@ -8,8 +8,7 @@ from typing import Any
 
 from fedloom.experiment.collect import compare_items
 from fedloom.experiment.compare import Comparison
-from fedloom.experiment.report import ResultTable, stage_costs
-from fedloom.experiment.report import write_report as write_report_kit
+from fedloom.experiment.report import ResultTable, stage_costs, write_stage_report
 from fedloom.pipeline.runner import PipelineConfig, StageContext
 from fedloom.synth.fedgc.rows import row_name
 
@@ -59,14 +58,12 @@ def write_report(ctx: StageContext, cfg: PipelineConfig, rows: list[str]) -> dic
         f"Rows are paired per held-out question and pooled over seeds; the plot is seed {seed}'s.",
         plots=[ctx.folder / "grid.png"],
         costs=stage_costs(ctx, keys),
-        configs={"pipeline": (ctx.out / "pipeline.yaml").read_text()},
         extra_md=wide,
     )
-    summary = write_report_kit(ctx.folder, table)
+    summary = write_stage_report(ctx, table)
     (ctx.folder / "table.json").write_text(
         json.dumps({str(s): r for s, r in per_seed.items()}, indent=1)
     )
-    ctx.console.print((ctx.folder / "table.md").read_text())
     return summary | {"arms": {str(s): len(r) for s, r in per_seed.items()}}
 
 

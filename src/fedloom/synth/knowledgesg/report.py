@@ -9,7 +9,7 @@ from typing import Any
 
 from fedloom.experiment.collect import compare_items
 from fedloom.experiment.compare import Comparison
-from fedloom.experiment.report import ResultTable, stage_costs, write_report
+from fedloom.experiment.report import ResultTable, stage_costs, write_stage_report
 from fedloom.pipeline.runner import PipelineConfig, StageContext, stage_key
 from fedloom.synth.knowledgesg.methods import KSG_METHODS
 
@@ -192,12 +192,10 @@ def write_table(ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
         "paired per item and pooled over seeds.",
         plots=[ctx.folder / "table.png"],
         costs=stage_costs(ctx, keys),
-        configs={"pipeline": (ctx.out / "pipeline.yaml").read_text()},
         extra_md=extra,
     )
-    summary = write_report(ctx.folder, table)
+    summary = write_stage_report(ctx, table)
     (ctx.folder / "methods.json").write_text(
         json.dumps({str(s): r for s, r in wide.items()}, indent=2)
     )
-    ctx.console.print((ctx.folder / "table.md").read_text())
     return summary | {"methods": {str(s): r for s, r in wide.items()}}

@@ -10,7 +10,7 @@ from typing import Any
 from fedloom.data.schema import InstructionRecord
 from fedloom.experiment.collect import item_comparisons
 from fedloom.experiment.evaluate import Scorer, heldout_vs_base, suite_vs_base
-from fedloom.experiment.report import ResultTable, stage_costs, write_report
+from fedloom.experiment.report import ResultTable, stage_costs, write_stage_report
 from fedloom.experiment.train import client_sources, heldout_source, train_run
 from fedloom.generation import read_job
 from fedloom.pipeline.runner import (
@@ -259,6 +259,5 @@ class U2S(PipelineMethod):
             "Rows compare the tuned model with the base model on the same items.",
             provenance=provenance,
             costs=stage_costs(ctx, keys),
-            configs={"pipeline": (ctx.out / "pipeline.yaml").read_text()},
         )
-        return write_report(ctx.folder, table)
+        return write_stage_report(ctx, table)
