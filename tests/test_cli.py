@@ -144,7 +144,8 @@ def test_bad_inputs_are_one_line_and_leave_no_folder(
 
 
 def test_pipeline_and_bench_take_out(tmp_path: Path) -> None:
-    from fedloom.cli import _with_out, make_parser
+    from fedloom.cli import make_parser
+    from fedloom.commands.common import with_out as _with_out
 
     args = make_parser().parse_args(["pipeline", "c.yaml", "--out", "x", "--set", "seeds=[1]"])
     assert _with_out(args) == ["seeds=[1]", "out=x"]

@@ -225,8 +225,13 @@ def test_u2s_end_to_end_on_tiny_llama(tmp_path, capsys) -> None:
 def test_paired_bootstrap_and_example_losses() -> None:
     from fedloom.config import ModelConfig
     from fedloom.data.template import tokenize_example
-    from fedloom.eval.heldout import example_losses, paired_bootstrap
+    from fedloom.eval.heldout import example_losses
+    from fedloom.experiment import compare
     from fedloom.models import load_model
+
+    def paired_bootstrap(diffs: list[float], seed: int) -> tuple[float, float, float]:
+        c = compare({0: diffs}, {0: [0.0] * len(diffs)}, seed=seed)  # the kit's one bootstrap
+        return c.diff, c.low, c.high
 
     assert paired_bootstrap([0.5] * 10, seed=0) == (0.5, 0.5, 0.5)
     mean, lo, hi = paired_bootstrap([-1.0, 0.0, 1.0, 2.0], seed=0)

@@ -18,9 +18,8 @@ import argparse
 import sys
 
 from fedloom.commands import COMMANDS
-from fedloom.commands.common import with_out as _with_out
 
-__all__ = ["_with_out", "main", "make_parser"]
+__all__ = ["main", "make_parser"]
 
 
 def make_parser() -> argparse.ArgumentParser:

@@ -109,22 +109,6 @@ def example_losses(
     return out
 
 
-def paired_bootstrap(
-    diffs: Sequence[float], seed: int, resamples: int = 2000
-) -> tuple[float, float, float]:
-    """Mean of paired differences and its 95% percentile-bootstrap interval (items resampled
-    with replacement, ``random.Random(seed)``)."""
-    import random
-
-    if not diffs:
-        raise ValueError("no paired differences")
-    rng = random.Random(seed)
-    n = len(diffs)
-    means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
-    lo, hi = means[int(0.025 * resamples)], means[int(0.975 * resamples) - 1]
-    return sum(diffs) / n, lo, hi
-
-
 @torch.no_grad()
 def generate_answers(
     model: PreTrainedModel | PeftModel,

@@ -281,7 +281,7 @@ class KnowledgeSG(PipelineMethod):
     def _model_checks(
         self, ctx: StageContext, cfg: PipelineConfig, model: Any, loaded: Any, held: list[Any]
     ) -> dict[str, Any]:
-        """Canary exposure and extraction, the suite and the free-form answers of one model."""
+        """Canary exposure and extraction, and the free-form answers, of one model."""
         from fedloom.privacy.audit import Canary, exposure, extracted
 
         p: KSGConfig = cfg.params
@@ -301,7 +301,6 @@ class KnowledgeSG(PipelineMethod):
         }
         if p.freeform:
             out["freeform"] = self._freeform(ctx, cfg, model, loaded, held[: p.freeform])
-        ctx.console.print({k: v for k, v in out.items() if k != "canaries"})
         return out
 
     def _freeform(
