@@ -107,6 +107,8 @@ def test_config_errors() -> None:
         GenerationConfig(n=2)
     with pytest.raises(ConfigError, match="top_p"):
         GenerationConfig(top_p=0)
+    with pytest.raises(ConfigError, match="`generation.max_consecutive_failures` must be >= 0"):
+        GenerationConfig(max_consecutive_failures=-1)
 
 
 class Scripted:
