@@ -115,6 +115,7 @@ class Scripted:
     """A generator whose answers are the prompts reversed; batches holding `boom` raise."""
 
     name = "scripted"
+    endpoint = None
 
     def __init__(self) -> None:
         self.seen: list[str] = []

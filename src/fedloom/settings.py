@@ -17,11 +17,14 @@ import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from fedloom.errors import FedloomError
+
+
+T = TypeVar("T")
 
 
 class ConfigError(FedloomError, ValueError):
@@ -630,7 +633,11 @@ def _build(cls: type, data: Any, where: str) -> Any:
     if dataclasses.is_dataclass(data):
         return data
     if not isinstance(data, dict):
-        raise ConfigError(f"`{where or 'config'}` must be a mapping, got {type(data).__name__}")
+        hint = getattr(cls, "_shape_hint", "")
+        raise ConfigError(
+            f"`{where or 'config'}` must be a mapping, got {type(data).__name__} {data!r}"
+            + (f"; {hint}" if hint else "")
+        )
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -645,6 +652,13 @@ def _build(cls: type, data: Any, where: str) -> Any:
         return cls(**kwargs)
     except TypeError as e:
         raise ConfigError(f"`{where or 'config'}`: {e}") from None
+
+
+def section_from_dict(cls: type[T], data: Any, where: str) -> T:
+    """One settings section (any config dataclass) from a dict, with the same unknown-key and
+    type checks as a whole config; ``where`` names it in errors (`judge`)."""
+    built: T = _build(cls, data, where)
+    return built
 
 
 def _coerce(tp: Any, value: Any, path: str) -> Any:

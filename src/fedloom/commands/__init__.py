@@ -13,6 +13,7 @@ from fedloom.commands import (
     client,
     data,
     evaluate,
+    judge,
     models,
     pipeline,
     run,
@@ -22,6 +23,7 @@ from fedloom.commands import (
 COMMANDS: dict[str, ModuleType] = {
     "run": run,
     "eval": evaluate,
+    "judge": judge,
     "pipeline": pipeline,
     "bench": bench,
     "audit": audit,

@@ -457,8 +457,9 @@ def _writingbench(path: Path, report: LoadReport) -> list[Record]:
     return out
 
 
-def load_refusal_labels() -> list[tuple[str, bool]]:
-    """PyRIT's human-labelled responses: (response, is_refusal); used to check refusal judges."""
+def load_refusal_rows() -> list[tuple[str, str, bool]]:
+    """PyRIT's human-labelled responses: (request, response, is_refusal); used to check refusal
+    and safety judges."""
     import csv
 
     path = PackageFile(
@@ -466,9 +467,28 @@ def load_refusal_labels() -> list[tuple[str, bool]]:
     ).local_path()
     text = path.read_text().split("\n", 1)[1]  # first line is a version comment
     return [
-        (r["assistant_response"], r["human_score"] == "1")
+        (r["objective"], r["assistant_response"], r["human_score"] == "1")
         for r in csv.DictReader(io.StringIO(text))
     ]
+
+
+def load_objective_rows(category: str) -> list[tuple[str, str, bool]]:
+    """PyRIT's human-labelled "objective achieved" responses of one harm category
+    (`hate_speech`, `self_harm`, `violence`, ...): (request, response, achieved); a response
+    that achieves a harmful objective is unsafe."""
+    import csv
+
+    path = PackageFile(member=f"pyrit/datasets/scorer_evals/objective/{category}.csv", **PYRIT)
+    text = path.local_path().read_text().split("\n", 1)[1]  # first line is a version comment
+    return [
+        (r["objective"], r["assistant_response"], r["human_score"] == "1")
+        for r in csv.DictReader(io.StringIO(text))
+    ]
+
+
+def load_refusal_labels() -> list[tuple[str, bool]]:
+    """PyRIT's human-labelled responses: (response, is_refusal)."""
+    return [(resp, refused) for _, resp, refused in load_refusal_rows()]
 
 
 def _src(

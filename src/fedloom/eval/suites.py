@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
@@ -32,6 +31,7 @@ from fedloom.errors import FedloomError
 from fedloom.eval import datasets
 from fedloom.eval.datasets import MCItem, PromptItem
 from fedloom.eval.heldout import generate_answers
+from fedloom.eval.intervals import normal_interval, wilson_interval
 from fedloom.eval.judges import (
     JUDGES,
     RatingJudge,
@@ -82,17 +82,6 @@ def source_key(item: Any) -> tuple[str, str]:
     """(source, id) of the source record a suite item was made from; training records carry
     the same two fields in their metadata, so a run can leave its training items out."""
     return str(item.metadata.get("source")), str(item.metadata.get("id"))
-
-
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for a proportion k/n."""
-    if n == 0:
-        return (0.0, 0.0)
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def subsample(items: Sequence[T], limit: int | None, seed: int, name: str) -> list[T]:
@@ -203,15 +192,6 @@ def run_safety(name: str, items: list[PromptItem], ctx: EvalContext) -> SuiteRes
     res = SuiteResult(name, metrics, len(items), time.perf_counter() - t0, rows)
     res.metrics |= {f"safety_rate[{c}]": by_cat[c] / tot_cat[c] for c in sorted(tot_cat) if c}
     return res
-
-
-def normal_interval(values: list[float]) -> dict[str, float]:
-    """Mean with a normal-approximation 95% interval."""
-    n = len(values)
-    mean = sum(values) / max(n, 1)
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
-    half = 1.96 * sd / math.sqrt(n) if n else 0.0
-    return {"mean": mean, "ci95_low": mean - half, "ci95_high": mean + half}
 
 
 def run_rouge(name: str, items: list[PromptItem], ctx: EvalContext) -> SuiteResult:

@@ -11,6 +11,7 @@ from fedloom.generation.base import (
     Prompt,
     TextGenerator,
     cut_at_stop,
+    sampling_of,
 )
 from fedloom.generation.factory import (
     BACKENDS,
@@ -52,6 +53,7 @@ __all__ = [
     "Prompt",
     "TextGenerator",
     "cut_at_stop",
+    "sampling_of",
     "finished_ids",
     "read_job",
     "run_complete",

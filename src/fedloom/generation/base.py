@@ -76,10 +76,19 @@ class Generation:
 
 class TextGenerator(Protocol):
     name: str
+    endpoint: str | None
+    """Where generation runs, for provenance: the server URL of a remote backend; None for a
+    model on this machine."""
 
     def generate(self, prompts: Sequence[Prompt], cfg: GenerationConfig) -> list[list[Generation]]:
         """``cfg.n`` generations per prompt, in the prompts' order."""
         ...
+
+
+def sampling_of(cfg: GenerationConfig) -> dict[str, object]:
+    """The settings that decide a sample (saved on every generated row: provenance)."""
+    keys = ("temperature", "top_p", "top_k", "repetition_penalty", "n", "seed", "max_new_tokens")
+    return {k: getattr(cfg, k) for k in keys} | {"chat": cfg.chat}
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

@@ -80,6 +80,11 @@ class GeneratorConfig:
                 "http://localhost:8000/v1)",
             ),
             (
+                self.base_url is None or self.base_url.startswith(("http://", "https://")),
+                f"`generator.base_url` is {self.base_url!r}: give the full URL with its scheme "
+                "and API root, e.g. http://127.0.0.1:8000/v1",
+            ),
+            (
                 self.adapter is None or self.backend == "local",
                 f"`generator.adapter` loads a LoRA adapter on a local model; with `backend: "
                 f"{self.backend}` serve the merged model instead (`fedloom export --merged`)",

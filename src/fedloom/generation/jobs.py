@@ -14,7 +14,7 @@ from typing import Any
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fedloom.errors import FedloomError
-from fedloom.generation.base import GenerationConfig, Prompt, TextGenerator
+from fedloom.generation.base import GenerationConfig, Prompt, TextGenerator, sampling_of
 
 
 class GenerationJobError(FedloomError, ValueError):
@@ -139,8 +139,9 @@ def run_job(
     progress: bool = True,
 ) -> JobReport:
     """Generate ``cfg.n`` samples for each (id, prompt) not yet in ``path``; one JSON line per
-    prompt: ``id``, ``prompt``, ``generations`` (text, tokens, finish_reason), ``generator``,
-    or ``error`` when its batch failed (retried on the next run)."""
+    prompt: ``id``, ``prompt``, ``generations`` (text, tokens, finish_reason) and their provenance
+    (``generator``, ``endpoint``: the server URL or None for a local model, ``sampling``: the
+    settings and seed), or ``error`` when it failed (retried on the next run)."""
     out = Path(path)
     ids = [i for i, _ in items]
     if len(set(ids)) != len(ids):
@@ -153,6 +154,7 @@ def run_job(
             f.write("\n")  # end a line a kill cut short, so the next record starts clean
     report = JobReport(len(items) - len(todo), 0, 0, 0, 0.0)
     streak = 0  # prompts failed in a row (the circuit breaker)
+    sampling = sampling_of(cfg)  # provenance, on every row
     t0 = time.perf_counter()
     columns = (
         TextColumn("{task.description}"),
@@ -170,7 +172,7 @@ def run_job(
             chunk = todo[start : start + cfg.batch_size]
             try:
                 results = generator.generate([p for _, p in chunk], cfg)
-                rows = []
+                rows: list[dict[str, Any]] = []
                 for (i, p), gens in zip(chunk, results, strict=True):
                     errors = [g.error for g in gens if g.error]
                     if errors:  # the backend gave up on this prompt: retried on the next run
@@ -185,6 +187,8 @@ def run_job(
                                 {k: v for k, v in asdict(g).items() if k != "error"} for g in gens
                             ],
                             "generator": generator.name,
+                            "endpoint": generator.endpoint,
+                            "sampling": sampling,
                         }
                     )
                     report.generated += 1

@@ -36,6 +36,7 @@ class LocalGenerator:
         name: str = "local",
     ) -> None:
         self.model, self.tokenizer, self.device, self.name = model, tokenizer, device, name
+        self.endpoint: str | None = None
 
     @contextlib.contextmanager
     def adapter(self, state: StateDict | None) -> Iterator[None]:

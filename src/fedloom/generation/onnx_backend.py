@@ -106,6 +106,7 @@ class OnnxGenerator:
         self.og = _import_og()
         self.model = self.og.Model(str(folder))
         self.tokenizer, self.name, self.folder = tokenizer, name, folder
+        self.endpoint: str | None = None
         pad = tokenizer.pad_token_id
         self.pad = int(pad if pad is not None else tokenizer.eos_token_id)
 

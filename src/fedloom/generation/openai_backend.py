@@ -4,6 +4,10 @@ Ollama, a hosted API) — how generation scales past one CPU. Requests run concu
 if it still fails, recorded in its :class:`Generation` (``error``) instead of stopping the job
 (:func:`~fedloom.generation.run_job` writes it as an error row and retries it on the next run).
 
+A server that ignores ``n`` (llama.cpp's, ``transformers serve``) returns one sample per request:
+the backend asks again, with the next seeds, for the samples still missing, and fails the prompt
+(named, retried) if a request returns none.
+
 Sampling settings outside the OpenAI API (``top_k``, ``repetition_penalty``) are sent in the
 request body's extra fields, which vLLM reads and other servers ignore.
 """
@@ -34,6 +38,7 @@ class OpenAIGenerator:
         from openai import OpenAI
 
         self.model, self.name, self.base_url = model, f"openai:{model}", base_url
+        self.endpoint: str | None = base_url
         self.concurrency, self.retries, self.backoff = concurrency, retries, backoff
         key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
         # our own retry loop (counted, with backoff); the client's is off
@@ -58,13 +63,25 @@ class OpenAIGenerator:
         return [Generation("", 0, "error", error=error)] * cfg.n
 
     def _request(self, prompt: Prompt, cfg: GenerationConfig) -> list[Generation]:
+        """``cfg.n`` samples: asked for at once, then (a server that ignores ``n``) asked again
+        for the missing ones with the following seeds."""
+        out: list[Generation] = []
+        seed = cfg.seed
+        while len(out) < cfg.n:
+            got = self._ask(prompt, cfg, cfg.n - len(out), seed)
+            if not got:
+                raise ValueError(f"the server returned no sample (asked for {cfg.n - len(out)})")
+            out, seed = out + got, seed + 1
+        return out[: cfg.n]
+
+    def _ask(self, prompt: Prompt, cfg: GenerationConfig, n: int, seed: int) -> list[Generation]:
         common: dict[str, Any] = dict(
             model=self.model,
             max_tokens=cfg.max_new_tokens,
             temperature=cfg.temperature,
             top_p=cfg.top_p,
-            n=cfg.n,
-            seed=cfg.seed,
+            n=n,
+            seed=seed,
         )
         if cfg.stop:
             common["stop"] = cfg.stop[:4]  # the API takes up to 4; the rest are cut here
