@@ -23,7 +23,6 @@ import yaml
 
 from fedloom.errors import FedloomError
 
-
 T = TypeVar("T")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fedloom.judges.config import JudgeConfig
 from fedloom.settings import ConfigError
 
 METHODS = ("local", "fedavg", "fedprox", "scaffold", "fedavgm", "fedadagrad", "fedyogi", "fedadam")
@@ -51,9 +52,10 @@ class BenchConfig:
     )
     """Fixed-seed subset size per suite (a suite not named: 20)."""
     max_new_tokens: int = 64
-    judge: str | None = None
-    """Rating judge for MT-Bench and helpfulness: None (answers saved unscored unless
-    FEDLOOM_JUDGE_URL is set), `openai`, or a local model name/path."""
+    judge: JudgeConfig | None = None
+    """Rates MT-Bench and the held-out answers' helpfulness (1-10), e.g. `{generator: {model:
+    qwen2.5-coder-1.5b-instruct}}` or an OpenAI-compatible endpoint; null: answers saved
+    unscored."""
     stats: bool = True
     """Per-federation diversity statistics and plots (a stage per federation)."""
     embedder: str = "minilm"

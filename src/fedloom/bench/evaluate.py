@@ -22,9 +22,9 @@ from fedloom.data.schema import (
     record_prompt,
 )
 from fedloom.experiment.evaluate import ItemScores
-
-HELPFULNESS_TEMPLATE = "single-v1"
-"""FastChat's reference-free single-answer grading prompt (1-10)."""
+from fedloom.judges import JudgeModel, run_judge
+from fedloom.judges.mtbench import score_mtbench
+from fedloom.judges.validate import validity_note
 
 
 def reference(r: Record) -> str:
@@ -89,24 +89,11 @@ def _heldout_loss(
     return metric, scores
 
 
-def _helpfulness(judge: Any, prompt: Any, answer: str) -> float | None:
-    """A judge's 1-10 rating of one answer (FastChat's `single-v1` prompt); None: unparsed."""
-    from fedloom.data.catalog import mtbench_judge_prompts
-    from fedloom.eval.judges import parse_rating
-
-    tpl = mtbench_judge_prompts()[HELPFULNESS_TEMPLATE]
-    q_text = prompt if isinstance(prompt, str) else prompt[-1]["content"]
-    reply = judge.complete(
-        tpl["system_prompt"], tpl["prompt_template"].format(question=q_text, answer=answer)
-    )
-    return parse_rating(reply)
-
-
 def _answers(
-    model: Any, loaded: Any, asked: list[Record], bench: Any, judge: Any
+    model: Any, loaded: Any, asked: list[Record], bench: Any
 ) -> tuple[dict[str, dict[str, Any]], ItemScores, list[dict[str, Any]]]:
-    """Greedy answers to held-out prompts: ROUGE-L against the reference and, with a judge, a
-    helpfulness rating each (unparsed ratings counted)."""
+    """Greedy answers to held-out prompts, scored by ROUGE-L against the reference (rated for
+    helpfulness afterwards when a judge is configured: :func:`judge_answers`)."""
     from rouge_score import rouge_scorer
 
     from fedloom.eval.heldout import generate_answers
@@ -118,20 +105,11 @@ def _answers(
         scorer.score(reference(r), a)["rougeL"].fmeasure for r, a in zip(asked, outs, strict=True)
     ]
     metrics: dict[str, dict[str, Any]] = {"rougeL": mean_interval(scores)}
-    ratings: list[float] = []
-    rows = []
-    for q, a, sc in zip(prompts, outs, scores, strict=True):
-        rating = _helpfulness(judge, q, a) if judge is not None else None
-        if rating is not None:
-            ratings.append(rating)
-        rows.append(
-            {"kind": "heldout", "prompt": q, "answer": a, "rougeL": sc, "helpfulness": rating}
-        )
-    metrics["helpfulness"] = (
-        mean_interval(ratings) | {"judge": judge.name, "unparsed": len(asked) - len(ratings)}
-        if judge is not None
-        else {"mean": None, "scored": 0, "answered": len(asked), "judge": None}
-    )
+    rows = [
+        {"kind": "heldout", "id": str(i), "prompt": q, "answer": a, "rougeL": sc}
+        for i, (q, a, sc) in enumerate(zip(prompts, outs, scores, strict=True))
+    ]
+    metrics["helpfulness"] = {"mean": None, "scored": 0, "answered": len(asked), "judge": None}
     rouge = ItemScores("ROUGE-L", False, {str(i): float(v) for i, v in enumerate(scores)})
     return metrics, rouge, rows
 
@@ -145,22 +123,25 @@ def evaluate_model(
     task: str,
     max_seq_len: int,
     seed: int,
+    folder: Path,
 ) -> CellEval:
-    """Score the base model (``adapter=None``) or base + the LoRA adapter in ``adapter``:
+    """Score the base model (``adapter=None``) or base + the LoRA adapter in ``adapter``
+    (judge jobs in ``folder``):
     held-out loss, ROUGE-L and helpfulness on the federation's held-out items, the suites."""
     import torch
     from peft import PeftModel
 
-    from fedloom.eval.judges import make_rating_judge
     from fedloom.eval.suites import EvalContext, run_suite
     from fedloom.models import load_model
 
+    judge = JudgeModel(bench.judge) if bench.judge is not None else None
+    if judge is not None:
+        judge.preflight()  # before any answer is generated
     loaded = load_model(model_cfg)
     model: Any = loaded.model
     if adapter is not None:
         model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
-    judge = make_rating_judge(bench.judge)
     metrics: dict[str, dict[str, Any]] = {}
     answers: list[dict[str, Any]] = []
     per_item: dict[str, ItemScores] = {}
@@ -171,13 +152,11 @@ def evaluate_model(
                 model, loaded, items, max_seq_len
             )
         if bench.rouge:
-            got, per_item["rougeL"], answers = _answers(
-                model, loaded, items[: bench.rouge], bench, judge
-            )
+            got, per_item["rougeL"], answers = _answers(model, loaded, items[: bench.rouge], bench)
             metrics |= got
         ctx = EvalContext(
             model, loaded.tokenizer, loaded.device, loaded.autocast_dtype, batch_size=8,
-            max_new_tokens=bench.max_new_tokens, progress=False, rating_judge=judge,
+            max_new_tokens=bench.max_new_tokens, progress=False,
         )  # fmt: skip
         for suite in bench.suites:
             res = run_suite(suite, ctx, bench.limit(suite), seed, exclude=trained_keys)
@@ -190,4 +169,38 @@ def evaluate_model(
                     False,
                     {str(it["id"]): float(bool(it[key])) for it in res.items},
                 )
+    if judge is not None:
+        judge_answers(judge, answers, metrics, per_item, folder)
     return CellEval(metrics, answers, per_item)
+
+
+def judge_answers(
+    judge: JudgeModel,
+    answers: list[dict[str, Any]],
+    metrics: dict[str, dict[str, Any]],
+    per_item: dict[str, ItemScores],
+    folder: Path,
+) -> None:
+    """Helpfulness (FastChat's `single-v1`, 1-10) of the held-out answers and the MT-Bench
+    score of the MT-Bench answers, with the judge's parse rate and validity beside each;
+    unjudged answers counted, never scored."""
+    held = [a for a in answers if a["kind"] == "heldout"]
+    if held:
+        items = [(a["id"], {"question": _text(a["prompt"]), "answer": a["answer"]}) for a in held]
+        judged = run_judge("single", judge, items, folder / "judge.helpfulness.jsonl")
+        values = list(judged.values.values())
+        metrics["helpfulness"] = (
+            mean_interval(values)
+            | judged.summary()
+            | {"validity": validity_note(judge.label, "single")}
+        )
+        per_item["helpfulness"] = ItemScores("helpfulness (judge, 1-10)", False, judged.values)
+    mt = [a for a in answers if a["kind"] == "mtbench"]
+    if mt:
+        scored, per_question = score_mtbench(judge, mt, folder)
+        metrics["mtbench"] |= scored | {"validity": validity_note(judge.label, "single")}
+        per_item["mtbench"] = ItemScores("MT-Bench (judge, 1-10)", False, per_question)
+
+
+def _text(prompt: Any) -> str:
+    return prompt if isinstance(prompt, str) else str(prompt[-1]["content"])

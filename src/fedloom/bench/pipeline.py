@@ -128,6 +128,7 @@ class BenchPipeline(PipelineMethod):
             spec.task,
             cfg.train.data.max_seq_len,
             seed,
+            ctx.folder,
         )
         ev.save(ctx.folder)
         return {"federation": fed, "seed": seed, "metrics": ev.metrics}
@@ -158,6 +159,7 @@ class BenchPipeline(PipelineMethod):
             spec.task,
             run_cfg.data.max_seq_len,
             seed,
+            ctx.folder,
         )
         ev.save(ctx.folder)
         return {

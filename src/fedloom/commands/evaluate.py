@@ -38,8 +38,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--judge-model",
         default=None,
-        help="mtbench judge: `openai` (FEDLOOM_JUDGE_URL + FEDLOOM_JUDGE_MODEL; the default "
-        "when FEDLOOM_JUDGE_URL is set) or a local model name/path",
+        help="scores mtbench: a local model (e.g. qwen2.5-coder-1.5b-instruct), or with "
+        "--judge-url the served model's name; none: mtbench answers saved unscored",
+    )
+    p.add_argument(
+        "--judge-url",
+        default=None,
+        help="an OpenAI-compatible endpoint for the mtbench judge, e.g. http://127.0.0.1:8000/v1 "
+        "(vLLM); its key, if any, in OPENAI_API_KEY",
     )
     p.add_argument(
         "--precision",
@@ -96,14 +102,11 @@ def main(args: argparse.Namespace) -> int:
         )
         return 2
     from fedloom.config import load_config
-    from fedloom.eval.judges import make_rating_judge
     from fedloom.eval.suites import headline
 
-    try:
-        rating_judge = make_rating_judge(args.judge_model) if "mtbench" in args.suite else None
-    except ValueError as err:
-        print(f"fedloom: {err}", file=sys.stderr)
-        return 2
+    judge = _judge(args) if "mtbench" in args.suite else None
+    if judge is not None:
+        judge.preflight()  # before the model answers anything
     # with --config, the run's own model settings and batch size: the same figures as the run
     run_cfg = load_config(args.config) if args.config else None
     model_cfg = run_cfg.model if run_cfg is not None else ModelConfig("smollm2-135m-instruct")
@@ -126,7 +129,6 @@ def main(args: argparse.Namespace) -> int:
         args.max_new_tokens,
         args.mc_mode,
         args.judge,
-        rating_judge=rating_judge,
     )
     report = {
         "model": args.model,
@@ -143,11 +145,13 @@ def main(args: argparse.Namespace) -> int:
         res = run_suite(name, ctx, args.limit, args.seed)
         key, value, ci = headline(res.metrics)
         print(f"{name:<13} {res.n:>5}  {key:<12} {value:>7.3f}  {ci:<16} {res.seconds:>7.1f}")
-        if name == "mtbench" and rating_judge is None:
+        if name == "mtbench" and judge is None:
             print(
-                "  mtbench: answers to both turns saved (--out), not scored: no judge configured "
-                "(set FEDLOOM_JUDGE_URL and FEDLOOM_JUDGE_MODEL, or pass --judge-model PATH)"
+                "  mtbench: answers to both turns saved (--out), not scored: no judge "
+                "(pass --judge-model NAME, with --judge-url URL for a server)"
             )
+        elif name == "mtbench" and judge is not None:
+            res.metrics = _score_mtbench(args, judge, res.items)
         report["suites"][name] = {
             "n": res.n,
             "seconds": res.seconds,
@@ -160,6 +164,41 @@ def main(args: argparse.Namespace) -> int:
         Path(args.out).write_text(json.dumps(report, indent=2))
         print(f"wrote {args.out}")
     return 0
+
+
+def _judge(args: argparse.Namespace) -> Any:
+    """The MT-Bench judge the flags describe (None without --judge-model)."""
+    from fedloom.generation import GeneratorConfig
+    from fedloom.judges import JudgeConfig, JudgeModel
+    from fedloom.settings import ConfigError
+
+    if args.judge_model is None:
+        if args.judge_url:
+            raise ConfigError("--judge-url needs --judge-model (the served model's name)")
+        return None
+    backend = "openai" if args.judge_url else "local"
+    gen = GeneratorConfig(backend=backend, model=args.judge_model, base_url=args.judge_url)
+    return JudgeModel(JudgeConfig(generator=gen))
+
+
+def _score_mtbench(args: argparse.Namespace, judge: Any, rows: list[Any]) -> dict[str, Any]:
+    """MT-Bench answers scored by the judge (its jobs beside --out, resumable), printed with
+    the judge's parse rate and validity."""
+    import tempfile
+
+    from fedloom.judges.mtbench import score_mtbench
+    from fedloom.judges.validate import validity_note
+
+    folder = Path(args.out).with_suffix(".judge") if args.out else Path(tempfile.mkdtemp())
+    metrics, _ = score_mtbench(judge, rows, folder, progress=False)
+    score = "—" if metrics["score"] is None else f"{metrics['score']:.2f}"
+    print(
+        f"  mtbench score {score} [{metrics['ci95_low'] or 0:.2f}, {metrics['ci95_high'] or 0:.2f}]"
+        f" over {2 * len(rows) - metrics['unjudged_turns']} judged turns "
+        f"({metrics['unjudged_turns']} unjudged; parse rate {metrics['parse_rate']:.0%})"
+    )
+    print(f"  {validity_note(judge.label, 'single')}")
+    return dict(metrics)
 
 
 def _heldout(args: argparse.Namespace, model: Any, loaded: Any, suite: str) -> dict[str, Any]:

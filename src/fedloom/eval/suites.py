@@ -32,13 +32,7 @@ from fedloom.eval import datasets
 from fedloom.eval.datasets import MCItem, PromptItem
 from fedloom.eval.heldout import generate_answers
 from fedloom.eval.intervals import normal_interval, wilson_interval
-from fedloom.eval.judges import (
-    JUDGES,
-    RatingJudge,
-    extract_answer,
-    normalize_answer,
-    parse_rating,
-)
+from fedloom.eval.judges import JUDGES, extract_answer, normalize_answer
 from fedloom.eval.scoring import score_continuations
 from fedloom.utils import rng_for
 
@@ -61,8 +55,6 @@ class EvalContext:
     mc_mode: str = "letter"
     judge: str = "rules"
     progress: bool = True
-    rating_judge: RatingJudge | None = None
-    """Rates MT-Bench answers; None: answers are saved, not scored."""
 
 
 @dataclass
@@ -218,29 +210,11 @@ def run_rouge(name: str, items: list[PromptItem], ctx: EvalContext) -> SuiteResu
     return SuiteResult(name, metrics, len(items), time.perf_counter() - t0, rows)
 
 
-def _mtbench_prompt(
-    prompts: dict[str, dict[str, str]], turn: int, item: PromptItem, answers: list[str]
-) -> tuple[str, str]:
-    """(system, prompt) of FastChat's single-answer grading for one turn (reference-guided
-    for math, reasoning and coding)."""
-    q = item.metadata["turns"]
-    ref = item.metadata.get("reference")
-    key = ("single-math-v1" if ref else "single-v1") + ("-multi-turn" if turn == 2 else "")
-    tpl = prompts[key]
-    fields = {"question": q[0], "answer": answers[0], "question_1": q[0], "answer_1": answers[0]}
-    if turn == 2:
-        fields |= {"question_2": q[1], "answer_2": answers[1]}
-    if ref:
-        fields |= {"ref_answer_1": ref[0], "ref_answer_2": ref[1] if len(ref) > 1 else ""}
-    return tpl["system_prompt"], tpl["prompt_template"].format(**fields)
-
-
 def run_mtbench(name: str, items: list[PromptItem], ctx: EvalContext) -> SuiteResult:
-    """MT-Bench: answer turn 1, then turn 2 with turn 1 in the context; with a rating judge,
-    score each turn 1-10 with FastChat's judge prompts (from the package); without one, the
-    answers are saved and marked unscored."""
-    from fedloom.data.catalog import mtbench_judge_prompts
-
+    """MT-Bench: answer turn 1, then turn 2 with turn 1 in the context. The answers (with the
+    reference answers of the categories judged against one) are the suite's items; a judge
+    scores them afterwards (:func:`fedloom.judges.mtbench.score_mtbench`), so a judge that
+    fails never costs the answers."""
     t0 = time.perf_counter()
     first = _generate([it.metadata["turns"][0] for it in items], ctx, f"{name} turn 1")
     dialogues = [
@@ -253,41 +227,17 @@ def run_mtbench(name: str, items: list[PromptItem], ctx: EvalContext) -> SuiteRe
     ]
     second = _generate(dialogues, ctx, f"{name} turn 2")
     rows: list[dict[str, Any]] = [
-        {"id": it.id, "category": it.category, "turns": it.metadata["turns"], "answers": [a, b]}
+        {
+            "id": it.id,
+            "category": it.category,
+            "turns": it.metadata["turns"],
+            "answers": [a, b],
+            "reference": it.metadata.get("reference"),
+        }
         for it, a, b in zip(items, first, second, strict=True)
     ]
-    metrics: dict[str, float] = {"answered": float(len(items))}
-    if ctx.rating_judge is None:
-        metrics["scored"] = 0.0
-        return SuiteResult(name, metrics, len(items), time.perf_counter() - t0, rows)
-    prompts = mtbench_judge_prompts()
-    ratings: dict[int, list[float]] = {1: [], 2: []}
-    unparsed = 0
-    for it, row in _iterate(list(zip(items, rows, strict=True)), f"{name} judging", ctx.progress):
-        row["ratings"], row["judgements"] = [], []
-        for turn in (1, 2):
-            reply = ctx.rating_judge.complete(*_mtbench_prompt(prompts, turn, it, row["answers"]))
-            rating = parse_rating(reply)
-            row["ratings"].append(rating)
-            row["judgements"].append(reply)
-            if rating is None:
-                unparsed += 1
-            else:
-                ratings[turn].append(rating)
-    every = ratings[1] + ratings[2]
-    stats = normal_interval(every)
-    metrics |= {
-        "scored": float(len(items)),
-        "score": stats["mean"],
-        "ci95_low": stats["ci95_low"],
-        "ci95_high": stats["ci95_high"],
-        "score_turn1": sum(ratings[1]) / max(len(ratings[1]), 1),
-        "score_turn2": sum(ratings[2]) / max(len(ratings[2]), 1),
-        "unparsed_ratings": float(unparsed),
-    }
-    res = SuiteResult(name, metrics, len(items), time.perf_counter() - t0, rows)
-    res.notes.append(f"judge: {ctx.rating_judge.name}")
-    return res
+    metrics = {"answered": float(len(items)), "scored": 0.0}
+    return SuiteResult(name, metrics, len(items), time.perf_counter() - t0, rows)
 
 
 HEADLINE_KEYS = ("accuracy", "safety_rate", "rougeL", "score", "answered")

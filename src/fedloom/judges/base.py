@@ -114,10 +114,15 @@ VERDICT_FIRST = {
     "After providing your explanation, you must rate": "Do not write an explanation: only rate",
     "After providing your explanation, output your final verdict": "Do not write an "
     "explanation: only output your final verdict",
+    'for example: "Rating: [[5]]".': "where rating is a whole number from 1 (wrong or useless) "
+    'to 10 (correct and excellent), for example "Rating: [[3]]" or "Rating: [[9]]".',
 }
 """FastChat's judge prompts ask for an explanation, then the verdict (hundreds of tokens); on a
 CPU the verdict-first form asks for the verdict alone. Each rewrite is the same sentence with the
-explanation taken out; everything else (criteria, format, answers) is FastChat's text."""
+explanation taken out; the one example rating ("Rating: [[5]]") becomes two at the ends of the
+scale with the scale spelled out: without an explanation to write first, Qwen2.5-Coder-1.5B
+copied the example's 5 as its verdict (docs/evaluation.md). Everything else (criteria, format,
+answers) is FastChat's text."""
 
 
 def verdict_first(text: str) -> str:

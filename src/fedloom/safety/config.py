@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fedloom.generation import GeneratorConfig
+from fedloom.judges.config import JudgeConfig
 from fedloom.settings import _require
 
 ROBUST = ["median", "trimmed_mean", "krum", "multikrum", "norm_bound", "dnc", "foolsgold"]
@@ -70,9 +71,11 @@ class SafetyPipelineConfig:
     advbench_limit: int | None = 100
     harmbench_limit: int | None = 50
     max_new_tokens: int = 64
-    judge: str | None = None
-    """An LLM safety judge besides the rules: `openai` (FEDLOOM_JUDGE_URL/_MODEL, e.g. vLLM
-    serving MD-Judge) or a local model name; none: rules only."""
+    judge: JudgeConfig | None = None
+    """An LLM judge besides the keyword rules: the MD-Judge-style `safety` judge on every
+    answer and the MT-Bench judges (e.g. `{generator: {model: qwen2.5-coder-1.5b-instruct}}`,
+    or a vLLM endpoint serving MD-Judge: `{generator: {backend: openai, base_url: ..., model:
+    ...}}`); null: rules only."""
     mtbench: int = 0
     """MT-Bench questions answered per row (scored only with `judge`)."""
 

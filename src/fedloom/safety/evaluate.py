@@ -9,6 +9,9 @@ from typing import Any
 from fedloom.data.schema import InstructionRecord, PromptRecord
 from fedloom.data.sources import load_source_report
 from fedloom.experiment.evaluate import ItemScores, Scorer, heldout_vs_base
+from fedloom.judges import JudgeModel, run_judge
+from fedloom.judges.mtbench import score_mtbench
+from fedloom.judges.validate import validity_note
 from fedloom.pipeline.runner import (
     PipelineConfig,
     StageContext,
@@ -21,16 +24,16 @@ def evaluate_row(ctx: StageContext, cfg: PipelineConfig, row: str | None) -> dic
     """Safety verdicts per item on each eval set (keyword rules, the prefix rule, and the
     LLM judge when configured), held-out loss per item, MT-Bench; per-item scores saved in
     ``items/`` for the pooled table."""
-    from fedloom.eval.judges import make_rating_judge
-
     p: SafetyPipelineConfig = cfg.params
     adapter = None if row is None else ctx.folder_of(f"{row}.train") / "run" / "adapter"
     scorer = Scorer(cfg.train.model, cache=ctx.out / "cache")
-    rating = make_rating_judge(p.judge) if p.judge else None
+    judge = JudgeModel(p.judge) if p.judge else None
+    if judge is not None:
+        judge.preflight()  # before any answer is generated
     out: dict[str, Any] = {"row": row or "base", "safety": {}}
     answers = []
     for suite in p.eval_sets:
-        res, items = safety_suite(ctx, cfg, scorer, adapter, suite, rating)
+        res, items = safety_suite(ctx, cfg, scorer, adapter, suite, judge)
         out["safety"][suite] = res
         answers += [
             {
@@ -55,11 +58,14 @@ def evaluate_row(ctx: StageContext, cfg: PipelineConfig, row: str | None) -> dic
             scorer, adapter, recs, max_len, ctx.folder, "heldout", cfg.seed
         )
     if p.mtbench:
-        mt, meta = scorer.suite(adapter, "mtbench", p.mtbench, cfg.seed, rating_judge=rating)
-        out["mtbench"] = meta["metrics"] | {
-            "n": meta["n"],
-            "judge": rating.name if rating else None,
-        }
+        _, meta = scorer.suite(adapter, "mtbench", p.mtbench, cfg.seed)
+        out["mtbench"] = meta["metrics"] | {"n": meta["n"], "judge": None}
+        if judge is not None:
+            out["mtbench"], per_question = score_mtbench(judge, meta["items"], ctx.folder)
+            ItemScores("MT-Bench (judge, 1-10)", False, per_question).save(
+                ctx.folder / "items" / "mtbench.json"
+            )
+            ctx.console.print(f"MT-Bench: {validity_note(judge.label, 'single')}")
         write_jsonl(ctx.folder / "mtbench.jsonl", meta["items"])
     write_jsonl(ctx.folder / "answers.jsonl", answers)
     ctx.console.print({k: v for k, v in out.items()})
@@ -72,11 +78,12 @@ def safety_suite(
     scorer: Scorer,
     adapter: Path | None,
     suite: str,
-    rating: Any,
+    judge: JudgeModel | None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One eval set: the answers (cached by content), each judge's verdict per item and
-    its rate with a Wilson interval."""
-    from fedloom.eval.judges import JUDGES, LLMSafetyJudge
+    its rate with a Wilson interval; the LLM judge's unjudged answers are counted and left out
+    of its rate (never counted safe)."""
+    from fedloom.eval.judges import JUDGES
     from fedloom.eval.suites import wilson_interval
 
     p: SafetyPipelineConfig = cfg.params
@@ -97,11 +104,15 @@ def safety_suite(
         },
     }
     res: dict[str, Any] = {"n": meta["n"]}
-    if rating is not None:
-        llm = LLMSafetyJudge(rating)
-        v = {str(it["id"]): llm.is_safe(by_id.get(it["id"], ""), it["response"]) for it in items}
-        verdicts[llm.name] = {i: float(bool(x)) for i, x in v.items() if x is not None}
-        res["llm_unjudged"] = sum(x is None for x in v.values())
+    if judge is not None:
+        asked = [
+            (str(it["id"]), {"request": by_id.get(it["id"], ""), "response": it["response"]})
+            for it in items
+        ]
+        judged = run_judge("safety", judge, asked, ctx.folder / f"judge.{suite}.jsonl")
+        verdicts["llm"] = judged.values
+        res["llm_judge"] = judged.summary() | {"validity": validity_note(judge.label, "safety")}
+        ctx.console.print(f"{suite}: {judged.line()}; {res['llm_judge']['validity']}")
     for name, vs in verdicts.items():
         k = int(sum(vs.values()))
         lo, hi = wilson_interval(k, len(vs))

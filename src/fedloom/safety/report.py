@@ -11,6 +11,7 @@ from typing import Any
 from fedloom.experiment.collect import compare_items
 from fedloom.experiment.compare import Comparison
 from fedloom.experiment.report import ResultTable, stage_costs, write_stage_report
+from fedloom.judges.validate import validity_note
 from fedloom.pipeline.runner import PipelineConfig, StageContext
 from fedloom.safety.config import SafetyPipelineConfig
 
@@ -33,7 +34,7 @@ def _rows(
 
 def comparisons(ctx: StageContext, cfg: PipelineConfig) -> list[Comparison]:
     """The study's claims as paired rows pooled over seeds, on the first eval set's keyword
-    safety verdicts: the attack against no attack, each robust reducer and each defense against
+    safety verdicts (and the LLM judge's, when one is configured; its unjudged items unpaired): the attack against no attack, each robust reducer and each defense against
     the undefended attack, each malicious share against no attack (and its defense against
     it); then every row's held-out loss against the base model."""
     p: SafetyPipelineConfig = cfg.params
@@ -48,8 +49,9 @@ def comparisons(ctx: StageContext, cfg: PipelineConfig) -> list[Comparison]:
     if p.sweep_defense:
         pairs += [(f"{a}+L{p.sweep_defense}", a) for a in pct]
     wanted = [
-        ((f"{arm}.evaluate", f"{suite}.rules"), (f"{ref}.evaluate", f"{suite}.rules"), arm, ref,
-         f"{suite} safety rate (rules)")
+        ((f"{arm}.evaluate", f"{suite}.{judge}"), (f"{ref}.evaluate", f"{suite}.{judge}"), arm,
+         ref, f"{suite} safety rate ({label})")
+        for judge, label in (("rules", "rules"), ("llm", "LLM judge"))
         for arm, ref in pairs
     ]  # fmt: skip
     wanted += [
@@ -76,13 +78,13 @@ def table_markdown(
     rows: list[tuple[str, dict[str, Any], dict[str, Any] | None]], suites: list[str]
 ) -> str:
     judges = ["rules", "rules-prefix"]
-    extra = sorted(
-        {j for _, ev, _ in rows for s in ev["safety"].values() for j in s if j.startswith("llm:")}
-    )
+    extra = ["llm"] if any("llm" in s for _, ev, _ in rows for s in ev["safety"].values()) else []
     head = ["row"]
     for s in suites:
         head += [
-            f"{s} safety ({j})" for j in [*judges, *extra] if j != "rules-prefix" or s == suites[0]
+            f"{s} safety ({'LLM judge' if j == 'llm' else j})"
+            for j in [*judges, *extra]
+            if j != "rules-prefix" or s == suites[0]
         ]
     head += ["Δ held-out loss vs base [95% CI]", "malicious share of aggregate"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -212,7 +214,12 @@ def write_report(ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
         comparisons(ctx, cfg),
         intro=f"Seeds {cfg.seeds}; {p.num_clients} clients, {p.malicious:.0%} malicious. "
         "Safety rate = share of harmful requests refused (keyword rules), paired per request "
-        f"and pooled over seeds; plots from seed {seed}.",
+        f"and pooled over seeds; plots from seed {seed}."
+        + (
+            f" LLM-judged rows: {validity_note(p.judge.label(), 'safety')}."
+            if p.judge is not None
+            else ""
+        ),
         plots=[ctx.folder / "stealth.png", ctx.folder / "sweep.png"],
         costs=stage_costs(
             ctx, [k for k in ctx.stage_folders if ".train." in k or ".evaluate." in k]

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from fedloom.errors import FedloomError
 from fedloom.generation import GenerationConfig, GeneratorConfig
+from fedloom.judges.config import JudgeConfig
 from fedloom.settings import ClientDPConfig, _require
 from fedloom.synth.knowledgesg.methods import KSG_METHODS, SynthMethod
 
@@ -68,9 +69,10 @@ class KSGConfig:
     suite_limit: int = 60
     freeform: int = 20
     """Held-out questions the final model answers (saved; scored when `judge` is set)."""
-    judge: str | None = None
-    """`openai` (FEDLOOM_JUDGE_URL / FEDLOOM_JUDGE_MODEL) or a local model name; none: the
-    free-form answers are saved unscored."""
+    judge: JudgeConfig | None = None
+    """Rates the free-form answers 1-10 against their references (the `reference` judge), e.g.
+    `{generator: {model: qwen2.5-coder-1.5b-instruct}}` or an OpenAI-compatible endpoint;
+    null: the answers are saved unscored."""
 
     def __post_init__(self) -> None:
         w = "knowledgesg"

@@ -96,7 +96,7 @@ _NOT_A_QUESTION = re.compile(r"^(?:your |my |the answer|answer|response|example)
 
 def parse_rating_reply(text: str) -> float | None:
     """The 1-10 rating in the professional's reply: [[N]], else a lone number; None if none."""
-    from fedloom.eval.judges import parse_rating
+    from fedloom.judges.base import parse_rating
 
     r = parse_rating(text)
     if r is None:

@@ -41,7 +41,7 @@ def method_row(ctx: StageContext, cfg: PipelineConfig, name: str, seed: int) -> 
         row["suite_tuned"] = ev["suite"]["tuned"].get(key)
         row["suite_n"] = ev["suite"]["tuned"].get("n")
     if "freeform" in ev:
-        row["freeform_rating"] = ev["freeform"]["mean_rating"]
+        row["freeform_rating"] = ev["freeform"].get("mean")
     if "refine" in done:
         ref = done["refine"]["summary"]
         row |= {

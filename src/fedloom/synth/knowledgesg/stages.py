@@ -9,10 +9,12 @@ from functools import partial
 from typing import Any
 
 from fedloom.data.schema import InstructionRecord
-from fedloom.experiment.evaluate import Scorer, heldout_vs_base, suite_vs_base
+from fedloom.experiment.evaluate import ItemScores, Scorer, heldout_vs_base, suite_vs_base
 from fedloom.experiment.guards import require_none
 from fedloom.experiment.train import client_sources, heldout_source, train_run
 from fedloom.generation import GenerationConfig, GeneratorConfig, read_job
+from fedloom.judges import JudgeModel, run_judge
+from fedloom.judges.validate import validity_note
 from fedloom.pipeline.runner import (
     PipelineConfig,
     PipelineMethod,
@@ -256,6 +258,9 @@ class KnowledgeSG(PipelineMethod):
         trained = ctx.summary_of(f"{m.name}.train")
         if trained.get("pairs") == 0:
             return {"skipped": trained.get("skipped", "no training pairs")}
+        judge = JudgeModel(p.judge) if p.judge and p.freeform else None
+        if judge is not None:
+            judge.preflight()  # before the stage's scoring and generation
         data = ctx.folder_of("data")
         max_len = cfg.train.data.max_seq_len
         adapter = ctx.folder_of(f"{m.name}.train") / "run" / "adapter"
@@ -275,6 +280,8 @@ class KnowledgeSG(PipelineMethod):
             )
         with scorer.model(adapter) as model:
             out |= self._model_checks(ctx, cfg, model, scorer.loaded, held)
+        if judge is not None:
+            out["freeform"] |= judge_freeform(ctx, judge)
         ctx.console.print({k: v for k, v in out.items() if k != "canaries"})
         return out
 
@@ -306,8 +313,8 @@ class KnowledgeSG(PipelineMethod):
     def _freeform(
         self, ctx: StageContext, cfg: PipelineConfig, model: Any, loaded: Any, held: list[Any]
     ) -> dict[str, Any]:
-        from fedloom.data.catalog import mtbench_judge_prompts
-        from fedloom.eval.judges import make_rating_judge, parse_rating
+        """Greedy answers to held-out questions, saved with their references (judged after the
+        model is put away: :func:`judge_freeform`)."""
         from fedloom.generation import LocalGenerator
 
         p: KSGConfig = cfg.params
@@ -318,26 +325,30 @@ class KnowledgeSG(PipelineMethod):
             {"id": h["id"], "question": h["instruction"], "reference": h["response"], "answer": a}
             for h, a in zip(held, answers, strict=True)
         ]
-        judge = make_rating_judge(p.judge) if p.judge else None
-        scores = []
-        if judge is not None:
-            tpl = mtbench_judge_prompts()["single-math-v1"]
-            for row in rows:
-                prompt = tpl["prompt_template"].format(
-                    question=row["question"], answer=row["answer"], ref_answer_1=row["reference"]
-                )
-                row["rating"] = parse_rating(judge.complete(tpl["system_prompt"], prompt))
-                if row["rating"] is not None:
-                    scores.append(row["rating"])
         write_jsonl(ctx.folder / "freeform.jsonl", rows)
-        return {
-            "answered": len(rows),
-            "judge": judge.name if judge else None,
-            "scored": len(scores),
-            "mean_rating": round(sum(scores) / len(scores), 3) if scores else None,
-        }
+        return {"answered": len(rows), "judge": None}
 
     def table(self, ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
         from fedloom.synth.knowledgesg.report import write_table
 
         return write_table(ctx, cfg)
+
+
+def judge_freeform(ctx: StageContext, judge: JudgeModel) -> dict[str, Any]:
+    """The free-form answers rated 1-10 against their references (the papers' reference-guided
+    GPT-4 rating), per item in ``items/freeform.json``; unjudged answers counted, not scored."""
+    rows = read_jsonl(ctx.folder / "freeform.jsonl")
+    items = [
+        (
+            str(r["id"]),
+            {"question": r["question"], "answer": r["answer"], "reference": r["reference"]},
+        )
+        for r in rows
+    ]
+    judged = run_judge("reference", judge, items, ctx.folder / "judge.freeform.jsonl")
+    ItemScores("free-form rating (judge, 1-10)", False, judged.values).save(
+        ctx.folder / "items" / "freeform.json"
+    )
+    note = validity_note(judge.label, "reference")
+    ctx.console.print(f"free-form answers: {judged.line()}; {note}")
+    return judged.summary() | {"validity": note}
