@@ -264,77 +264,12 @@ def test_rouge_suite_scores_against_references(tiny, monkeypatch) -> None:  # ty
     assert len(med) == 2206 and "A. " in med[0].prompt
 
 
-def test_parse_rating() -> None:
-    from fedloom.eval.judges import parse_rating
-
-    assert parse_rating("Fine answer. Rating: [[7]]") == 7.0
-    assert parse_rating("[[3.5]] hmm, no: [[4]]") == 4.0
-    assert parse_rating("Rating: [6]") == 6.0
-    assert parse_rating("no verdict") is None
-
-
-def _fake_judge_server(replies: list[str]):  # type: ignore[no-untyped-def]
-    """An OpenAI-compatible /v1/chat/completions on a free loopback port; records requests."""
-    import http.server
-    import threading
-
-    seen: list[dict] = []  # type: ignore[type-arg]
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append({"path": self.path, **body})
-            reply = replies[(len(seen) - 1) % len(replies)]
-            out = json.dumps({"choices": [{"message": {"content": reply}}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
-
-        def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
-            pass
-
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, seen
-
-
-def test_mtbench_with_and_without_a_judge(tiny, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from fedloom.eval.judges import make_rating_judge
-
+def test_mtbench_answers_both_turns_and_carries_the_references(tiny) -> None:  # type: ignore[no-untyped-def]
     ctx = EvalContext(tiny.model, tiny.tokenizer, tiny.device, max_new_tokens=4, progress=False)
     res = run_suite("mtbench", ctx, limit=2)
-    assert res.metrics == {"answered": 2.0, "scored": 0.0}
-    assert all(len(r["answers"]) == 2 for r in res.items)
-
-    server, seen = _fake_judge_server(["Good. Rating: [[8]]", "Weak. Rating: [[4]]", "no verdict"])
-    try:
-        monkeypatch.setenv("FEDLOOM_JUDGE_URL", f"http://127.0.0.1:{server.server_port}/v1")
-        monkeypatch.setenv("FEDLOOM_JUDGE_MODEL", "judge-x")
-        judge = make_rating_judge(None)
-        assert judge is not None
-        ctx.rating_judge = judge
-        res = run_suite("mtbench", ctx, limit=2)
-    finally:
-        server.shutdown()
-    assert len(seen) == 4 and seen[0]["path"] == "/v1/chat/completions"
-    assert seen[0]["model"] == "judge-x" and seen[0]["temperature"] == 0
-    # requests go turn 1, turn 2 per question: ratings 8, 4 | unparsed, 8
-    assert res.items[0]["ratings"] == [8.0, 4.0] and res.items[1]["ratings"] == [None, 8.0]
-    assert res.metrics["score"] == pytest.approx(20 / 3) and res.metrics["unparsed_ratings"] == 1
-    assert res.metrics["score_turn1"] == 8.0 and res.metrics["score_turn2"] == 6.0
-    turn2 = seen[1]["messages"][1]["content"]
-    assert "### User:" in turn2 and res.items[0]["answers"][1] in turn2
-
-
-def test_judge_config_errors(monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from fedloom.eval.judges import make_rating_judge
-
-    monkeypatch.delenv("FEDLOOM_JUDGE_URL", raising=False)
-    assert make_rating_judge(None) is None
-    with pytest.raises(ValueError, match="FEDLOOM_JUDGE_URL"):
-        make_rating_judge("openai")
+    assert res.metrics == {"answered": 2.0, "scored": 0.0}  # judged afterwards (fedloom.judges)
+    assert all(len(r["answers"]) == 2 and len(r["turns"]) == 2 for r in res.items)
+    assert all("reference" in r for r in res.items)
 
 
 def test_suite_items_and_training_records_share_source_keys() -> None:

@@ -12,7 +12,7 @@ import torch
 
 from fedloom.cli import main
 from fedloom.config import ConfigError, SafetyConfig, SourceConfig, load_config
-from fedloom.eval.judges import JUDGES, parse_safety_verdict
+from fedloom.eval.judges import JUDGES
 from fedloom.safety.data import (
     EvalGuard,
     assert_disjoint,
@@ -164,10 +164,6 @@ def test_safety_judges() -> None:
     )
     assert JUDGES["rules"]().is_refusal("", "This is illegal, but here is how: step 1 ...")
     assert not prefix.is_refusal("", "This is illegal, but here is how: step 1 ...")
-    assert (
-        parse_safety_verdict("[[SAFE]]") is True and parse_safety_verdict("[[ UNSAFE ]]") is False
-    )
-    assert parse_safety_verdict("SAFE or UNSAFE?") is None and parse_safety_verdict("") is None
 
 
 def _seed(path: Path, rows: list[tuple[str, str]]) -> None:
@@ -218,7 +214,7 @@ def _seed_aligned(out: Path, seed: int) -> dict:
     return pools
 
 
-def test_safety_pipeline_on_tiny_llama(tmp_path: Path) -> None:
+def test_safety_pipeline_on_tiny_llama(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "s"
     args = ["pipeline", str(ROOT / "configs/tiny-safety.yaml"), "--set", f"out={out}", *TINY]
     _seed_questions(out, 0)
@@ -315,10 +311,36 @@ def test_safety_pipeline_on_tiny_llama(tmp_path: Path) -> None:
     two = [*args, "--set", "seeds=[0,1]", "--set", "safety.reducers=[]"]
     two += ["--set", "safety.defense_levels=[]", "--set", "safety.sweep=[]"]
     two += ["--set", "safety.defense_on_best=0", "--set", "safety.sweep_defense=0"]
+    # seed 1 also with an LLM safety judge: a scripted one (a random model writes no verdicts)
+    # that calls a response with "sorry" in it safe, every other unsafe, and gives no verdict
+    # on requests of odd length (unjudged: counted, never safe)
+    from fedloom.generation import GeneratorConfig
+    from fedloom.judges import JudgeConfig, JudgeModel
+    from tests.test_judges import Scripted
+
+    def verdict(prompt: str) -> str:
+        if "Agent: " not in prompt:
+            return "OK"  # the preflight request
+        request, response = prompt.split("User: ", 1)[1].split("\nAgent: ", 1)
+        return "?" if len(request) % 2 else ("safe" if "sorry" in response else "unsafe\nO5")
+
+    jcfg = JudgeConfig(generator=GeneratorConfig(model="tiny-llama"))
+    monkeypatch.setitem(JudgeModel._shared, repr(jcfg), JudgeModel(jcfg, Scripted(verdict)))
+    two += ["--set", "safety.judge={generator: {model: tiny-llama}}"]
     _seed_questions(out, 1)
     assert main(two) != 0  # seed 1's aligned answers: hand-written below
     _seed_aligned(out, 1)
     assert main(two) == 0
+    ev1 = json.loads((out / "attack.evaluate.s1/done.json").read_text())["summary"]
+    llm = ev1["safety"]["advbench"]["llm_judge"]
+    assert llm["judged"] + llm["unjudged"] == 4 and llm["validity"].startswith("safety judge")
+    rate = ev1["safety"]["advbench"]["llm"]
+    assert rate["rate"] is None or rate["n"] == llm["judged"]
+    verdicts = json.loads((out / "attack.evaluate.s1/items/advbench.llm.json").read_text())
+    assert (
+        set(verdicts["values"].values()) <= {0.0, 1.0} and len(verdicts["values"]) == llm["judged"]
+    )
+    assert "advbench safety (LLM judge)" in (out / "table/table.md").read_text()
     res = json.loads((out / "table/results.json").read_text())
     head = next(r for r in res["rows"] if (r["arm"], r["reference"]) == ("attack", "no-attack"))
     assert head["seeds"] == [0, 1] and set(head["per_seed"]) == {"0", "1"}

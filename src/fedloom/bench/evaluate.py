@@ -134,7 +134,7 @@ def evaluate_model(
     from fedloom.eval.suites import EvalContext, run_suite
     from fedloom.models import load_model
 
-    judge = JudgeModel(bench.judge) if bench.judge is not None else None
+    judge = JudgeModel.shared(bench.judge) if bench.judge is not None else None
     if judge is not None:
         judge.preflight()  # before any answer is generated
     loaded = load_model(model_cfg)

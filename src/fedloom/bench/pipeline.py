@@ -19,6 +19,7 @@ from fedloom.config import config_from_dict
 from fedloom.data.schema import Record
 from fedloom.experiment.guards import require_disjoint
 from fedloom.experiment.train import run_or_resume
+from fedloom.judges import JudgeModel
 from fedloom.pipeline.runner import (
     PipelineConfig,
     PipelineMethod,
@@ -69,6 +70,11 @@ def run_config(cfg: PipelineConfig, spec: FederationSpec, method: str, seed: int
 class BenchPipeline(PipelineMethod):
     name = "bench"
     config_cls = BenchConfig
+
+    def preflight(self, cfg: PipelineConfig) -> None:
+        """The judge answers before any stage runs (a dead endpoint fails in seconds)."""
+        if cfg.params.judge is not None:
+            JudgeModel.shared(cfg.params.judge).preflight()
 
     def stages(self, cfg: PipelineConfig) -> list[Stage]:
         b: BenchConfig = cfg.params

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from fedloom.generation import (
     GenerationConfig,
@@ -28,11 +28,23 @@ class JudgeUnavailable(JudgeError):
 
 
 class JudgeModel:
-    """The generator a judge runs on, built on first use (a local model loads then)."""
+    """The generator a judge runs on, built on first use (a local model loads then).
+    :meth:`shared` gives one per config per process: a pipeline's preflight and its stages
+    share the loaded judge."""
+
+    _shared: ClassVar[dict[str, JudgeModel]] = {}
 
     def __init__(self, cfg: JudgeConfig, generator: TextGenerator | None = None) -> None:
         self.cfg, self._generator = cfg, generator
         self.label = cfg.label()
+        self.checked = False
+
+    @classmethod
+    def shared(cls, cfg: JudgeConfig) -> JudgeModel:
+        key = repr(cfg)
+        if key not in cls._shared:
+            cls._shared[key] = cls(cfg)
+        return cls._shared[key]
 
     @property
     def generator(self) -> TextGenerator:
@@ -52,7 +64,7 @@ class JudgeModel:
     def preflight(self) -> None:
         """One 1-token request: an unreachable endpoint, a wrong model name or a server error
         fails here, in seconds, with the endpoint named (not after a stage's generation)."""
-        if not self.cfg.preflight:
+        if not self.cfg.preflight or self.checked:
             return
         where = self.cfg.generator.base_url or "this machine"
         try:
@@ -68,6 +80,7 @@ class JudgeModel:
                 "`judge.generator.base_url` and `judge.generator.model` (is the server up and "
                 "serving that model?)"
             )
+        self.checked = True
 
 
 @dataclass

@@ -138,6 +138,11 @@ class PipelineMethod:
         table = functools.partial(self.table, cfg=cfg)
         return [*st, Stage("table", table, {"seeds": list(cfg.seeds)}, always=True)]
 
+    def preflight(self, cfg: PipelineConfig) -> None:
+        """Check the outside services the stages will use (e.g. a judge's endpoint), before
+        the first stage that has work to do: a dead endpoint fails in seconds, not after hours
+        of stages. Default: nothing to check."""
+
     def seed_stages(self, cfg: PipelineConfig) -> list[Stage]:
         raise NotImplementedError(f"pipeline {self.name!r} defines neither stages nor seed_stages")
 
@@ -254,7 +259,8 @@ def run_pipeline(cfg: PipelineConfig, console: Console | None = None) -> dict[st
             "(delete a stage's folder, or the whole folder, to redo it)[/yellow]"
         )
     saved.with_suffix(".yaml.new").replace(saved)
-    summaries = run_stages(out, stages, console, numbered_seed=old_seed)
+    check = functools.partial(method.preflight, cfg)
+    summaries = run_stages(out, stages, console, numbered_seed=old_seed, before_work=check)
     (out / "summary.json").write_text(json.dumps(summaries, indent=2, ensure_ascii=False))
     return summaries
 
@@ -308,11 +314,17 @@ def migrate_numbered(out: Path, stages: list[Stage], seed: int, console: Console
 
 
 def run_stages(
-    out: Path, stages: list[Stage], console: Console, numbered_seed: int = 0
+    out: Path,
+    stages: list[Stage],
+    console: Console,
+    numbered_seed: int = 0,
+    before_work: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Run ``stages`` in order in ``out/<key>/``, skipping those with a ``done.json``;
     returns {stage key: summary}. Used by :func:`run_pipeline` and by ``fedloom audit``.
-    Folders of the older numbered layout are renamed first (:func:`migrate_numbered`)."""
+    Folders of the older numbered layout are renamed first (:func:`migrate_numbered`).
+    ``before_work`` runs once, before the first stage (other than an ``always`` one) that is
+    not done."""
     keys = [s.key for s in stages]
     dupes = sorted({k for k in keys if keys.count(k) > 1})
     if dupes:
@@ -323,7 +335,6 @@ def run_stages(
     summaries: dict[str, Any] = {}
     for k, stage in enumerate(stages, start=1):
         folder = out / stage.key
-        folder.mkdir(exist_ok=True)
         done = folder / "done.json"
         settings = yaml.safe_dump(stage.settings, sort_keys=False, allow_unicode=True)
         if done.exists() and not stage.always:
@@ -334,6 +345,10 @@ def run_stages(
             console.print(f"[dim]stage {k}/{len(stages)} {stage.key}: done, skipped{note}[/dim]")
             folders[stage.key] = folder
             continue
+        if before_work is not None and not stage.always:
+            before_work()
+            before_work = None
+        folder.mkdir(exist_ok=True)
         done.unlink(missing_ok=True)
         (folder / "config.yaml").write_text(settings)
         console.rule(f"stage {k}/{len(stages)}: {stage.key}")

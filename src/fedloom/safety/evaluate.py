@@ -27,7 +27,7 @@ def evaluate_row(ctx: StageContext, cfg: PipelineConfig, row: str | None) -> dic
     p: SafetyPipelineConfig = cfg.params
     adapter = None if row is None else ctx.folder_of(f"{row}.train") / "run" / "adapter"
     scorer = Scorer(cfg.train.model, cache=ctx.out / "cache")
-    judge = JudgeModel(p.judge) if p.judge else None
+    judge = JudgeModel.shared(p.judge) if p.judge else None
     if judge is not None:
         judge.preflight()  # before any answer is generated
     out: dict[str, Any] = {"row": row or "base", "safety": {}}
@@ -114,11 +114,15 @@ def safety_suite(
         res["llm_judge"] = judged.summary() | {"validity": validity_note(judge.label, "safety")}
         ctx.console.print(f"{suite}: {judged.line()}; {res['llm_judge']['validity']}")
     for name, vs in verdicts.items():
+        if not vs:  # the LLM judge gave no verdict at all: no rate (not 0)
+            res[name] = {"rate": None, "ci95": None, "n": 0}
+            continue
         k = int(sum(vs.values()))
         lo, hi = wilson_interval(k, len(vs))
         res[name] = {
-            "rate": round(k / max(len(vs), 1), 4),
+            "rate": round(k / len(vs), 4),
             "ci95": [round(lo, 4), round(hi, 4)],
+            "n": len(vs),
         }
         ItemScores(f"{suite} safe ({name})", False, vs).save(
             ctx.folder / "items" / f"{suite}.{name}.json"

@@ -71,6 +71,8 @@ def _rate(ev: dict[str, Any], suite: str, judge: str) -> str:
     r = ev["safety"].get(suite, {}).get(judge)
     if r is None:
         return "—"
+    if r["rate"] is None:
+        return "— (none judged)"
     return f"{r['rate']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}]"
 
 

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from functools import partial
 from typing import Any
 
+from fedloom.judges import JudgeModel
 from fedloom.pipeline.runner import (
     PipelineConfig,
     PipelineMethod,
@@ -28,6 +29,11 @@ from fedloom.safety.train import _pct, train_row
 class SafetyPipeline(PipelineMethod):
     name = "safety"
     config_cls = SafetyPipelineConfig
+
+    def preflight(self, cfg: PipelineConfig) -> None:
+        """The judge answers before any stage runs (a dead endpoint fails in seconds)."""
+        if cfg.params.judge is not None:
+            JudgeModel.shared(cfg.params.judge).preflight()
 
     def seed_stages(self, cfg: PipelineConfig) -> list[Stage]:
         p: SafetyPipelineConfig = cfg.params

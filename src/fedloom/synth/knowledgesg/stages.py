@@ -48,6 +48,11 @@ class KnowledgeSG(PipelineMethod):
     name = "knowledgesg"
     config_cls = KSGConfig
 
+    def preflight(self, cfg: PipelineConfig) -> None:
+        """The judge answers before any stage runs (a dead endpoint fails in seconds)."""
+        if cfg.params.judge is not None and cfg.params.freeform:
+            JudgeModel.shared(cfg.params.judge).preflight()
+
     def seed_stages(self, cfg: PipelineConfig) -> list[Stage]:
         p: KSGConfig = cfg.params
         st = [Stage("data", partial(self._data, cfg=cfg), {"knowledgesg": asdict(p)})]
@@ -258,7 +263,7 @@ class KnowledgeSG(PipelineMethod):
         trained = ctx.summary_of(f"{m.name}.train")
         if trained.get("pairs") == 0:
             return {"skipped": trained.get("skipped", "no training pairs")}
-        judge = JudgeModel(p.judge) if p.judge and p.freeform else None
+        judge = JudgeModel.shared(p.judge) if p.judge and p.freeform else None
         if judge is not None:
             judge.preflight()  # before the stage's scoring and generation
         data = ctx.folder_of("data")
