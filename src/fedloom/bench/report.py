@@ -149,6 +149,15 @@ def markdown(col: Collected, rows: list[dict[str, Any]], lines: list[str]) -> st
             f"Judge-rated metrics (MT-Bench, helpfulness) are unscored in {len(unscored)} cells: "
             "no judge was configured; their answers are saved in each cell's answers.jsonl.",
         ]
+    notes = {
+        note
+        for c in col.cells
+        for key in ("helpfulness", "mtbench")
+        if (note := (c["metrics"].get(key) or {}).get("validity"))
+    }
+    if notes:
+        out += ["", "Judge-rated metrics, with the judge's measured validity:", ""]
+        out += [f"- {n}" for n in sorted(notes)]
     if col.skipped:
         out += ["", "Not collected: " + "; ".join(col.skipped)]
     return "\n".join(out) + "\n"

@@ -10,6 +10,7 @@ from typing import Any
 from fedloom.experiment.collect import compare_items
 from fedloom.experiment.compare import Comparison
 from fedloom.experiment.report import ResultTable, stage_costs, write_stage_report
+from fedloom.judges.validate import validity_note
 from fedloom.pipeline.runner import PipelineConfig, StageContext, stage_key
 from fedloom.synth.knowledgesg.methods import KSG_METHODS
 
@@ -78,9 +79,10 @@ def _fmt(v: Any, nd: int = 3) -> str:
 def table_markdown(rows: list[dict[str, Any]]) -> str:
     head = (
         "| method | pairs | held-out Δloss [95% CI] | suite base→tuned | canaries in data "
-        "(exact/fuzzy) | exposure (bits) | extracted | ε | FD | distinct-2 | accepted | time (min) |"
+        "(exact/fuzzy) | exposure (bits) | extracted | ε | FD | distinct-2 | accepted | "
+        "free-form (judge, 1-10) | time (min) |"
     )
-    lines = [head, "|" + "---|" * 12]
+    lines = [head, "|" + "---|" * 13]
     for r in rows:
         ci = r["heldout_ci95"]
         suite = f"{_fmt(r.get('suite_base'))}→{_fmt(r.get('suite_tuned'))}" if "suite" in r else "—"
@@ -100,7 +102,8 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
             f"| {name} | {r['pairs']} | {held} "
             f"| {suite} | {data} | {_fmt(r['canary_exposure'], 2)} | {_fmt(r['canaries_extracted'])} "
             f"| {eps} | {_fmt(r.get('frechet_distance'), 3)} | {_fmt(r.get('distinct_2'), 3)} "
-            f"| {_fmt(r.get('acceptance_rate'), 2)} | {r['seconds'] / 60:.1f} |"
+            f"| {_fmt(r.get('acceptance_rate'), 2)} | {_fmt(r.get('freeform_rating'), 2)} "
+            f"| {r['seconds'] / 60:.1f} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -154,6 +157,12 @@ def comparisons(ctx: StageContext, cfg: PipelineConfig) -> list[Comparison]:
     if "non-private" in methods:
         for m in synthetic:
             add(m, "non-private")
+            judged = compare_items(
+                ctx, cfg.seeds, (f"{m}.evaluate", "freeform"), ("non-private.evaluate", "freeform"),
+                m, "non-private", metric="free-form rating (judge, 1-10)",
+            )  # fmt: skip
+            if judged is not None:  # with `judge`: the answers rated against their references
+                rows.append(judged)
     for m in synthetic:
         if m.endswith("ksg"):
             dp = KSG_METHODS[m].writer == "dp"
@@ -189,7 +198,12 @@ def write_table(ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
         "KnowledgeSG — synthetic data instead of private data",
         comparisons(ctx, cfg),
         intro=f"Seeds {cfg.seeds}. Held-out loss on the same private-like items; every row is "
-        "paired per item and pooled over seeds.",
+        "paired per item and pooled over seeds."
+        + (
+            f" Free-form ratings: {validity_note(cfg.params.judge.label(), 'reference')}."
+            if cfg.params.judge is not None and cfg.params.freeform
+            else ""
+        ),
         plots=[ctx.folder / "table.png"],
         costs=stage_costs(ctx, keys),
         extra_md=extra,
