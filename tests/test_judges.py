@@ -272,3 +272,23 @@ def test_cli_judge_validate_dead_endpoint_is_one_line(capsys, tmp_path: Path) ->
     assert not list(tmp_path.iterdir())  # nothing generated before the check
     assert main(["judge", "validate", "--kinds", "vibes"]) == 2
     assert "unknown judge 'vibes'" in capsys.readouterr().err
+
+
+def test_cli_eval_mtbench_with_a_local_judge(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "mt.json"
+    args = ["eval", "--model", "tiny-llama", "--suite", "mtbench", "--limit", "2"]
+    args += ["--max-new-tokens", "4", "--judge-model", "tiny-llama", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    # the random model writes no verdict: nothing scored, every turn counted as unjudged
+    assert (
+        "mtbench score — (no turn judged) over 0 judged turns (4 unjudged; parse rate 0%)"
+        in printed
+    )
+    assert "single judge tiny-llama:" in printed  # its validity (or that it has none)
+    metrics = json.loads(out.read_text())["suites"]["mtbench"]["metrics"]
+    assert metrics["score"] is None and metrics["unjudged_turns"] == 4
+    jobs = list((tmp_path / "mt.judge").glob("mtbench.*.jsonl"))  # single, and reference
+    assert sum(len(f.read_text().splitlines()) for f in jobs) == 4  # for math/reasoning/coding
+    assert main(["eval", "--suite", "mtbench", "--judge-url", "http://x:1/v1"]) == 2
+    assert "--judge-url needs --judge-model" in capsys.readouterr().err

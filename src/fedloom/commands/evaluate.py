@@ -191,10 +191,13 @@ def _score_mtbench(args: argparse.Namespace, judge: Any, rows: list[Any]) -> dic
 
     folder = Path(args.out).with_suffix(".judge") if args.out else Path(tempfile.mkdtemp())
     metrics, _ = score_mtbench(judge, rows, folder, progress=False)
-    score = "—" if metrics["score"] is None else f"{metrics['score']:.2f}"
+    score = (
+        "— (no turn judged)"
+        if metrics["score"] is None
+        else f"{metrics['score']:.2f} [{metrics['ci95_low']:.2f}, {metrics['ci95_high']:.2f}]"
+    )
     print(
-        f"  mtbench score {score} [{metrics['ci95_low'] or 0:.2f}, {metrics['ci95_high'] or 0:.2f}]"
-        f" over {2 * len(rows) - metrics['unjudged_turns']} judged turns "
+        f"  mtbench score {score} over {2 * len(rows) - metrics['unjudged_turns']} judged turns "
         f"({metrics['unjudged_turns']} unjudged; parse rate {metrics['parse_rate']:.0%})"
     )
     print(f"  {validity_note(judge.label, 'single')}")

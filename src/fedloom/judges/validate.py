@@ -159,7 +159,7 @@ def validate(
             items = [(c.id, {"request": c.request, "response": c.response}) for c in cases]
             judged = run_judge(kind, model, items, path, progress)
             fig = safety_figures(judged, cases)
-        figures["kinds"][kind] = judged.summary() | fig
+        figures["kinds"][kind] = judged.summary() | fig | {"n": n, "seed": seed}
         print(judged.line())
     (out / "validity.json").write_text(json.dumps(figures, indent=1))
     save_validity(figures)
