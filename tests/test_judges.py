@@ -292,3 +292,16 @@ def test_cli_eval_mtbench_with_a_local_judge(capsys, tmp_path: Path) -> None:  #
     assert sum(len(f.read_text().splitlines()) for f in jobs) == 4  # for math/reasoning/coding
     assert main(["eval", "--suite", "mtbench", "--judge-url", "http://x:1/v1"]) == 2
     assert "--judge-url needs --judge-model" in capsys.readouterr().err
+
+
+def test_cli_judge_validate_reads_a_pipeline_configs_judge(capsys, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(
+        "method: safety\nsafety:\n  judge: {generator: {backend: openai, model: m, "
+        "base_url: 'http://127.0.0.1:9/v1', retries: 0}}\n"
+    )
+    assert main(["judge", "validate", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    assert "judge m failed its preflight request: http://127.0.0.1:9/v1" in capsys.readouterr().err
+    cfg.write_text("method: safety\nsafety: {num_clients: 4}\n")
+    assert main(["judge", "validate", "--config", str(cfg)]) == 2
+    assert "no `judge:` section in it" in capsys.readouterr().err

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from fedloom.commands.common import add_out, add_set
+from fedloom.commands.common import add_out
 
 HELP = "validate an LLM judge: does it rank reference answers above corrupted ones, agree with human safety labels, parse"
 
@@ -25,7 +25,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     v.add_argument("--n", type=int, default=30, help="questions and pairs per validation set")
     v.add_argument("--seed", type=int, default=0)
     add_out(v, "output folder (default: out/judge-validate/<judge>); a rerun resumes it")
-    add_set(v)
+    v.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a judge setting, e.g. --set generator.model=qwen2.5-coder-0.5b-instruct, "
+        "--set generator.backend=openai --set generator.base_url=http://127.0.0.1:8000/v1 "
+        "(repeatable)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -43,10 +52,9 @@ def main(args: argparse.Namespace) -> int:
         path = Path(args.config)
         if not path.is_file():
             raise ConfigError(f"--config {path}: no such file")
-        raw = yaml.safe_load(path.read_text()) or {}
-        raw = raw.get("judge") or next(
-            (v["judge"] for v in raw.values() if isinstance(v, dict) and v.get("judge")), None
-        )
+        doc = yaml.safe_load(path.read_text()) or {}
+        sections = [doc, *(v for v in doc.values() if isinstance(v, dict))]
+        raw = next((sec["judge"] for sec in sections if sec.get("judge") is not None), None)
         if raw is None:
             raise ConfigError(f"--config {path}: no `judge:` section in it")
     data = {"judge": raw}
