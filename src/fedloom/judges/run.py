@@ -126,7 +126,7 @@ class Judged:
             "judged": len(self.values),
             "unjudged": len(self.unjudged),
             "parse_rate": round(self.parse_rate, 4),
-            "items_per_second": round(self.items_per_second, 3),
+            "items_per_second": round(self.items_per_second, 3) if self.seconds else None,
         }
 
 

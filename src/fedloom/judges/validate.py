@@ -179,7 +179,12 @@ def save_validity(figures: dict[str, Any]) -> None:
     path = validity_path(figures["judge"])
     path.parent.mkdir(parents=True, exist_ok=True)
     old = json.loads(path.read_text()) if path.exists() else {"kinds": {}}
-    old["kinds"] |= figures["kinds"]
+    for kind, fig in figures["kinds"].items():
+        if fig.get("items_per_second") is None and kind in old["kinds"]:  # a resumed job: keep
+            fig = fig | {
+                "items_per_second": old["kinds"][kind].get("items_per_second")
+            }  # its speed
+        old["kinds"][kind] = fig
     path.write_text(json.dumps(figures | {"kinds": old["kinds"]}, indent=1))
 
 
