@@ -305,3 +305,15 @@ def test_cli_judge_validate_reads_a_pipeline_configs_judge(capsys, tmp_path: Pat
     cfg.write_text("method: safety\nsafety: {num_clients: 4}\n")
     assert main(["judge", "validate", "--config", str(cfg)]) == 2
     assert "no `judge:` section in it" in capsys.readouterr().err
+
+
+def test_validation_sets_load_from_the_packages() -> None:
+    from fedloom.judges.cases import math_contrasts, pair_contrasts, safety_cases
+
+    cases = safety_cases()
+    assert len(cases) == 231 and sum(not c.expected_safe for c in cases) == 69
+    for c in math_contrasts(3, seed=0) + pair_contrasts(3, seed=0):
+        assert c.good and all(bad and bad != c.good for bad in c.corrupted.values())
+    m = math_contrasts(2, seed=0)[0]
+    assert m.reference.startswith("The answer is ") and m.reference in m.good
+    assert m.reference not in m.corrupted["wrong_number"]
