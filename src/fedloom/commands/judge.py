@@ -44,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
     import yaml
 
     from fedloom.judges import JUDGE_KINDS, JudgeConfig, JudgeError, JudgeModel
-    from fedloom.judges.validate import KINDS, _slug, validate
+    from fedloom.judges.validate import KINDS, judge_slug, validate
     from fedloom.settings import ConfigError, apply_override, section_from_dict
 
     raw: Any = {}
@@ -71,7 +71,7 @@ def main(args: argparse.Namespace) -> int:
         raise ConfigError("--n must be >= 5 (the shares need items to mean anything)")
     model = JudgeModel(cfg)
     model.preflight()
-    out = Path(args.out or f"out/judge-validate/{_slug(cfg.label())}")
+    out = Path(args.out or f"out/judge-validate/{judge_slug(cfg.label())}")
     figures = validate(model, out, args.n, kinds, args.seed)
     from fedloom.judges.validate import validity_note
 

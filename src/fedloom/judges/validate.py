@@ -166,12 +166,13 @@ def validate(
     return figures
 
 
-def _slug(label: str) -> str:
+def judge_slug(label: str) -> str:
+    """A judge's label as a file name (`qwen2.5-coder-1.5b-instruct_reasoning`)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("_")
 
 
 def validity_path(label: str) -> Path:
-    return cache_dir() / "judges" / f"{_slug(label)}.json"
+    return cache_dir() / "judges" / f"{judge_slug(label)}.json"
 
 
 def save_validity(figures: dict[str, Any]) -> None:
