@@ -40,9 +40,9 @@ def reference(r: Record) -> str:
 
 
 def mean_interval(values: list[float]) -> dict[str, float | int]:
-    """The suites' normal-approximation 95% interval (:func:`fedloom.eval.suites.normal_interval`)
+    """The suites' normal-approximation 95% interval (:func:`fedloom.eval.intervals.normal_interval`)
     with the count; NaN when there are no values."""
-    from fedloom.eval.suites import normal_interval
+    from fedloom.eval.intervals import normal_interval
 
     if not values:
         return {"mean": float("nan"), "ci95_low": float("nan"), "ci95_high": float("nan"), "n": 0}
@@ -134,9 +134,8 @@ def evaluate_model(
     from fedloom.eval.suites import EvalContext, run_suite
     from fedloom.models import load_model
 
+    # checked before the first stage by the pipeline's preflight
     judge = JudgeModel.shared(bench.judge) if bench.judge is not None else None
-    if judge is not None:
-        judge.preflight()  # before any answer is generated
     loaded = load_model(model_cfg)
     model: Any = loaded.model
     if adapter is not None:

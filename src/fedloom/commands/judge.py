@@ -44,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
     import yaml
 
     from fedloom.judges import JUDGE_KINDS, JudgeConfig, JudgeError, JudgeModel
-    from fedloom.judges.validate import KINDS, judge_slug, validate
+    from fedloom.judges.validate import KINDS, judge_slug, validate, validity_note
     from fedloom.settings import ConfigError, apply_override, section_from_dict
 
     raw: Any = {}
@@ -73,8 +73,6 @@ def main(args: argparse.Namespace) -> int:
     model.preflight()
     out = Path(args.out or f"out/judge-validate/{judge_slug(cfg.label())}")
     figures = validate(model, out, args.n, kinds, args.seed)
-    from fedloom.judges.validate import validity_note
-
     print(f"\nvalidity of {cfg.label()} (n={args.n}, seed {args.seed}; {out}/validity.json):")
     for kind in figures["kinds"]:
         print("  " + validity_note(cfg.label(), kind))

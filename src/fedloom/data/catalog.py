@@ -6,6 +6,7 @@ Sizes are the records each parser yields (tests check them against the real file
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from pathlib import Path
@@ -344,8 +345,10 @@ def _mtbench(folder: Path, report: LoadReport) -> list[Record]:
     return out
 
 
+@functools.cache
 def mtbench_judge_prompts() -> dict[str, dict[str, str]]:
-    """FastChat's judge prompts (single-v1, single-math-v1 and their multi-turn forms)."""
+    """FastChat's judge prompts (single-v1, single-math-v1 and their multi-turn forms), read
+    once per process (every judge request is built from them; do not modify the result)."""
     folder = PackageFile(member=MTBENCH_DIR, **MTBENCH).local_dir(".jsonl")
     rows = [json.loads(ln) for ln in (folder / "judge_prompts.jsonl").read_text().splitlines()]
     return {r["name"]: r for r in rows}

@@ -51,8 +51,8 @@ def score_mtbench(
         if got:
             per_question[str(r["id"])] = sum(got) / len(got)
     stats = normal_interval(list(turns.values())) if turns else {"mean": None}
-    replies = sum(len(ps) for j in judged for ps in j.parsed.values())
-    parsed = sum(v is not None for j in judged for ps in j.parsed.values() for v in ps)
+    replies = [v for j in judged for v in j.replies]
+    parsed = sum(v is not None for v in replies)
     seconds = sum(j.seconds for j in judged)
     metrics: dict[str, Any] = {
         "answered": len(rows),
@@ -65,8 +65,8 @@ def score_mtbench(
             for t in (1, 2)
         },
         "unjudged_turns": 2 * len(rows) - len(turns),
-        "parse_rate": round(parsed / max(replies, 1), 4),
-        "judged_per_second": round(replies / seconds, 3) if seconds else None,
+        "parse_rate": round(parsed / max(len(replies), 1), 4),
+        "judged_per_second": round(len(replies) / seconds, 3) if seconds else None,
         "judge": model.label,
     }
     return metrics, per_question

@@ -37,7 +37,6 @@ class JudgeModel:
     def __init__(self, cfg: JudgeConfig, generator: TextGenerator | None = None) -> None:
         self.cfg, self._generator = cfg, generator
         self.label = cfg.label()
-        self.checked = False
 
     @classmethod
     def shared(cls, cfg: JudgeConfig) -> JudgeModel:
@@ -64,7 +63,7 @@ class JudgeModel:
     def preflight(self) -> None:
         """One 1-token request: an unreachable endpoint, a wrong model name or a server error
         fails here, in seconds, with the endpoint named (not after a stage's generation)."""
-        if not self.cfg.preflight or self.checked:
+        if not self.cfg.preflight:
             return
         where = self.cfg.generator.base_url or "this machine"
         try:
@@ -80,7 +79,6 @@ class JudgeModel:
                 "`judge.generator.base_url` and `judge.generator.model` (is the server up and "
                 "serving that model?)"
             )
-        self.checked = True
 
 
 @dataclass
@@ -95,13 +93,16 @@ class Judged:
     """Items whose reply held no verdict (left out of every score)."""
     parsed: dict[str, list[float | None]] = field(default_factory=dict)
     """Item id -> each reply's parsed verdict (two for a pairwise item: both orders)."""
-    calls: int = 0
     seconds: float = 0.0
-    prompt_tokens: int = 0
+
+    @property
+    def replies(self) -> list[float | None]:
+        """Every reply's parsed verdict (None: no verdict in it)."""
+        return [v for vs in self.parsed.values() for v in vs]
 
     @property
     def parse_rate(self) -> float:
-        replies = [v for vs in self.parsed.values() for v in vs]
+        replies = self.replies
         return sum(v is not None for v in replies) / max(len(replies), 1)
 
     @property
@@ -132,12 +133,14 @@ class Judged:
 
 def judge_prompts(
     kind: JudgeKind, items: Sequence[tuple[str, Item]], reasoning: bool
-) -> list[tuple[str, Any]]:
-    """(call id, messages) of every request: ``<item id>#<k>`` for the item's k-th prompt."""
-    calls = []
+) -> dict[str, list[tuple[str, Any]]]:
+    """Item id -> (call id, messages) of its requests: ``<item id>#<k>`` for its k-th prompt."""
+    calls = {}
     for item_id, item in items:
         kind.check(item_id, item)
-        calls += [(f"{item_id}#{k}", m) for k, m in enumerate(kind.prompts(item, reasoning))]
+        calls[item_id] = [
+            (f"{item_id}#{k}", m) for k, m in enumerate(kind.prompts(item, reasoning))
+        ]
     return calls
 
 
@@ -152,16 +155,13 @@ def run_judge(
     missing or failed). Raises :class:`~fedloom.generation.IncompleteJob` when requests failed
     after their retries: a stage with unjudged-because-failed items is not done."""
     kind = get_judge_kind(kind_name)
-    calls = judge_prompts(kind, items, model.cfg.reasoning)
+    per_item = judge_prompts(kind, items, model.cfg.reasoning)
+    calls = [c for cs in per_item.values() for c in cs]
     t0 = time.perf_counter()
     report = run_complete(model.generator, calls, model.generation(), path, progress)
     seconds = time.perf_counter() - t0 if report.generated else 0.0
     replies = read_job(path, ids=[c for c, _ in calls]).texts()
-    parsed: dict[str, list[float | None]] = {}
-    for item_id, item in items:
-        n = len(kind.prompts(item, model.cfg.reasoning))
-        parsed[item_id] = [kind.parse(replies[f"{item_id}#{k}"]) for k in range(n)]
+    parsed = {i: [kind.parse(replies[c]) for c, _ in cs] for i, cs in per_item.items()}
     values = {i: v for i, ps in parsed.items() if (v := kind.combine(ps)) is not None}
     unjudged = [i for i in parsed if i not in values]
-    return Judged(kind.name, model.label, values, unjudged, parsed, len(calls), seconds,
-                  report.prompt_tokens)  # fmt: skip
+    return Judged(kind.name, model.label, values, unjudged, parsed, seconds)

@@ -14,20 +14,28 @@ class SingleJudge(JudgeKind):
     name = "single"
     fields: ClassVar[tuple[str, ...]] = ("question", "answer")
     higher = "better answer (1-10)"
+    template: ClassVar[str] = "single-v1"
+    """FastChat's prompt; turn 2 uses its `-multi-turn` form."""
 
     def prompts(self, item: Item, reasoning: bool) -> list[Messages]:
+        """The one template filled with every field name FastChat's single-answer prompts use
+        (each template takes the ones it names: `question` or `question_1`, `ref_answer_1`...)."""
+        fields = {
+            "question": item["question"],
+            "answer": item["answer"],
+            "question_1": item["question"],
+            "answer_1": item["answer"],
+            "ref_answer_1": item.get("reference", ""),
+        }
+        name = self.template
         if "question_2" in item:
-            return [
-                fastchat(
-                    "single-v1-multi-turn",
-                    reasoning,
-                    question_1=item["question"],
-                    answer_1=item["answer"],
-                    question_2=item["question_2"],
-                    answer_2=item["answer_2"],
-                )  # fmt: skip
-            ]
-        return [fastchat("single-v1", reasoning, question=item["question"], answer=item["answer"])]
+            name += "-multi-turn"
+            fields |= {
+                "question_2": item["question_2"],
+                "answer_2": item["answer_2"],
+                "ref_answer_2": item.get("reference_2", ""),
+            }
+        return [fastchat(name, reasoning, **fields)]
 
     def parse(self, reply: str) -> float | None:
         return parse_rating(reply)

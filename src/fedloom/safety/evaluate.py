@@ -27,9 +27,8 @@ def evaluate_row(ctx: StageContext, cfg: PipelineConfig, row: str | None) -> dic
     p: SafetyPipelineConfig = cfg.params
     adapter = None if row is None else ctx.folder_of(f"{row}.train") / "run" / "adapter"
     scorer = Scorer(cfg.train.model, cache=ctx.out / "cache")
+    # checked before the first stage by the pipeline's preflight
     judge = JudgeModel.shared(p.judge) if p.judge else None
-    if judge is not None:
-        judge.preflight()  # before any answer is generated
     out: dict[str, Any] = {"row": row or "base", "safety": {}}
     answers = []
     for suite in p.eval_sets:

@@ -263,9 +263,8 @@ class KnowledgeSG(PipelineMethod):
         trained = ctx.summary_of(f"{m.name}.train")
         if trained.get("pairs") == 0:
             return {"skipped": trained.get("skipped", "no training pairs")}
+        # checked before the first stage by the pipeline's preflight
         judge = JudgeModel.shared(p.judge) if p.judge and p.freeform else None
-        if judge is not None:
-            judge.preflight()  # before the stage's scoring and generation
         data = ctx.folder_of("data")
         max_len = cfg.train.data.max_seq_len
         adapter = ctx.folder_of(f"{m.name}.train") / "run" / "adapter"
