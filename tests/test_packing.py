@@ -99,7 +99,8 @@ def test_packing_is_on_only_where_exact(local_data) -> None:  # type: ignore[no-
     assert not packing_enabled(tiny_config(local_data, **dp))
     with pytest.raises(ConfigError, match="packing: on"):
         tiny_config(local_data, **dp, **{"train.packing": "on"})
-    assert not packing_enabled(tiny_config(local_data, **{"model.gradient_checkpointing": True}))
+    # with checkpointing too: the packed attention is on around the backward that recomputes
+    assert packing_enabled(tiny_config(local_data, **{"model.gradient_checkpointing": True}))
     with pytest.raises(ConfigError, match="use auto, on or off"):
         tiny_config(local_data, **{"train.packing": "yes"})
     # DP-SGD's per-example losses always read one padded row per example
@@ -172,3 +173,34 @@ def test_response_only_logits_give_the_full_logits_loss_and_gradients(setup, pac
     assert torch.allclose(l1, l2, atol=1e-6, rtol=1e-5)
     for n in g1:
         assert torch.allclose(g1[n], g2[n], atol=1e-6, rtol=1e-4), n
+
+
+def test_heldout_scoring_packed_equals_padded_full_logits(setup) -> None:  # type: ignore[no-untyped-def]
+    """Held-out loss is scored packed with response-only logits; each example's summed NLL and
+    token count equal the padded, logits-everywhere computation by hand."""
+    from fedloom.data.template import collate
+    from fedloom.eval.heldout import _padded_nll, example_losses, response_nll
+
+    model, tok, examples = setup
+    pad = int(tok.pad_token_id)
+    scored = response_nll(model, examples, pad, torch.device("cpu"), None, batch_size=2)
+    by_hand = []
+    for e in examples:  # one example alone, no padding, full logits
+        b = collate([e], pad)
+        with torch.no_grad():
+            logits = model(input_ids=b["input_ids"]).logits[0, :-1]
+        labels = b["labels"][0, 1:]
+        m = labels != IGNORE_INDEX
+        nll = torch.nn.functional.cross_entropy(logits[m], labels[m], reduction="sum")
+        by_hand.append((float(nll), int(m.sum())))
+    assert (
+        [n for _, n in scored]
+        == [n for _, n in by_hand]
+        == [sum(1 for x in e.labels[1:] if x != IGNORE_INDEX) for e in examples]
+    )
+    for (s, _), (h, _) in zip(scored, by_hand, strict=True):
+        assert s == pytest.approx(h, rel=1e-5)
+    padded = _padded_nll(model, examples, pad, torch.device("cpu"), None)
+    assert [n for _, n in padded] == [n for _, n in scored]
+    means = example_losses(model, examples, pad, torch.device("cpu"), None, batch_size=3)
+    assert means == pytest.approx([s / n for s, n in by_hand], rel=1e-5)

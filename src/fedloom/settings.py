@@ -548,12 +548,9 @@ class RunConfig:
         p = self.privacy
         if self.train.packing == "on":
             _require(
-                self.task == "sft"
-                and p.client_dp is None
-                and not self.model.gradient_checkpointing,
-                "`train.packing: on` applies to SFT without `privacy.client_dp` and without "
-                "`model.gradient_checkpointing` (DPO pairs, DP-SGD's per-example gradients and "
-                "checkpointed recomputation train on padded rows); use `packing: auto`",
+                self.task == "sft" and p.client_dp is None,
+                "`train.packing: on` applies to SFT without `privacy.client_dp` (DPO pairs and "
+                "DP-SGD's per-example gradients train on padded rows); use `packing: auto`",
             )
         if p.client_dp is not None:
             _require(
@@ -725,12 +722,7 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
 
 def packing_enabled(cfg: RunConfig) -> bool:
     """Whether training micro-batches are packed (``train.packing`` resolved): on for SFT
-    without client DP-SGD or gradient checkpointing unless `off`; DPO, DP-SGD and checkpointed
-    runs train on padded rows (the packed attention is switched on for the forward pass only,
-    and checkpointing recomputes it during backward)."""
-    return (
-        cfg.train.packing != "off"
-        and cfg.task == "sft"
-        and cfg.privacy.client_dp is None
-        and not cfg.model.gradient_checkpointing
-    )
+    without client DP-SGD unless `off` (with gradient checkpointing too: the packed attention
+    is on for the backward, where checkpointing recomputes the forward); DPO and DP-SGD train
+    on padded rows."""
+    return cfg.train.packing != "off" and cfg.task == "sft" and cfg.privacy.client_dp is None

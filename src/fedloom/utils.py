@@ -8,6 +8,8 @@ import fcntl
 import json
 import os
 import random
+import resource
+import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -93,6 +95,20 @@ def keep_freed_memory() -> bool:
         return False
     m_trim_threshold, m_mmap_max = -1, -4
     return bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, -1))
+
+
+def rss_gib() -> dict[str, float]:
+    """This process's memory: resident now (``rss_gib``) and its peak so far (``peak_rss_gib``),
+    in GiB. Linux reads /proc (now) and getrusage (peak, KiB); macOS reports the peak in bytes
+    and no current figure (given as the peak)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak_b = peak if sys.platform == "darwin" else peak * 1024
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        now_b = pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        now_b = peak_b
+    return {"rss_gib": round(now_b / 2**30, 3), "peak_rss_gib": round(peak_b / 2**30, 3)}
 
 
 def autocast(

@@ -48,7 +48,7 @@ from fedloom.train import (
     draw_examples,
     dynamic_steps,
 )
-from fedloom.utils import StateDict, rng_for, state_nbytes
+from fedloom.utils import StateDict, rng_for, rss_gib, state_nbytes
 
 
 @dataclass
@@ -417,6 +417,7 @@ def _round(r: _Run, rnd: int, progress: Progress) -> dict[str, Any] | None:
             set_adapter_state(fed.model, next(iter(fed.strategy.eval_targets().values())))
             row["benchmarks"] = {k: b["metrics"] for k, b in fed.benchmarks().items()}
     row["seconds"] = time.perf_counter() - t0
+    row |= rss_gib()  # this process's memory after the round and its peak so far
     return row
 
 
@@ -460,6 +461,7 @@ def _finish(r: _Run) -> dict[str, Any]:
         "bytes_down_total": sum(row["bytes_down"] for row in history),
         "train_seconds": sum(row["seconds"] for row in history),
         "wall_seconds": time.perf_counter() - r.t_start,
+        "peak_rss_gib": rss_gib()["peak_rss_gib"],
         "benchmarks": {
             name: {
                 "n": b["n"],

@@ -11,7 +11,7 @@ from typing import Any
 
 from fedloom.algorithms import ClientUpdate
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def task_keys() -> tuple[list[str], list[str]]:
@@ -54,6 +54,8 @@ ROUND_FIELDS = (
     "central_dp",
     "aggregation",
     "seconds",
+    "rss_gib",
+    "peak_rss_gib",
 )
 """Keys of every ``metrics.jsonl`` row, besides the tasks' own (:func:`task_keys`)."""
 
@@ -77,6 +79,7 @@ SUMMARY_FIELDS = (
     "bytes_down_total",
     "train_seconds",
     "wall_seconds",
+    "peak_rss_gib",
     "benchmarks",
     "samples",
     "privacy",

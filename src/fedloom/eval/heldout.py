@@ -6,12 +6,75 @@ import contextlib
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from fedloom.data.federated import FederatedData
 from fedloom.data.template import IGNORE_INDEX, TokenizedExample, collate
+from fedloom.train.objectives import SFTObjective, accepts_logits_to_keep, predicting_positions
 from fedloom.utils import autocast
+
+
+def response_nll(
+    model: PreTrainedModel | PeftModel,
+    examples: Sequence[TokenizedExample],
+    pad_id: int,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+    batch_size: int = 8,
+) -> list[tuple[float, int]]:
+    """Per example: the summed negative log-likelihood of its response tokens and their count.
+    Forward only, the way training runs: ``batch_size`` examples packed into one row (packed
+    attention, no padding) and the LM head only at positions that predict a response token
+    (what the score reads). Padded rows with logits everywhere put ~10x more floats through the
+    49k-way head and its fp32 softmax (SmolLM2, 8 x 256 tokens: ~1 GB a batch); the sums are the
+    same (tests/test_packing.py). A model whose forward takes no ``logits_to_keep`` is scored
+    on padded rows."""
+    model.eval()
+    out: list[tuple[float, int]] = []
+    packed = SFTObjective(packed=True)
+    with torch.no_grad():
+        for i in range(0, len(examples), batch_size):
+            chunk = list(examples[i : i + batch_size])
+            if not accepts_logits_to_keep(model):
+                out += _padded_nll(model, chunk, pad_id, device, autocast_dtype)
+                continue
+            batch = {k: v.to(device) for k, v in packed.collate(chunk, pad_id).items()}
+            keep = predicting_positions(batch["labels"])
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            with autocast(device, autocast_dtype), packed.attention(model):
+                logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
+            targets = batch["labels"][:, 1:][keep[:, :-1]]
+            nll = F.cross_entropy(
+                logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="none"
+            )
+            # the example each kept position belongs to: a new one starts at position 0
+            example = (batch["position_ids"][0] == 0).cumsum(0) - 1
+            owner = example[keep[0]]
+            sums = torch.zeros(len(chunk), dtype=torch.float64, device=device)
+            sums.index_add_(0, owner, nll.double())
+            counts = torch.bincount(owner, minlength=len(chunk))
+            out += [(float(s), int(c)) for s, c in zip(sums, counts, strict=True)]
+    return out
+
+
+def _padded_nll(
+    model: PreTrainedModel | PeftModel,
+    examples: list[TokenizedExample],
+    pad_id: int,
+    device: torch.device,
+    autocast_dtype: torch.dtype | None,
+) -> list[tuple[float, int]]:
+    batch = {k: v.to(device) for k, v in collate(examples, pad_id).items()}
+    with autocast(device, autocast_dtype):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logits, labels = logits[:, :-1].float(), batch["labels"][:, 1:]  # predict t+1 from t
+    nll = F.cross_entropy(
+        logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
+    )
+    n = (labels != IGNORE_INDEX).sum(dim=1)
+    return [(float(s), int(c)) for s, c in zip(nll.double().sum(dim=1), n, strict=True)]
 
 
 class HeldoutEvaluator:
@@ -35,43 +98,28 @@ class HeldoutEvaluator:
             for d, idx in data.heldout_by_domain().items()
         }
 
-    @torch.no_grad()
     def __call__(self, base: bool = False) -> dict[str, float]:
         """Held-out loss of the current adapter, or of the base model when ``base``."""
-        self.model.eval()
         # a plain model (no adapter attached) is its own base model
         base = base and isinstance(self.model, PeftModel)
         ctx = self.model.disable_adapter() if base else contextlib.nullcontext()
         totals: dict[str, tuple[float, int]] = {}
         with ctx:
             for domain, examples in self.groups.items():
-                loss_sum, n_tok = 0.0, 0
-                for i in range(0, len(examples), self.batch_size):
-                    batch = {
-                        k: v.to(self.device)
-                        for k, v in collate(examples[i : i + self.batch_size], self.pad_id).items()
-                    }
-                    with autocast(self.device, self.autocast_dtype):
-                        logits = self.model(
-                            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                        ).logits
-                    # [B, T, V] -> predict token t+1 from t
-                    logits, labels = logits[:, :-1].float(), batch["labels"][:, 1:]
-                    loss = torch.nn.functional.cross_entropy(
-                        logits.reshape(-1, logits.size(-1)),
-                        labels.reshape(-1),
-                        ignore_index=IGNORE_INDEX,
-                        reduction="sum",
-                    )
-                    loss_sum += loss.item()
-                    n_tok += int((labels != IGNORE_INDEX).sum())
-                totals[domain] = (loss_sum, n_tok)
+                scored = response_nll(
+                    self.model,
+                    examples,
+                    self.pad_id,
+                    self.device,
+                    self.autocast_dtype,
+                    self.batch_size,
+                )
+                totals[domain] = (sum(s for s, _ in scored), sum(n for _, n in scored))
         out = {d: s / max(n, 1) for d, (s, n) in totals.items()}
         all_sum, all_n = sum(s for s, _ in totals.values()), sum(n for _, n in totals.values())
         return {"all": all_sum / max(all_n, 1), **out}
 
 
-@torch.no_grad()
 def example_losses(
     model: PreTrainedModel | PeftModel,
     examples: Sequence[TokenizedExample],
@@ -83,30 +131,14 @@ def example_losses(
 ) -> list[float]:
     """Mean loss per response token of each example (for paired comparisons between two
     adapters on the same items). ``base`` disables the LoRA adapter."""
-    model.eval()
     ctx = (
         model.disable_adapter()
         if base and isinstance(model, PeftModel)
         else contextlib.nullcontext()
     )
-    out: list[float] = []
     with ctx:
-        for i in range(0, len(examples), batch_size):
-            batch = {
-                k: v.to(device)
-                for k, v in collate(list(examples[i : i + batch_size]), pad_id).items()
-            }
-            with autocast(device, autocast_dtype):
-                logits = model(
-                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-                ).logits
-            logits, labels = logits[:, :-1].float(), batch["labels"][:, 1:]  # [B, T-1, V], [B, T-1]
-            nll = torch.nn.functional.cross_entropy(
-                logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX, reduction="none"
-            )  # [B, T-1]
-            n = (labels != IGNORE_INDEX).sum(dim=1).clamp(min=1)
-            out += (nll.sum(dim=1) / n).tolist()
-    return out
+        scored = response_nll(model, examples, pad_id, device, autocast_dtype, batch_size)
+    return [s / max(n, 1) for s, n in scored]
 
 
 @torch.no_grad()

@@ -197,13 +197,19 @@ def build_tiny_llama(vocab_size: int, seed: int) -> LlamaForCausalLM:
 def load_model(
     cfg: ModelConfig,
     tokenizer: PreTrainedTokenizerBase | None = None,
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | None = None,
 ) -> LoadedModel:
     """The model and its tokenizer (``tokenizer``: one already loaded by
     :func:`load_tokenizer` for the same name, e.g. to build the data before the weights).
-    ``dtype``: the weights' dtype — fp32 for training (autocast computes in bf16), bf16 for
-    generation where native (:func:`weights_dtype`)."""
+    ``dtype``: the weights' dtype; by default the precision's — the frozen base is held in
+    bf16 when training and evaluation compute in bf16 (LoRA weights stay fp32: PEFT keeps
+    adapters in fp32, autocast runs their matmuls in bf16), else fp32. Held in fp32 under
+    autocast instead, every frozen weight was cast to bf16 at every forward and the cast copy
+    kept for the backward: 1.24x slower and ~0.5 GB more per step on SmolLM2 (docs/performance.md).
+    Generation passes bf16 where native (:func:`weights_dtype`)."""
     device, autocast_dtype = resolve_runtime(cfg)
+    if dtype is None:
+        dtype = autocast_dtype or torch.float32
     tokenizer = tokenizer if tokenizer is not None else load_tokenizer(cfg.name)
     if cfg.name == TINY_LLAMA:
         model: PreTrainedModel = build_tiny_llama(len(tokenizer), cfg.seed)

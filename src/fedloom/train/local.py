@@ -192,13 +192,14 @@ class LocalTrainer:
         for _step in range(steps):
             for _micro in range(accum):
                 batch = next(batches)
-                loss = self.objective.loss(self.model, batch, self.autocast_dtype)
-                losses.append(loss.item())
-                for h in hooks:
-                    extra = h.loss_term()
-                    if extra is not None:
-                        loss = loss + extra
-                (loss / accum).backward()
+                with self.objective.attention(self.model):  # checkpointing recomputes in backward
+                    loss = self.objective.loss(self.model, batch, self.autocast_dtype)
+                    losses.append(loss.item())
+                    for h in hooks:
+                        extra = h.loss_term()
+                        if extra is not None:
+                            loss = loss + extra
+                    (loss / accum).backward()
                 tokens += int((batch["labels"][:, 1:] != -100).sum())
                 mask = batch.get("attention_mask")
                 input_tokens += int(mask.sum()) if mask is not None else batch["input_ids"].numel()

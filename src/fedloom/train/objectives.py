@@ -36,6 +36,11 @@ class Objective(Protocol):
         :meth:`per_example_loss` reads."""
         ...
 
+    def attention(self, model: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
+        """The attention a training micro-batch needs, around its forward **and** backward (a
+        gradient-checkpointed model recomputes each layer's forward inside the backward)."""
+        ...
+
     def loss(
         self, model: PeftModel, batch: dict[str, torch.Tensor], dtype: torch.dtype | None
     ) -> torch.Tensor:
@@ -88,6 +93,9 @@ class SFTObjective:
     def collate_rows(self, examples: list[Any], pad_id: int) -> dict[str, torch.Tensor]:
         return collate(examples, pad_id)
 
+    def attention(self, model: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
+        return packed_attention(model) if self.packed else contextlib.nullcontext()
+
     def loss(
         self, model: PeftModel, batch: dict[str, torch.Tensor], dtype: torch.dtype | None
     ) -> torch.Tensor:
@@ -95,9 +103,8 @@ class SFTObjective:
         projection on SmolLM2) and the cross-entropy run only at the positions that predict a
         response token (:func:`predicting_positions`): prompt positions' logits never reach the
         loss, so skipping them changes nothing but the time."""
-        packed = packed_attention(model) if self.packed else contextlib.nullcontext()
         inputs = {k: v for k, v in batch.items() if k != "labels"}
-        with autocast(batch["input_ids"].device, dtype), packed:
+        with autocast(batch["input_ids"].device, dtype), self.attention(model):
             if not accepts_logits_to_keep(model):
                 return model(**batch, use_cache=False).loss.float()
             keep = predicting_positions(batch["labels"])
@@ -199,6 +206,9 @@ class DPOObjective:
 
     def collate_rows(self, examples: list[Any], pad_id: int) -> dict[str, torch.Tensor]:
         return collate_pairs(examples, pad_id)
+
+    def attention(self, model: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()  # padded pairs: the model's own attention
 
     def loss(
         self, model: PeftModel, batch: dict[str, torch.Tensor], dtype: torch.dtype | None
