@@ -41,9 +41,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             sets = [*WORKLOAD, f"federation.rounds={args.rounds}", f"model.precision={precision}"]
             cmd = [
-                sys.executable,
-                "-m",
-                "fedloom",
+                str(Path(sys.executable).parent / "fedloom"),
                 "run",
                 str(ROOT / "configs" / "demo.yaml"),
                 "--out",

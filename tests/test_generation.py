@@ -330,3 +330,36 @@ def test_generator_with_an_adapter_from_the_factory(tmp_path: Path) -> None:
         GeneratorConfig(backend="openai", base_url="http://127.0.0.1:1/v1", adapter="x")
     with pytest.raises(ConfigError, match="`generator.backend` is 'vllm'"):
         GeneratorConfig(backend="vllm")
+
+
+@pytest.mark.parametrize("sampling", [False, True])
+def test_shared_prefix_is_prefilled_once_with_the_same_tokens(
+    gen: LocalGenerator, sampling: bool
+) -> None:
+    """A batch's shared prompt prefix is prefilled once and its KV cache copied to every
+    sequence; the generations equal those with every prompt prefilled whole (greedy, and seeded
+    sampling with n = 2), and the tokens not prefilled again are counted."""
+    shared = "Task: read the passage and continue it in the same style. " * 4
+    prompts = [shared + p for p in ("The river", "A long time ago in a land far away", "Yes")]
+    cfg = GenerationConfig(
+        max_new_tokens=8,
+        batch_size=3,
+        chat=False,
+        temperature=1.0 if sampling else 0.0,
+        n=2 if sampling else 1,
+        seed=5,
+    )
+    gen.reuse_prefix = False
+    try:
+        whole = gen.generate(prompts, cfg)
+        assert gen.prefix_tokens_reused == 0
+    finally:
+        gen.reuse_prefix = True
+    reused = gen.generate(prompts, cfg)
+    n_shared = len(gen.tokenizer(shared, add_special_tokens=False)["input_ids"])
+    # at least the shared text's tokens (less one at the boundary), for all but one sequence
+    assert gen.prefix_tokens_reused >= (n_shared - 1) * (3 * cfg.n - 1)
+    as_tuples = lambda gs: [[(g.text, g.tokens, g.finish_reason) for g in row] for row in gs]  # noqa: E731
+    assert as_tuples(reused) == as_tuples(whole)
+    assert all(g.text for row in reused for g in row)
+    assert [row[0].prompt_tokens for row in reused] == [row[0].prompt_tokens for row in whole]

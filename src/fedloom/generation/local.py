@@ -1,11 +1,19 @@
 """The local backend: any model fedloom loads (bundled SmolLM2, a Hugging Face folder, a .gguf,
 tiny-llama), batched with prompts sorted by length, left padding and the KV cache, with an
-optional LoRA adapter that can be switched between calls (:meth:`LocalGenerator.adapter`)."""
+optional LoRA adapter that can be switched between calls (:meth:`LocalGenerator.adapter`).
+
+A batch's shared prompt prefix (the chat template's system turn, a task statement, few-shot
+examples) is prefilled once and its KV cache copied to every sequence; each prompt's rest is
+padded on the left of that rest (masked; position ids count real tokens only). What each
+sequence attends to is exactly its own prompt, as without reuse (tests/test_generation.py
+compares the tokens). vLLM's automatic prefix caching does this across requests behind the
+openai backend."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 from peft import PeftModel
@@ -15,6 +23,10 @@ from fedloom.data.template import chat_prompt
 from fedloom.generation.base import Generation, GenerationConfig, Prompt, cut_at_stop
 from fedloom.models import get_adapter_state, set_adapter_state
 from fedloom.utils import StateDict, rng_for, seeded_torch
+
+MIN_PREFIX = 16
+"""Shared prompt tokens below which a batch prefills every prompt whole (a prefill of its own
+and a cache copy per sequence cost more than they save)."""
 
 
 def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, chat: bool) -> str:
@@ -37,6 +49,11 @@ class LocalGenerator:
     ) -> None:
         self.model, self.tokenizer, self.device, self.name = model, tokenizer, device, name
         self.endpoint: str | None = None
+        self.reuse_prefix = True
+        """Prefill a batch's shared prompt prefix once (:meth:`_prefix`); False: every prompt
+        whole (the benchmark's comparison)."""
+        self.prefix_tokens_reused = 0
+        """Prompt tokens the last :meth:`generate` call did not prefill again."""
 
     @contextlib.contextmanager
     def adapter(self, state: StateDict | None) -> Iterator[None]:
@@ -61,46 +78,78 @@ class LocalGenerator:
     @torch.no_grad()
     def generate(self, prompts: Sequence[Prompt], cfg: GenerationConfig) -> list[list[Generation]]:
         texts = [self.render(p, cfg.chat) for p in prompts]
-        lengths = [len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
         # longest first: each batch pads to similar lengths, and memory peaks in the first batch
-        order = sorted(range(len(texts)), key=lambda i: -lengths[i])
+        order = sorted(range(len(texts)), key=lambda i: -len(ids[i]))
         out: list[list[Generation]] = [[] for _ in texts]
         self.model.eval()
-        side = self.tokenizer.padding_side
-        try:
-            self.tokenizer.padding_side = "left"
-            for b, start in enumerate(range(0, len(order), cfg.batch_size)):
-                idx = order[start : start + cfg.batch_size]
-                for i, gens in zip(idx, self._batch([texts[i] for i in idx], cfg, b), strict=True):
-                    out[i] = gens
-        finally:
-            self.tokenizer.padding_side = side
+        self.prefix_tokens_reused = 0
+        for b, start in enumerate(range(0, len(order), cfg.batch_size)):
+            idx = order[start : start + cfg.batch_size]
+            for i, gens in zip(idx, self._batch([ids[i] for i in idx], cfg, b), strict=True):
+                out[i] = gens
         return out
 
-    def _batch(self, texts: list[str], cfg: GenerationConfig, b: int) -> list[list[Generation]]:
-        enc = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
-            self.device
-        )
+    def _prefix(self, rows: list[list[int]], n: int) -> tuple[int, Any]:
+        """The prompts' longest shared token prefix, prefilled once and its KV cache copied to
+        every sequence of the batch (``len(rows) * n``), or (0, None) where sharing saves little
+        (a prefix under ``MIN_PREFIX`` tokens, one sequence). At least one token of each prompt
+        stays out, so generation has logits to start from."""
+        if len(rows) * n < 2 or not self.reuse_prefix:
+            return 0, None
+        shortest = min(len(r) for r in rows)
+        common = 0
+        while common < shortest - 1 and all(r[common] == rows[0][common] for r in rows):
+            common += 1
+        if common < MIN_PREFIX:
+            return 0, None
+        prefix = torch.tensor([rows[0][:common]], device=self.device)
+        cache = self.model(input_ids=prefix, use_cache=True).past_key_values
+        cache.batch_repeat_interleave(len(rows) * n)
+        self.prefix_tokens_reused += common * (len(rows) * n - 1)
+        return common, cache
+
+    def _batch(
+        self, rows: list[list[int]], cfg: GenerationConfig, b: int
+    ) -> list[list[Generation]]:
+        """One batch: the shared prefix (if any) from its cache, then each prompt's rest padded
+        on the left of that rest — pad positions are masked and position ids count only real
+        tokens, so every sequence sees exactly its own prompt."""
+        pad = self.tokenizer.pad_token_id
+        n = cfg.n
+        common, cache = self._prefix(rows, n)
+        width = max(len(r) for r in rows)
+        input_ids, mask = [], []
+        for r in rows:
+            gap = width - len(r)
+            input_ids.append(r[:common] + [pad] * gap + r[common:])
+            mask.append([1] * common + [0] * gap + [1] * (len(r) - common))
+        enc = {
+            "input_ids": torch.tensor(input_ids, device=self.device),
+            "attention_mask": torch.tensor(mask, device=self.device),
+        }
         sample = cfg.temperature > 0
-        kwargs = dict(
+        kwargs: dict[str, Any] = dict(
             max_new_tokens=cfg.max_new_tokens,
             do_sample=sample,
-            num_return_sequences=cfg.n,
+            num_return_sequences=n,
             repetition_penalty=cfg.repetition_penalty,
-            pad_token_id=self.tokenizer.pad_token_id,
+            pad_token_id=pad,
         )
+        if cache is not None:
+            # the cache already holds n rows per prompt: expand the prompts as generate would
+            enc = {k: v.repeat_interleave(n, dim=0) for k, v in enc.items()}
+            kwargs |= dict(num_return_sequences=1, cache=cache)
         if sample:
             kwargs |= dict(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k)
         seed = rng_for(cfg.seed, "generation", b).getrandbits(63)
         with seeded_torch(seed) if sample else contextlib.nullcontext():
             seqs = self.model.generate(**enc, **kwargs)  # type: ignore[operator]
-        width = enc["input_ids"].shape[1]
         eos = self.tokenizer.eos_token_id
-        pad = self.tokenizer.pad_token_id
         result: list[list[Generation]] = []
-        for p in range(len(texts)):
+        for p, r in enumerate(rows):
             gens = []
-            for s in seqs[p * cfg.n : (p + 1) * cfg.n]:
+            for s in seqs[p * n : (p + 1) * n]:
                 new = s[width:].tolist()
                 ended = eos in new
                 if ended:
@@ -110,7 +159,6 @@ class LocalGenerator:
                 text = str(self.tokenizer.decode(new, skip_special_tokens=True))
                 text, stopped = cut_at_stop(text, cfg.stop)
                 reason = "stop" if ended or stopped else "length"
-                prompt_len = int(enc["attention_mask"][p].sum())
-                gens.append(Generation(text.strip(), len(new), reason, prompt_tokens=prompt_len))
+                gens.append(Generation(text.strip(), len(new), reason, prompt_tokens=len(r)))
             result.append(gens)
         return result

@@ -34,7 +34,13 @@ from fedloom.models.registry import (
     get_model_spec,
 )
 from fedloom.settings import ModelConfig
-from fedloom.utils import available_cores, cache_dir, keep_freed_memory, seeded_torch
+from fedloom.utils import (
+    available_cores,
+    bound_onednn_cache,
+    cache_dir,
+    keep_freed_memory,
+    seeded_torch,
+)
 
 TINY_LLAMA_CONFIG: dict[str, Any] = dict(
     hidden_size=64,
@@ -66,8 +72,9 @@ def cpu_has_bf16() -> bool:
 
 
 def resolve_runtime(cfg: ModelConfig) -> tuple[torch.device, torch.dtype | None]:
-    """Pick device and autocast dtype; on CPU also set torch threads to the available cores
-    and keep freed memory for reuse (:func:`fedloom.utils.keep_freed_memory`)."""
+    """Pick device and autocast dtype; on CPU also set torch threads to the available cores,
+    keep freed memory for reuse (:func:`fedloom.utils.keep_freed_memory`) and bound oneDNN's
+    primitive cache (:func:`fedloom.utils.bound_onednn_cache`)."""
     if cfg.device == "auto":
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
@@ -77,6 +84,7 @@ def resolve_runtime(cfg: ModelConfig) -> tuple[torch.device, torch.dtype | None]
     if device.type == "cpu":
         torch.set_num_threads(available_cores())
         keep_freed_memory()
+        bound_onednn_cache()
     if cfg.precision == "fp32":
         return device, None
     native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_bf16()
