@@ -2,7 +2,7 @@
 peak, and what reusing a batch's shared prompt prefix (the local backend's KV prefix reuse)
 saves on FedIT-U2S's real prompts.
 
-    python benchmarks/generation_prefix.py [--prompts 16 --new 200 --batch 8]
+    python benchmarks/generation_prefix.py [--prompts 8 --new 64 --batch 8]
 
 1. Builds the U2S pipeline's prompts from configs/u2s.yaml (data + selection stages, seed 0,
    all 120 pieces) for each selection (retrieval, random, fixed) and counts, under the backend's
@@ -72,13 +72,27 @@ def shared_share(ids: list[list[int]], batch: int) -> tuple[int, int]:
     return saved, sum(len(r) for r in ids)
 
 
+def any_prefix(ids: list[list[int]]) -> int:
+    """Prompt tokens a cache of every prefix seen so far would skip (a token trie over the
+    whole job): all tokens less the trie's nodes."""
+    rows = sorted(ids)
+    nodes = len(rows[0])
+    for a, b in zip(rows, rows[1:], strict=False):
+        common = 0
+        while common < min(len(a), len(b)) and a[common] == b[common]:
+            common += 1
+        nodes += len(b) - common
+    return sum(len(r) for r in ids) - nodes
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
-    ap.add_argument("--prompts", type=int, default=16)
-    ap.add_argument("--new", type=int, default=200)
+    ap.add_argument("--prompts", type=int, default=8)
+    ap.add_argument("--new", type=int, default=64)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--shares-only", action="store_true", help="part 1 only (no model)")
     args = ap.parse_args()
 
     tok = load_tokenizer(args.model, need_chat=False)
@@ -89,15 +103,20 @@ def main() -> None:
         texts[selection] = [probe.render(t, True) for t in u2s_prompts(selection, tok, folder)]
         ids = [tok(t, add_special_tokens=False)["input_ids"] for t in texts[selection]]
         saved, total = shared_share(ids, args.batch)
+        trie = any_prefix(ids)
         print(
             f"U2S prompts, selection {selection:9s}: {len(ids)} prompts, {total / len(ids):.0f} "
-            f"tokens each; a shared prefix covers {saved} of {total} prompt tokens "
-            f"({saved / total:.1%}) at batch {args.batch}"
+            f"tokens each; a batch's shared prefix covers {saved} of {total} prompt tokens "
+            f"({saved / total:.1%}) at batch {args.batch}; any prefix shared with any earlier "
+            f"prompt (a prefix cache across the whole job, vLLM-style): {trie / total:.1%}"
         )
 
+    if args.shares_only:
+        return
     loaded = load_model(ModelConfig(name=args.model), dtype=weights_dtype(torch.device("cpu")))
-    model, n_params = loaded.model, sum(
-        p.numel() for n, p in loaded.model.named_parameters() if "embed_tokens" not in n
+    model, n_params = (
+        loaded.model,
+        sum(p.numel() for n, p in loaded.model.named_parameters() if "embed_tokens" not in n),
     )
     if model.config.tie_word_embeddings:
         n_params += model.get_input_embeddings().weight.numel()

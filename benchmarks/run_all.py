@@ -14,7 +14,13 @@ ROOT = HERE.parent
 SCRIPTS: tuple[tuple[str, ...], ...] = (
     ("train_throughput.py",),
     # padded + full logits (before #21) vs packed + response-only logits, demo workload
-    ("train_throughput.py", "--packing", "--bf16-weights", "--steps", "10", "--repeats", "2"),
+    ("train_throughput.py", "--packing", "--steps", "10", "--repeats", "2"),
+    # issue #32: real tokens/s as a share of the matmul peak (bf16, fp32, checkpointing), profile
+    ("train_peak.py", "--profile"),
+    # issue #32: memory after every round of a 20-round run, bf16 and fp32
+    ("memory.py", "--rounds", "20"),
+    # issue #32: prefill / decode as a share of the peak, KV prefix reuse on U2S prompts
+    ("generation_prefix.py",),
     ("federation_overhead.py",),
     ("compression.py",),
     ("scale_clients.py",),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -25,7 +26,7 @@ from train_throughput import matmul_peak
 from fedloom.config import LoraSettings, ModelConfig, TrainConfig
 from fedloom.data import load_source
 from fedloom.data.template import tokenize_example
-from fedloom.eval.heldout import example_losses
+from fedloom.eval.heldout import example_losses, padded_nll
 from fedloom.models import attach_lora, get_adapter_state, load_model, set_adapter_state
 from fedloom.models.loader import cpu_has_bf16
 from fedloom.train import LocalTrainer
@@ -120,6 +121,7 @@ def main() -> None:
     best: dict[str, float] = defaultdict(lambda: float("inf"))
     peak: dict[str, float] = defaultdict(float)
     after: dict[str, float] = {}
+    score: dict[str, float] = defaultdict(lambda: float("inf"))
     for _ in range(args.repeats):  # interleaved: drift hits every variant alike
         peak["bf16"] = max(peak["bf16"], matmul_peak(torch.bfloat16, reps=10))
         peak["fp32"] = max(peak["fp32"], matmul_peak(torch.float32, reps=10))
@@ -127,10 +129,23 @@ def main() -> None:
             set_adapter_state(trainer.model, init)
             res = trainer.train(train, 2e-4, seed=0)
             best[name] = min(best[name], res.seconds)
+            t0 = time.perf_counter()
             losses = example_losses(
                 trainer.model, heldout, trainer.pad_id, trainer.device, trainer.autocast_dtype
             )
+            score[name] = min(score[name], time.perf_counter() - t0)
             after[name] = sum(losses) / len(losses)
+            if name in ("bf16", "fp32"):  # as scored before #32: padded rows, logits everywhere
+                t0 = time.perf_counter()
+                for i in range(0, len(heldout), 8):
+                    padded_nll(
+                        trainer.model,
+                        heldout[i : i + 8],
+                        trainer.pad_id,
+                        trainer.device,
+                        trainer.autocast_dtype,
+                    )
+                score[name + " padded"] = min(score[name + " padded"], time.perf_counter() - t0)
 
     print(
         f"model {args.model}  threads {torch.get_num_threads()}  N {n_params / 1e6:.1f}M; demo "
@@ -151,6 +166,16 @@ def main() -> None:
         print(
             f"  {name:22s} {tps:7.1f} real tok/s  {best[name] / args.steps:5.2f} s/step  "
             f"{share:6.1%} of the {dt} peak{verdict}   held-out loss {after[name]:.4f}"
+        )
+    held = sum(len(e.input_ids) for e in heldout)
+    for name in ("bf16", "fp32"):
+        tps = held / score[name]
+        print(
+            f"held-out scoring, {name} ({len(heldout)} examples, {held} tokens, batch 8 packed, "
+            f"forward only): {len(heldout) / score[name]:.1f} items/s, {tps:.0f} tok/s = "
+            f"{2 * n_params * tps / peak[name]:.1%} of the {name} peak (2·N per token); "
+            f"padded rows with logits everywhere (before #32): "
+            f"{score[name + ' padded'] / score[name]:.2f}x the time"
         )
     ratio = best["bf16 + checkpointing"] / best["bf16"]
     print(

@@ -5,7 +5,7 @@ alternating so machine noise hits both. Prints tokens/s of each, their ratio (ta
 model FLOPs utilisation against a matmul peak measured in the same run.
 
     python benchmarks/train_throughput.py [--model smollm2-135m-instruct] [--steps 6] [--precision auto]
-    python benchmarks/train_throughput.py --packing [--steps 10 --batch 4 --seq 256] [--bf16-weights]
+    python benchmarks/train_throughput.py --packing [--steps 10 --batch 4 --seq 256]
 
 `--packing`: padding-free training on the demo workload (Alpaca instructions, batch 4, at most
 256 tokens): the same micro-batches as issue #21 measured them (padded rows, logits at every
@@ -102,16 +102,6 @@ def packing_comparison(args: argparse.Namespace) -> None:
         "packed": SFTObjective(packed=True),  # packed, response-only logits: today's default
     }
     models = {name: model for name in objectives}
-    if loaded.autocast_dtype is not None and args.bf16_weights:
-        # "pure bf16": the frozen base stored in bf16 (no per-step casts, half the weight
-        # traffic; the residual stream is then bf16 too), LoRA weights fp32 under autocast
-        loaded16 = load_model(
-            ModelConfig(name=args.model, precision=args.precision), dtype=torch.bfloat16
-        )
-        models["bf16-weights"] = attach_lora(
-            loaded16.model, LoraSettings(r=16, alpha=32, dropout=0.0)
-        )
-        objectives["bf16-weights"] = SFTObjective(packed=True)
     trainers = {
         name: LocalTrainer(models[name], cfg, pad, loaded.device, loaded.autocast_dtype, obj)
         for name, obj in objectives.items()
@@ -151,11 +141,6 @@ def packing_comparison(args: argparse.Namespace) -> None:
         f"response-only logits alone {best['before'] / best['padded']:.2f}x, packing on top "
         f"{best['padded'] / best['packed']:.2f}x"
     )
-    if "bf16-weights" in best:
-        print(
-            f"bf16 base weights / fp32 weights + autocast (both packed): "
-            f"{best['packed'] / best['bf16-weights']:.2f}x"
-        )
     params = [p for p in model.parameters() if p.requires_grad]
     for p in params:
         p.grad = torch.randn_like(p)
@@ -196,11 +181,6 @@ def main() -> None:
     ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--packing", action="store_true", help="padded vs packed, demo workload")
-    ap.add_argument(
-        "--bf16-weights",
-        action="store_true",
-        help="with --packing: also a packed run with the frozen base stored in bf16",
-    )
     args = ap.parse_args()
     if args.packing:
         packing_comparison(args)

@@ -179,7 +179,7 @@ def test_heldout_scoring_packed_equals_padded_full_logits(setup) -> None:  # typ
     """Held-out loss is scored packed with response-only logits; each example's summed NLL and
     token count equal the padded, logits-everywhere computation by hand."""
     from fedloom.data.template import collate
-    from fedloom.eval.heldout import _padded_nll, example_losses, response_nll
+    from fedloom.eval.heldout import example_losses, padded_nll, response_nll
 
     model, tok, examples = setup
     pad = int(tok.pad_token_id)
@@ -200,7 +200,7 @@ def test_heldout_scoring_packed_equals_padded_full_logits(setup) -> None:  # typ
     )
     for (s, _), (h, _) in zip(scored, by_hand, strict=True):
         assert s == pytest.approx(h, rel=1e-5)
-    padded = _padded_nll(model, examples, pad, torch.device("cpu"), None)
+    padded = padded_nll(model, examples, pad, torch.device("cpu"), None)
     assert [n for _, n in padded] == [n for _, n in scored]
     means = example_losses(model, examples, pad, torch.device("cpu"), None, batch_size=3)
     assert means == pytest.approx([s / n for s, n in by_hand], rel=1e-5)

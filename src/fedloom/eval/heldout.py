@@ -38,7 +38,7 @@ def response_nll(
         for i in range(0, len(examples), batch_size):
             chunk = list(examples[i : i + batch_size])
             if not accepts_logits_to_keep(model):
-                out += _padded_nll(model, chunk, pad_id, device, autocast_dtype)
+                out += padded_nll(model, chunk, pad_id, device, autocast_dtype)
                 continue
             batch = {k: v.to(device) for k, v in packed.collate(chunk, pad_id).items()}
             keep = predicting_positions(batch["labels"])
@@ -59,15 +59,17 @@ def response_nll(
     return out
 
 
-def _padded_nll(
+def padded_nll(
     model: PreTrainedModel | PeftModel,
     examples: list[TokenizedExample],
     pad_id: int,
     device: torch.device,
     autocast_dtype: torch.dtype | None,
 ) -> list[tuple[float, int]]:
+    """:func:`response_nll` on padded rows with logits at every position: the fallback for a
+    model without ``logits_to_keep``, and the reference the packed scoring is tested against."""
     batch = {k: v.to(device) for k, v in collate(examples, pad_id).items()}
-    with autocast(device, autocast_dtype):
+    with torch.no_grad(), autocast(device, autocast_dtype):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     logits, labels = logits[:, :-1].float(), batch["labels"][:, 1:]  # predict t+1 from t
     nll = F.cross_entropy(

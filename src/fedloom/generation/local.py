@@ -104,7 +104,7 @@ class LocalGenerator:
         if common < MIN_PREFIX:
             return 0, None
         prefix = torch.tensor([rows[0][:common]], device=self.device)
-        cache = self.model(input_ids=prefix, use_cache=True).past_key_values
+        cache = self.model(input_ids=prefix, use_cache=True).cache
         cache.batch_repeat_interleave(len(rows) * n)
         self.prefix_tokens_reused += common * (len(rows) * n - 1)
         return common, cache
