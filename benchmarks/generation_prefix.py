@@ -95,6 +95,7 @@ def main() -> None:
     ap.add_argument("--shares-only", action="store_true", help="part 1 only (no model)")
     args = ap.parse_args()
 
+    peak = matmul_peak(torch.bfloat16, reps=10)  # before the model takes memory, and below
     tok = load_tokenizer(args.model, need_chat=False)
     folder = Path(tempfile.mkdtemp(prefix="u2s-prompts-"))
     probe = LocalGenerator(torch.nn.Identity(), tok, torch.device("cpu"))  # type: ignore[arg-type]
@@ -129,7 +130,6 @@ def main() -> None:
     best: dict[str, float] = {}
     outs: dict[bool, list[list[int | str]]] = {}
     new_tokens = 0
-    peak = 0.0
     for _ in range(args.repeats):
         peak = max(peak, matmul_peak(torch.bfloat16, reps=10))
         for reuse in (False, True):
@@ -156,10 +156,16 @@ def main() -> None:
         f"peak ({pre:.1f} s)"
     )
     steps = -(-len(prompts) // args.batch) * args.new
-    print(
-        f"  decode: {dec_tps:.1f} new tokens/s = {2 * n_params * dec_tps / peak:.1%} of the peak "
-        f"({dec:.1f} s; weights read {2 * n_params * steps / max(dec, 1e-9) / 1e9:.1f} GB/s)"
-    )
+    if dec <= 0:  # the machine drifted between the two timings: no figure rather than a wrong one
+        print(
+            f"  decode: not resolved (generation {best['generate whole']:.1f} s took less than "
+            f"its prefill alone {pre:.1f} s: drift; use --repeats 2)"
+        )
+    else:
+        print(
+            f"  decode: {dec_tps:.1f} new tokens/s = {2 * n_params * dec_tps / peak:.1%} of the "
+            f"peak ({dec:.1f} s; weights read {2 * n_params * steps / dec / 1e9:.1f} GB/s)"
+        )
     print(
         f"  prefix reuse: prefill {pre:.1f} -> {best['prefill reuse']:.1f} s "
         f"({pre / best['prefill reuse']:.2f}x), whole generation {best['generate whole']:.1f} -> "
