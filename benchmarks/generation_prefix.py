@@ -26,10 +26,11 @@ import time
 from pathlib import Path
 
 import torch
-from train_throughput import matmul_peak
+from train_throughput import matmul_params, matmul_peak
 
 from fedloom.embed import get_embedder
 from fedloom.generation import GenerationConfig, LocalGenerator
+from fedloom.generation.local import shared_prefix
 from fedloom.models import load_model, weights_dtype
 from fedloom.models.loader import load_tokenizer
 from fedloom.pipeline.runner import load_pipeline_config
@@ -65,10 +66,7 @@ def shared_share(ids: list[list[int]], batch: int) -> tuple[int, int]:
     saved = 0
     for s in range(0, len(order), batch):
         rows = [ids[i] for i in order[s : s + batch]]
-        shortest, common = min(len(r) for r in rows), 0
-        while common < shortest - 1 and all(r[common] == rows[0][common] for r in rows):
-            common += 1
-        saved += common * (len(rows) - 1) if common >= 16 else 0
+        saved += shared_prefix(rows) * (len(rows) - 1)
     return saved, sum(len(r) for r in ids)
 
 
@@ -115,12 +113,7 @@ def main() -> None:
     if args.shares_only:
         return
     loaded = load_model(ModelConfig(name=args.model), dtype=weights_dtype(torch.device("cpu")))
-    model, n_params = (
-        loaded.model,
-        sum(p.numel() for n, p in loaded.model.named_parameters() if "embed_tokens" not in n),
-    )
-    if model.config.tie_word_embeddings:
-        n_params += model.get_input_embeddings().weight.numel()
+    model, n_params = loaded.model, matmul_params(loaded.model)
     gen = LocalGenerator(model, tok, loaded.device)
     prompts = texts["retrieval"][: args.prompts]
     prompt_tokens = sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in prompts)

@@ -21,7 +21,7 @@ from collections import defaultdict
 from typing import Any
 
 import torch
-from train_throughput import matmul_peak
+from train_throughput import matmul_params, matmul_peak
 
 from fedloom.config import LoraSettings, ModelConfig, TrainConfig
 from fedloom.data import load_source
@@ -107,13 +107,7 @@ def main() -> None:
     real = sum(len(e.input_ids) for e in train)
 
     base = runs["fp32"][0]
-    n_params = sum(
-        p.numel()
-        for name, p in base.model.named_parameters()
-        if "embed_tokens" not in name and "lora_" not in name
-    )
-    if base.model.config.tie_word_embeddings:
-        n_params += base.model.get_input_embeddings().weight.numel()
+    n_params = matmul_params(base.model)
 
     for trainer, init in runs.values():  # warm-up: each kernel once
         set_adapter_state(trainer.model, init)

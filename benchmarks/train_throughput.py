@@ -44,6 +44,19 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t)
 
 
+def matmul_params(model) -> int:  # type: ignore[no-untyped-def]
+    """N of the FLOPs model: the base's parameters without the embedding lookup (free) and the
+    LoRA weights, the LM head counted even when it shares the embedding matrix (a real matmul)."""
+    n = sum(
+        p.numel()
+        for name, p in model.named_parameters()
+        if "embed_tokens" not in name and "lora_" not in name
+    )
+    if model.config.tie_word_embeddings:
+        n += model.get_input_embeddings().weight.numel()
+    return n
+
+
 def synthetic_batches(vocab: int, steps: int, batch: int, seq: int) -> list[TokenizedExample]:
     rng = rng_for(0, "bench")
     out = []
@@ -206,13 +219,7 @@ def main() -> None:
         t_bare.append(bare_loop(model, examples, cfg, pad, loaded.autocast_dtype))
     fed_tps, bare_tps = tokens / min(t_fed), tokens / min(t_bare)
 
-    n_params = sum(
-        p.numel()
-        for n, p in model.named_parameters()
-        if "embed_tokens" not in n and "lora_" not in n
-    )
-    if model.config.tie_word_embeddings:  # lm_head shares the embedding matrix but is a real matmul
-        n_params += model.get_input_embeddings().weight.numel()
+    n_params = matmul_params(model)
     peak_dtype = loaded.autocast_dtype or torch.float32
     peak = matmul_peak(peak_dtype)
     native_bf16 = loaded.device.type == "cuda" or cpu_has_bf16()

@@ -12,7 +12,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from fedloom.data.federated import FederatedData
 from fedloom.data.template import IGNORE_INDEX, TokenizedExample, collate
-from fedloom.train.objectives import SFTObjective, accepts_logits_to_keep, predicting_positions
+from fedloom.train.objectives import SFTObjective, accepts_logits_to_keep
 from fedloom.utils import autocast
 
 
@@ -41,11 +41,7 @@ def response_nll(
                 out += padded_nll(model, chunk, pad_id, device, autocast_dtype)
                 continue
             batch = {k: v.to(device) for k, v in packed.collate(chunk, pad_id).items()}
-            keep = predicting_positions(batch["labels"])
-            inputs = {k: v for k, v in batch.items() if k != "labels"}
-            with autocast(device, autocast_dtype), packed.attention(model):
-                logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
-            targets = batch["labels"][:, 1:][keep[:, :-1]]
+            logits, targets, keep = packed.response_logits(model, batch, autocast_dtype)
             nll = F.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]).float(), targets, reduction="none"
             )

@@ -29,6 +29,17 @@ MIN_PREFIX = 16
 and a cache copy per sequence cost more than they save)."""
 
 
+def shared_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens all ``rows`` share and a batch prefills once: their longest
+    common prefix, less at least one token of the shortest row (generation needs logits to
+    start from), or 0 under :data:`MIN_PREFIX`."""
+    shortest = min(len(r) for r in rows)
+    common = 0
+    while common < shortest - 1 and all(r[common] == rows[0][common] for r in rows):
+        common += 1
+    return common if common >= MIN_PREFIX else 0
+
+
 def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: Prompt, chat: bool) -> str:
     """The text a model sees: ``prompt`` through the tokenizer's chat template, or as is in raw
     continuation (``chat: false``, text prompts only)."""
@@ -97,11 +108,8 @@ class LocalGenerator:
         stays out, so generation has logits to start from."""
         if len(rows) * n < 2 or not self.reuse_prefix:
             return 0, None
-        shortest = min(len(r) for r in rows)
-        common = 0
-        while common < shortest - 1 and all(r[common] == rows[0][common] for r in rows):
-            common += 1
-        if common < MIN_PREFIX:
+        common = shared_prefix(rows)
+        if common == 0:
             return 0, None
         prefix = torch.tensor([rows[0][:common]], device=self.device)
         cache = self.model(input_ids=prefix, use_cache=True).cache

@@ -103,13 +103,24 @@ class SFTObjective:
         projection on SmolLM2) and the cross-entropy run only at the positions that predict a
         response token (:func:`predicting_positions`): prompt positions' logits never reach the
         loss, so skipping them changes nothing but the time."""
+        if not accepts_logits_to_keep(model):
+            with autocast(batch["input_ids"].device, dtype), self.attention(model):
+                return model(**batch, use_cache=False).loss.float()
+        logits, targets, _ = self.response_logits(model, batch, dtype)
+        return F.cross_entropy(logits.float(), targets)
+
+    def response_logits(
+        self, model: torch.nn.Module, batch: dict[str, torch.Tensor], dtype: torch.dtype | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The logits at the positions that predict a response token ([K, vocab]), the K
+        tokens they predict, and which positions those are ([rows, T] bool,
+        :func:`predicting_positions`): training's loss and held-out scoring read these. The
+        model must take ``logits_to_keep`` (:func:`accepts_logits_to_keep`)."""
+        keep = predicting_positions(batch["labels"])
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         with autocast(batch["input_ids"].device, dtype), self.attention(model):
-            if not accepts_logits_to_keep(model):
-                return model(**batch, use_cache=False).loss.float()
-            keep = predicting_positions(batch["labels"])
             logits = model(**inputs, use_cache=False, logits_to_keep=keep).logits
-        return F.cross_entropy(logits.float(), batch["labels"][:, 1:][keep[:, :-1]])
+        return logits, batch["labels"][:, 1:][keep[:, :-1]], keep
 
     def per_example_loss(
         self, model: PeftModel, batch: dict[str, torch.Tensor], dtype: torch.dtype | None
