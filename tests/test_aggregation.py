@@ -147,3 +147,19 @@ def test_registry_lists_every_algorithm() -> None:
         from fedloom.algorithms.base import register_algorithm
 
         register_algorithm("fedavg")(type("Dup", (ALGORITHMS["fedavg"],), {}))
+
+
+def test_local_baseline_trains_the_same_clients_every_round() -> None:
+    """FedLLM-Bench's local baseline: the first round's sample trains alone at every round (a
+    random sample each round would give each client ~rounds*k/n visits)."""
+    import random
+
+    s = build_strategy("local", {}, num_clients=10)
+    s.initialize(sd(0.0))
+    rng = random.Random(0)
+    first = s.sample(rng, 3)
+    assert len(first) == 3
+    assert all(s.sample(rng, 3) == first for _ in range(5))
+    assert s.sample(rng, 3, exclude={first[0]}) == first[1:]  # a client out of privacy budget
+    assert s.state_dict()["scored"] == first  # checkpointed: a resumed run keeps its clients
+    assert s.every_round and not build_strategy("fedavg", {}, num_clients=10).every_round

@@ -4,6 +4,7 @@ collector and report (on hand-written cell folders), and the grid on a tiny rand
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import statistics
 import subprocess
@@ -144,9 +145,9 @@ def _client_sizes(name: str) -> list[int]:
 
 def test_fed_preference_has_the_published_shape() -> None:
     sizes = _client_sizes("fed-preference")
-    assert len(sizes) == 21 and sum(sizes) == 270
+    assert len(sizes) == 21 and sum(sizes) == 240  # 300 pairs, 60 held out
     # Fed-ChatbotPA: 13 ± 21 per client (cv 1.6)
-    assert statistics.fmean(sizes) == pytest.approx(12.86, abs=0.01)
+    assert statistics.fmean(sizes) == pytest.approx(11.43, abs=0.01)
     assert statistics.stdev(sizes) / statistics.fmean(sizes) == pytest.approx(1.6, abs=0.02)
 
 
@@ -340,14 +341,35 @@ def test_bench_grid_on_tiny_llama_runs_reports_and_resumes(tmp_path: Path) -> No
     assert main(args) == 0
     table = json.loads((out / "report" / "table.json").read_text())
     methods = {r["method"] for r in table}
-    assert methods == {"base", "local", "fedavg"}
+    assert methods == {"base", "local", "local-best", "fedavg"}
     for r in table:
-        assert r["rougeL"] is not None and r["advbench"] is not None, r
+        assert r["rougeL"] is not None and r["dpo_loss"] is not None, r
+    rows = {r["method"]: r for r in table}
+    assert rows["base"]["dpo_loss"][0] == pytest.approx(math.log(2), abs=1e-5)  # its own reference
+    assert rows["base"]["reward_accuracy"][0] == 0.5  # every tie counts half
+    # local: the first round's 3 clients train alone at every round; each is scored, the cell
+    # is their mean per item, and its best client is a row of its own
+    rounds = [json.loads(x) for x in (out / "fed-preference.local.s0/run/metrics.jsonl").open()]
+    assert len({tuple(r["clients"]) for r in rounds}) == 1 and len(rounds[0]["clients"]) == 3
+    # each visit's steps give the client E passes over its shard over the run: the local
+    # client visits every round (2), a federated one 2*3/21 times in expectation
+    for method, visits in (("local", (1, 1)), ("fedavg", (3, 21))):
+        run = out / f"fed-preference.{method}.s0/run"
+        sizes = json.loads((run / "summary.json").read_text())["client_sizes"]
+        for r in (json.loads(x) for x in (run / "metrics.jsonl").open()):
+            for c, steps in r["client_steps"].items():
+                assert steps == dynamic_steps(sizes[int(c)], 2, *visits, 2, 1, 0.05), method
+    local = json.loads((out / "fed-preference.local.s0/eval.json").read_text())["dpo_loss"]
+    per_client = local["clients"]
+    assert len(per_client) == 3
+    assert local["mean"] == pytest.approx(sum(per_client.values()) / 3, abs=1e-5)
+    assert local["best_client"]["mean"] == min(per_client.values())
+    assert rows["local-best"]["dpo_loss"][0] == pytest.approx(min(per_client.values()))
     assert (out / "report.html").exists()
     # the kit's paired rows: fedavg against local and local against base, per metric
     res = json.loads((out / "report" / "results.json").read_text())
     pairs = {(r["arm"], r["reference"]) for r in res["rows"]}
-    assert {("fedavg", "local"), ("local", "base")} <= pairs
+    assert {("fedavg", "local"), ("fedavg", "local-best"), ("local", "base")} <= pairs
     assert all(
         r["seeds"] == [0] and r["verdict"] in ("better", "worse", "unresolved") for r in res["rows"]
     )

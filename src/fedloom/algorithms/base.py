@@ -59,6 +59,10 @@ class Strategy:
     config_cls: ClassVar[type[AlgorithmConfig]] = AlgorithmConfig
     pooled_data: ClassVar[bool] = False
     """True for the centralized baseline: the engine gives it one client holding all data."""
+    every_round: ClassVar[bool] = False
+    """True when the same clients train at every round (the local baseline): the engine's
+    dynamic local steps then spread a client's epochs over every round, not over the visits a
+    random sample would give it."""
     mean_only: ClassVar[bool] = False
     """True when the server step reads the client adapters only through their weighted mean
     (no per-client extras or adapters): central DP may noise that mean, SecAgg+ may hide the

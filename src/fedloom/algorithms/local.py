@@ -1,13 +1,20 @@
-"""Local-only baseline: every client trains alone on its own shard; nothing is aggregated.
+"""Local-only baseline: a fixed set of clients each trains alone on its own shard; nothing is
+aggregated.
 
-Each client trains at the rounds it is sampled (the same schedule and compute as the federated
-run), starting from its own previous adapter. The engine evaluates the adapter of every client
-that has trained and reports each and their mean.
+FedLLM-Bench's (and OpenFedLLM's) local baseline gives a client that trains alone the budget it
+would have had in the federation: here the first round's sample (``federation.sample_clients``
+clients, drawn with the engine's sampling RNG) is kept for every round, so each of these clients
+trains at every round — ``rounds x local_steps`` steps, or with ``local_steps: dynamic`` the
+steps that make ``epochs`` passes over its own shard over the whole run, exactly what it does in
+expectation in the federation (:meth:`fedloom.engine.inprocess.Federation.local_steps`). The
+compute equals a federated run's with the same ``sample_clients``. The engine evaluates the
+adapter of every client and reports each and their mean.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections.abc import Collection, Sequence
 
 from fedloom.algorithms.aggregate import clone
 from fedloom.algorithms.base import Broadcast, ClientUpdate, Strategy, register_algorithm
@@ -16,11 +23,21 @@ from fedloom.utils import StateDict
 
 @register_algorithm("local")
 class LocalOnly(Strategy):
-    state_attrs = ("global_adapter", "client_adapters")
+    state_attrs = ("global_adapter", "client_adapters", "scored")
+    every_round = True
 
     def initialize(self, adapter: StateDict) -> None:
         super().initialize(adapter)
         self.client_adapters: dict[int, StateDict] = {}
+        self.scored: list[int] = []
+        """The clients that train (every round) and are scored: the first round's sample."""
+
+    def sample(self, rng: random.Random, k: int, exclude: Collection[int] = ()) -> list[int]:
+        """The first call draws ``k`` clients as a federated run would; every later call returns
+        the same ones (less those in ``exclude``, which spent their privacy budget)."""
+        if not self.scored:
+            self.scored = super().sample(rng, k, exclude)
+        return [c for c in self.scored if c not in exclude]
 
     def broadcast(self, client_id: int) -> Broadcast:
         return Broadcast(self.client_adapters.get(client_id, self.global_adapter))
@@ -30,9 +47,8 @@ class LocalOnly(Strategy):
             self.client_adapters[u.client_id] = clone(u.adapter)
 
     def eval_targets(self) -> dict[str, StateDict]:
-        """Every client that has trained (one never sampled still holds the base adapter and
-        would only repeat the base model's score: with 145 clients and 5 a round, most are);
-        before any client trained, the shared initial adapter."""
+        """Every client that has trained; before any client trained, the shared initial
+        adapter."""
         if not self.client_adapters:
             return {"global": self.global_adapter}
         return {f"client_{c}": self.client_adapters[c] for c in sorted(self.client_adapters)}

@@ -20,6 +20,8 @@ MIN_SCHEMA = 3
 
 METRICS: tuple[tuple[str, str, bool], ...] = (
     ("heldout_loss", "held-out loss", False),
+    ("dpo_loss", "held-out DPO loss", False),
+    ("reward_accuracy", "reward accuracy", True),
     ("rougeL", "ROUGE-L", True),
     ("helpfulness", "helpfulness (judge, 1-10)", True),
     ("mtbench", "MT-Bench (judge, 1-10)", True),
@@ -153,6 +155,9 @@ def grid_table(col: Collected) -> list[dict[str, Any]]:
         for c in col.cells:
             if c["federation"] == fed:
                 groups.setdefault(c["method"], []).append(c)
+        best = [b for c in groups.get("local", []) if (b := best_client_cell(c))["metrics"]]
+        if best:  # the local cells' best clients (each chosen on the scored items)
+            groups["local-best"] = best
         for method, cells in groups.items():
             row: dict[str, Any] = {"federation": fed, "method": method, "seeds": len(cells)}
             # per-item held-out losses by seed, for paired comparisons (same records, same order)
@@ -175,6 +180,17 @@ def grid_table(col: Collected) -> list[dict[str, Any]]:
                     row[key] = [mi["mean"], mi["ci95_low"], mi["ci95_high"]]
             rows.append(row)
     return rows
+
+
+def best_client_cell(cell: dict[str, Any]) -> dict[str, Any]:
+    """A `local` cell as its best client alone: each metric's ``best_client`` mean (metrics
+    without one are left out; no per-item scores: the paired rows read them from ``items/``)."""
+    metrics = {
+        k: {"mean": m["best_client"]["mean"]}
+        for k, m in cell["metrics"].items()
+        if isinstance(m, dict) and isinstance(m.get("best_client"), dict)
+    }
+    return {k: v for k, v in cell.items() if k != "metrics"} | {"metrics": metrics}
 
 
 def _metric_keys(col: Collected) -> list[str]:
@@ -216,7 +232,7 @@ def verdicts(rows: list[dict[str, Any]]) -> list[str]:
     for fed in dict.fromkeys(r["federation"] for r in rows):
         by = {r["method"]: r for r in rows if r["federation"] == fed}
         local = by.get("local")
-        fl = {m: r for m, r in by.items() if m not in ("local", "base")}
+        fl = {m: r for m, r in by.items() if m not in ("local", "local-best", "base")}
         for key in [k for k in _keys_of(rows) if any(r.get(k) for r in fl.values())]:
             hb = _higher_better(key)
             scored = {m: r[key] for m, r in fl.items() if r.get(key)}
@@ -275,16 +291,19 @@ def comparisons(ctx: Any, cfg: Any) -> list[Comparison]:
     against the base model."""
     b = cfg.params
     rows: list[Comparison] = []
-    metrics = ["heldout_loss", "rougeL", *b.suites]
+    metrics = ["heldout_loss", "dpo_loss", "reward_accuracy", "rougeL", *b.suites]
     for fed in b.federations:
-        pairs = [(f"{fed}.{m}", m, f"{fed}.local", "local") for m in b.methods if m != "local"]
-        if "local" in b.methods:
-            pairs.append((f"{fed}.local", "local", f"base.{fed}", "base"))
+        fl = [m for m in b.methods_of(fed) if m != "local"]
+        # (arm stage, arm item suffix, arm, reference stage, reference item suffix, reference)
+        pairs = [(f"{fed}.{m}", "", m, f"{fed}.local", "", "local") for m in fl]
+        if "local" in b.methods_of(fed):
+            pairs += [(f"{fed}.{m}", "", m, f"{fed}.local", ".best", "local-best") for m in fl]
+            pairs.append((f"{fed}.local", "", "local", f"base.{fed}", "", "base"))
         for key in metrics:
-            for arm_stage, arm, ref_stage, ref in pairs:
+            for arm_stage, arm_sfx, arm, ref_stage, ref_sfx, ref in pairs:
                 c = compare_items(
-                    ctx, cfg.seeds, (arm_stage, key), (ref_stage, key), arm, ref,
-                    metric=f"{fed} · {_label(key)}",
+                    ctx, cfg.seeds, (arm_stage, key + arm_sfx), (ref_stage, key + ref_sfx),
+                    arm, ref, metric=f"{fed} · {_label(key)}",
                 )  # fmt: skip
                 if c is not None:
                     rows.append(c)

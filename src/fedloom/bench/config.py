@@ -25,6 +25,12 @@ class BenchConfig:
     """Names from `fedloom data stats --list` (`fedloom.bench.FEDERATIONS`)."""
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     """FL algorithms (`fedloom algorithms`); `local` is the no-federation baseline."""
+    methods_for: dict[str, list[str]] = field(default_factory=dict)
+    """Methods per federation where they differ from `methods`, e.g. `{fed-preference:
+    [local, fedavg]}`."""
+    epochs: dict[str, float] = field(default_factory=dict)
+    """`train.epochs` per federation for `train.local_steps: dynamic` (federations differ
+    15x in size: one E would give them 15x different costs); default the `train` section's."""
     method_params: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {
             "fedprox": {"mu": 0.01},
@@ -92,8 +98,22 @@ class BenchConfig:
         _require(self.heldout >= 1, "`bench.heldout` must be >= 1")
         _require(self.rouge >= 0, "`bench.rouge` must be >= 0")
         _require(self.max_new_tokens >= 1, "`bench.max_new_tokens` must be >= 1")
-        bad = [f for f in self.sample_clients if f not in self.federations]
-        _require(not bad, f"`bench.sample_clients` names {bad}, not in `bench.federations`")
+        for name, per in (("sample_clients", self.sample_clients), ("methods_for",
+                          self.methods_for), ("epochs", self.epochs)):  # fmt: skip
+            bad = [f for f in per if f not in self.federations]
+            _require(not bad, f"`bench.{name}` names {bad}, not in `bench.federations`")
+        for f, ms in self.methods_for.items():
+            bad = [m for m in ms if m not in ALGORITHMS]
+            _require(
+                bool(ms) and not bad,
+                f"`bench.methods_for.{f}` is empty or has unknown {bad}; choose from "
+                f"{sorted(ALGORITHMS)}",
+            )
+        bad = [f for f, e in self.epochs.items() if not e > 0]
+        _require(not bad, f"`bench.epochs` must be > 0 (check {bad})")
+
+    def methods_of(self, federation: str) -> list[str]:
+        return self.methods_for.get(federation, self.methods)
 
     def limit(self, suite: str) -> int:
         return self.suite_limits.get(suite, 20)

@@ -60,6 +60,7 @@ class CellEval:
     """metric -> per-item values (for paired comparisons between cells)."""
 
     def save(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
         (folder / "eval.json").write_text(json.dumps(self.metrics, indent=2))
         with open(folder / "answers.jsonl", "w") as f:
             for a in self.answers:
@@ -87,6 +88,79 @@ def _heldout_loss(
         "held-out loss", True, {str(i): float(v) for i, v in enumerate(losses)}, rep.dropped
     )
     return metric, scores
+
+
+def _preference(
+    model: Any, loaded: Any, items: list[Record], max_seq_len: int, beta: float
+) -> tuple[dict[str, dict[str, Any]], dict[str, ItemScores]]:
+    """Per held-out preference pair (DPO federations): DPO's loss with the base model as the
+    reference (the base itself scores log 2 on every pair) and whether the implicit reward
+    prefers the chosen answer (a tie counts half: the base scores 0.5), with their means."""
+    from fedloom.data.template import tokenize_all
+    from fedloom.train.objectives import collate_pairs, dpo_loss, score_pairs
+
+    pairs, _, rep = tokenize_all(loaded.tokenizer, items, max_seq_len)
+    pad = int(loaded.tokenizer.pad_token_id)
+    losses: list[float] = []
+    accs: list[float] = []
+    for i in range(0, len(pairs), 4):
+        batch = {k: v.to(loaded.device) for k, v in collate_pairs(pairs[i : i + 4], pad).items()}
+        sc = score_pairs(model, batch, loaded.autocast_dtype, grad=False)
+        loss, rc, rr = dpo_loss(
+            sc.policy_chosen, sc.policy_rejected, sc.ref_chosen, sc.ref_rejected, beta
+        )
+        losses += loss.tolist()
+        accs += ((rc > rr).float() + 0.5 * (rc == rr).float()).tolist()
+    metrics = {
+        "dpo_loss": mean_interval(losses) | {"dropped": rep.dropped, "truncated": rep.truncated},
+        "reward_accuracy": mean_interval(accs),
+    }
+    scores = {
+        "dpo_loss": ItemScores(
+            "held-out DPO loss", True, {str(i): v for i, v in enumerate(losses)}, rep.dropped
+        ),
+        "reward_accuracy": ItemScores(
+            "reward accuracy", False, {str(i): v for i, v in enumerate(accs)}, rep.dropped
+        ),
+    }
+    return metrics, scores
+
+
+def combine_clients(evs: dict[str, CellEval]) -> tuple[CellEval, str]:
+    """The local baseline's cell from its clients' evaluations (each client trained alone and
+    was scored on the same items): per metric with per-item scores, the item's mean over the
+    clients (the expected client's model, paired with the other arms item by item), its mean
+    with the 95% interval and each client's mean; other metrics are the first client's. Also
+    the best client by held-out loss (DPO loss for preference federations; else the first
+    metric) — chosen on the evaluation items themselves, so an optimistic figure."""
+    if not evs:
+        raise ValueError("combine_clients: no client evaluations")
+    first = next(iter(evs.values()))
+    metrics: dict[str, dict[str, Any]] = dict(first.metrics)
+    items: dict[str, ItemScores] = {}
+    for name, sc in first.items.items():
+        if not all(name in e.items and e.items[name].values.keys() == sc.values.keys()
+                   for e in evs.values()):  # fmt: skip
+            continue
+        values = {
+            k: sum(e.items[name].values[k] for e in evs.values()) / len(evs) for k in sc.values
+        }
+        items[name] = ItemScores(sc.metric, sc.lower_is_better, values, sc.dropped)
+        metrics[name] = mean_interval(list(values.values())) | {
+            "clients": {c: e.items[name].mean for c, e in evs.items()},
+            "items": [round(v, 6) for v in values.values()],
+        }
+    key = next((k for k in ("heldout_loss", "dpo_loss") if k in items), next(iter(items), None))
+    if key is None:
+        best = next(iter(evs))
+    else:
+        sign = 1.0 if items[key].lower_is_better else -1.0
+        best = min(evs, key=lambda c: sign * evs[c].items[key].mean)
+    answers = [a | {"client": c} for c, e in evs.items() for a in e.answers]
+    for name, m in metrics.items():
+        if name in items:
+            m["best_client"] = {"client": best, "mean": evs[best].items[name].mean}
+    return CellEval(metrics, answers, items), best
 
 
 def _answers(
@@ -124,6 +198,7 @@ def evaluate_model(
     max_seq_len: int,
     seed: int,
     folder: Path,
+    beta: float = 0.1,
 ) -> CellEval:
     """Score the base model (``adapter=None``) or base + the LoRA adapter in ``adapter``
     (judge jobs in ``folder``):
@@ -150,6 +225,10 @@ def evaluate_model(
             metrics["heldout_loss"], per_item["heldout_loss"] = _heldout_loss(
                 model, loaded, items, max_seq_len
             )
+        if task == "dpo":
+            got, scores = _preference(model, loaded, items, max_seq_len, beta)
+            metrics |= got
+            per_item |= scores
         if bench.rouge:
             got, per_item["rougeL"], answers = _answers(model, loaded, items[: bench.rouge], bench)
             metrics |= got

@@ -99,7 +99,7 @@ register_federation(
         task="sft",
         data={
             "sources": [{"name": "sharegpt", "where": {"turns": [1], "language": ["en"]}}],
-            "heldout": 50,
+            "heldout": 200,
         },
         partition={"strategy": "quantity", "num_clients": 145, "size_cv": 1.27},
         published={
@@ -177,10 +177,10 @@ register_federation(
         substitute=(
             "Chatbot Arena preferences are not installable offline; LLaMA-Factory's 300 DPO "
             "pairs are. Drawn pseudo-users with the published 13±21 (size_cv 1.6) give 21 "
-            "clients on the 270 training pairs."
+            "clients on the 240 training pairs (60 held out)."
         ),
         task="dpo",
-        data={"sources": [{"name": "dpo_en"}], "heldout": 30},
+        data={"sources": [{"name": "dpo_en"}], "heldout": 60},
         partition={"strategy": "quantity", "num_clients": 21, "size_cv": 1.6},
         published={"clients": 747, "samples": 9508, "per_client": [13, 21]},
         sample_clients=5,
@@ -194,7 +194,7 @@ register_federation(
         stands_for="a domain federation (hospitals by specialty)",
         substitute="MedMCQA's own subject field is the natural split (21 subjects, 2 to 1,300).",
         task="sft",
-        data={"sources": [{"name": "medmcqa"}], "heldout": 100},
+        data={"sources": [{"name": "medmcqa"}], "heldout": 200},
         partition={"strategy": "natural", "num_clients": None, "key": "subject"},
         sample_clients=4,
         suites=("medmcqa", "advbench"),

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import functools
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from fedloom.bench.config import BenchConfig
+from fedloom.bench.evaluate import CellEval, combine_clients
 from fedloom.bench.federations import FederationSpec, get_federation
 from fedloom.config import config_from_dict
 from fedloom.data.schema import Record
@@ -62,7 +64,11 @@ def run_config(cfg: PipelineConfig, spec: FederationSpec, method: str, seed: int
         "params": dict(b.method_params.get(method, {})),
         "sample_clients": b.sample_clients.get(spec.name, spec.sample_clients),
     }
-    raw["eval"] |= {"max_examples": b.heldout, "suites": [], "sample_prompts": 0}
+    if spec.name in b.epochs:
+        raw["train"] = dict(raw["train"]) | {"epochs": b.epochs[spec.name]}
+    # the run's own held-out loss is a progress figure only: the cell's measurement is the
+    # bench's scoring of every arm on the same `bench.heldout` items afterwards
+    raw["eval"] |= {"max_examples": min(b.heldout, 8), "suites": [], "sample_prompts": 0}
     return config_from_dict(raw)
 
 
@@ -96,8 +102,8 @@ class BenchPipeline(PipelineMethod):
                 )
         # method by method across the federations: a grid cut off early (or a rerun reading a
         # half-finished folder) has every federation's first methods, local first
-        for m in b.methods:
-            for f in b.federations:
+        for m in dict.fromkeys(m for f in b.federations for m in b.methods_of(f)):
+            for f in [f for f in b.federations if m in b.methods_of(f)]:
                 for seed in cfg.seeds:
                     st.append(
                         Stage(
@@ -150,29 +156,33 @@ class BenchPipeline(PipelineMethod):
         out = ctx.folder / "run"
         # a cell trained before a cut in evaluation is read back, one cut in training resumes
         summary = run_or_resume(run_cfg, out, ctx.console, b.engine).summary
-        adapter = out / "adapter"
-        if not adapter.exists():  # `local`: one adapter per trained client; score the largest's
-            sizes = summary["client_sizes"]
-            ran = [int(p.name.split("_")[1]) for p in (out / "adapters").glob("client_*")]
-            adapter = out / "adapters" / f"client_{max(ran, key=sizes.__getitem__)}"
         held, trained = heldout_and_trained(fed, seed)
-        ev = evaluate_model(
-            run_cfg.model,
-            adapter,
-            list(held),
-            set(trained),
-            b,
-            spec.task,
-            run_cfg.data.max_seq_len,
-            seed,
-            ctx.folder,
-        )
-        ev.save(ctx.folder)
+
+        def score(adapter: Path, folder: Path) -> CellEval:
+            ev = evaluate_model(
+                run_cfg.model, adapter, list(held), set(trained), b, spec.task,
+                run_cfg.data.max_seq_len, seed, folder, run_cfg.train.beta,
+            )  # fmt: skip
+            ev.save(folder)
+            return ev
+
+        if (out / "adapter").exists():
+            ev, extra = score(out / "adapter", ctx.folder), {"adapter": "run/adapter"}
+        else:  # `local`: every client that trained alone is scored; the cell is their mean
+            clients = sorted(
+                (out / "adapters").glob("client_*"), key=lambda p: int(p.name.split("_")[1])
+            )
+            evs = {p.name: score(p, ctx.folder / "clients" / p.name) for p in clients}
+            ev, best = combine_clients(evs)
+            ev.save(ctx.folder)
+            for name, scores in evs[best].items.items():
+                scores.save(ctx.folder / "items" / f"{name}.best.json")
+            extra = {"adapter": "run/adapters/*", "clients": sorted(evs), "best_client": best}
         return {
             "federation": fed,
             "method": method,
             "seed": seed,
-            "adapter": str(adapter.relative_to(ctx.folder)),
+            **extra,
             "final_eval_loss": summary.get("final_eval_loss"),
             "train_seconds": summary.get("train_seconds"),
             "metrics": ev.metrics,

@@ -69,7 +69,7 @@ def bar_chart(rows: list[dict[str, Any]], fed: str, keys: list[str]) -> str:
         vals = [p[1][0] for p in pts]
         err = [[v - p[1][1] for v, p in zip(vals, pts, strict=True)],
                [p[1][2] - v for v, p in zip(vals, pts, strict=True)]]  # fmt: skip
-        colors = ["#999999" if n == "base" else "#cc6677" if n == "local" else "#4477aa"
+        colors = ["#999999" if n == "base" else "#cc6677" if n.startswith("local") else "#4477aa"
                   for n in names]  # fmt: skip
         ax.bar(range(len(pts)), vals, yerr=err, color=colors, capsize=3)
         ax.set_xticks(range(len(pts)))

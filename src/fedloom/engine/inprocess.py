@@ -184,12 +184,13 @@ class Federation:
     def local_steps(self, shard_size: int) -> int:
         """Optimizer steps for a client holding ``shard_size`` examples: `train.local_steps`
         (times the sampled clients for a pooled baseline, which stands in for all of them), or
-        FedLLM-Bench's dynamic steps (:func:`dynamic_steps`; the pooled baseline is one client
-        that joins every round)."""
+        FedLLM-Bench's dynamic steps (:func:`dynamic_steps`; the pooled baseline and the local
+        baseline's clients join every round: their epochs spread over every round)."""
         t, fc = self.cfg.train, self.cfg.federation
         if t.local_steps == "dynamic":
-            k = 1 if self.strategy.pooled_data else len(self.data.clients)
-            s = 1 if self.strategy.pooled_data else fc.sample_clients
+            always = self.strategy.pooled_data or self.strategy.every_round
+            k = 1 if always else len(self.data.clients)
+            s = 1 if always else fc.sample_clients
             return dynamic_steps(
                 max(shard_size, 1), fc.rounds, s, k, t.batch_size, t.grad_accum, t.epochs
             )
