@@ -167,7 +167,8 @@ class BenchPipeline(PipelineMethod):
             return ev
 
         if (out / "adapter").exists():
-            ev, extra = score(out / "adapter", ctx.folder), {"adapter": "run/adapter"}
+            extra: dict[str, Any] = {"adapter": "run/adapter"}
+            ev = score(out / "adapter", ctx.folder)
         else:  # `local`: every client that trained alone is scored; the cell is their mean
             clients = sorted(
                 (out / "adapters").glob("client_*"), key=lambda p: int(p.name.split("_")[1])
