@@ -100,8 +100,10 @@ class BenchConfig:
         _require(self.max_new_tokens >= 1, "`bench.max_new_tokens` must be >= 1")
         for name, per in (("sample_clients", self.sample_clients), ("methods_for",
                           self.methods_for), ("epochs", self.epochs)):  # fmt: skip
-            bad = [f for f in per if f not in self.federations]
-            _require(not bad, f"`bench.{name}` names {bad}, not in `bench.federations`")
+            bad = [f for f in per if f not in FEDERATIONS]  # others: `bench.federations` narrowed
+            _require(
+                not bad, f"`bench.{name}` names unknown {bad}; choose from {sorted(FEDERATIONS)}"
+            )
         for f, ms in self.methods_for.items():
             bad = [m for m in ms if m not in ALGORITHMS]
             _require(
