@@ -318,8 +318,15 @@ def test_bench_config_errors_name_the_field() -> None:
         BenchConfig(federations=["fed-x"])
     with pytest.raises(ConfigError, match="`bench.methods` lists a method twice"):
         BenchConfig(methods=["fedavg", "fedavg"])
-    with pytest.raises(ConfigError, match="`bench.sample_clients` names \\['fed-chat'\\]"):
-        BenchConfig(federations=["fed-preference"], sample_clients={"fed-chat": 2})
+    with pytest.raises(ConfigError, match="`bench.sample_clients` names unknown \\['fed-y'\\]"):
+        BenchConfig(sample_clients={"fed-y": 2})
+    with pytest.raises(ConfigError, match="`bench.methods_for.fed-chat` is empty or has unknown"):
+        BenchConfig(methods_for={"fed-chat": ["fedx"]})
+    with pytest.raises(ConfigError, match="`bench.epochs` must be > 0"):
+        BenchConfig(epochs={"fed-chat": 0.0})
+    # a federation left out of a narrowed grid (--set bench.federations=[...]) may keep its
+    # per-federation settings
+    assert BenchConfig(federations=["fed-preference"], sample_clients={"fed-chat": 2})
 
 
 def test_bench_grid_on_tiny_llama_runs_reports_and_resumes(tmp_path: Path) -> None:
