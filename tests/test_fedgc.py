@@ -73,6 +73,56 @@ def test_guidance_puts_the_right_material_in_prompts() -> None:
         task_prompt("llm", "law", "q", rng, {})
 
 
+def test_real_guidance_asks_for_more_of_the_same() -> None:
+    """`real` guidance follows the client's examples: it used to ask for "a different topic",
+    which pulls away from the very examples it shows."""
+    ex = ["What do mitochondria do?", "How do enzymes work?"]
+    real = guided_prompt("real", "", ex, "exam question")
+    assert "different topic" not in real and "same subject and style" in real
+    assert real.startswith("Example 1: What do mitochondria do?\nExample 2: How do enzymes")
+
+
+def test_generated_questions_are_filtered_per_client() -> None:
+    """De-duplication and the copy-of-a-real-example check use the client's own data only (no
+    client sees another's text); evaluation items are refused for every client."""
+    from fedloom.synth.fedgc.config import FedGCConfig
+    from fedloom.synth.fedgc.generate import keep_generated
+    from fedloom.synth.common import normalise
+
+    texts = {
+        "c0-a-0": "What is the role of DNA in cells?",
+        "c0-a-1": "What is the role of DNA in cells?",  # client 0's duplicate
+        "c1-a-0": "What is the role of DNA in cells?",  # client 1 may ask it too
+        "c1-a-1": "How do plants make their own food?",  # client 0's real question: fine here
+        "c0-a-2": "How do plants make their own food?",  # but a copy of client 0's own
+        "c1-a-2": "Which organ pumps blood around the body?",  # an evaluation item
+        "c1-a-3": "ok",  # too short
+    }
+    rows = [{"id": k, "generations": [{"text": t}]} for k, t in texts.items()]
+    meta = {k: {"client": int(k[1])} for k in texts}
+    held = {normalise("Which organ pumps blood around the body?")}
+    real = [{normalise("How do plants make their own food?")}, set()]
+    kept, rejects = keep_generated(rows, meta, held, real, FedGCConfig())
+    assert [[r["id"] for _, r in c] for c in kept] == [["c0-a-0"], ["c1-a-0", "c1-a-1"]]
+    assert rejects == {
+        "duplicate": 1,
+        "copy_of_a_real_example": 1,
+        "an_evaluation_item": 1,
+        "unparseable_or_length": 1,
+    }
+
+
+def test_two_phase_strategies_get_the_same_total_rounds() -> None:
+    from fedloom.synth.fedgc.budget import FedGCError
+    from fedloom.synth.fedgc.train import phase_rounds
+
+    assert phase_rounds(5, 1) == [5]
+    assert phase_rounds(5, 2) == [3, 2]  # was 2 + 2: one round fewer than `mixed`
+    assert phase_rounds(4, 2) == [2, 2]
+    with pytest.raises(FedGCError, match="2 training phases need at least 2 rounds"):
+        phase_rounds(1, 2)
+
+
 def test_strategies_order_training_data_as_named() -> None:
     priv, gen = ["p1", "p2"], ["g1"]
     assert STRATEGIES["mixed"](priv, gen) == [("mixed", ["p1", "p2", "g1"])]
@@ -137,10 +187,56 @@ def test_classify_task_trains_and_scores_accuracy(tmp_path) -> None:  # type: ig
         }
     )
     s = run(cfg, tmp_path / "run")
-    acc = s["final_classify"]["accuracy"]
-    assert 0.0 <= acc <= 1.0 and "all" in s["final_eval_loss"]
-    per = [k for k in s["final_classify"] if k.startswith("accuracy[")]
-    assert per and all(0.0 <= s["final_classify"][k] <= 1.0 for k in per)
+    final = s["final_classify"]
+    assert "all" in s["final_eval_loss"]
+    # the overall accuracy is the per-label ones weighted by their counts (the by-hand values
+    # are test_classify_accuracy_by_hand's): it lies between them
+    per = {k: v for k, v in final.items() if k.startswith("accuracy[")}
+    assert len(per) >= 2 and set(per) == {k for k in s["base_classify"] if k.startswith("acc")} - {
+        "accuracy"
+    }
+    assert min(per.values()) <= final["accuracy"] <= max(per.values())
+
+
+def test_classify_accuracy_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ClassifyEvaluator's accuracy, overall and per true label, from known predictions."""
+    from types import SimpleNamespace
+
+    from fedloom.data.schema import InstructionRecord
+    from fedloom.eval import heldout
+    from fedloom.tasks import classify
+
+    labels = ["a", "b", "c"]
+    truth = ["a", "a", "b", "b", "b", "c"]
+    preds = iter(["a", "b", "b", "b", "c", "a"])  # a: 1/2, b: 2/3, c: 0/1 -> 3/6 overall
+    recs = [
+        InstructionRecord(f"q{i}", t, metadata={"label": t, "labels": labels})
+        for i, t in enumerate(truth)
+    ]
+
+    class Loss:
+        def __init__(self, *args: object) -> None: ...
+
+        def __call__(self, base: bool = False) -> dict[str, float]:
+            return {"all": 1.5}
+
+    monkeypatch.setattr(heldout, "HeldoutEvaluator", Loss)
+    monkeypatch.setattr(classify, "predict_label", lambda *a: next(preds))
+    data = SimpleNamespace(
+        heldout_records=recs, heldout_by_domain=lambda: {"x": [0, 1, 2], "y": [3, 4, 5]}
+    )
+    setup = SimpleNamespace(
+        model=None, data=data, pad_id=0, device=None, autocast_dtype=None, max_examples=10,
+        batch_size=2, tokenizer=object(),
+    )  # fmt: skip
+    out = classify.ClassifyEvaluator(setup)()  # type: ignore[arg-type]
+    assert out == {
+        "all": 1.5,
+        "accuracy": 0.5,
+        "accuracy[a]": 0.5,
+        "accuracy[b]": pytest.approx(2 / 3),
+        "accuracy[c]": 0.0,
+    }
 
 
 def test_mia_scores_hand_computed() -> None:
@@ -202,6 +298,15 @@ def test_fedgc_pipeline_on_tiny_llama(tmp_path) -> None:  # type: ignore[no-unty
     gf = next(out.glob("*fedavg-strategy=generated-first*"))
     assert {r["origin"] for r in read_jsonl(next(gf.glob("phase0_client*.jsonl")))} == {"generated"}
     assert {r["origin"] for r in read_jsonl(next(gf.glob("phase1_client*.jsonl")))} == {"private"}
+    # ... over the same total rounds as `mixed`, one learning-rate schedule, the second phase
+    # continuing the first's server and client state
+    summary = json.loads((gf / "done.json").read_text())["summary"]
+    mixed_run = next(out.glob("fedavg-fedgc-a0.5.train.s0")) / "run0" / "metrics.jsonl"
+    total = len(mixed_run.read_text().splitlines())
+    assert total == 2 and summary["phases"] == 2 and summary["phase_rounds"] == [1, 1]
+    lrs = [json.loads(x)["lr"] for k in (0, 1) for x in (gf / f"run{k}/metrics.jsonl").open()]
+    assert lrs == sorted(lrs, reverse=True) and len(set(lrs)) == len(lrs)
+    assert (gf / "run1/config.yaml").read_text().count(str(gf / "run0")) == 1
     go = next(out.glob("*fedavg-generated-only*"))
     assert all(
         r["origin"] == "generated" for f in go.glob("phase*_client*.jsonl") for r in read_jsonl(f)

@@ -213,9 +213,34 @@ class FederationConfig:
     `fedloom.reducers`); robust rules need individual updates (no secagg, no central_dp)."""
     reducer_params: dict[str, Any] = field(default_factory=dict)
     """The reducer's parameters, e.g. {beta: 0.2} (trimmed_mean), {f: 1} (krum, multikrum, dnc)."""
+    continue_from: str | None = None
+    """A finished run folder this run continues, as the next phase of one schedule (FedGC's
+    generated-then-private): the run starts from that run's final server state (global adapter,
+    server moments, SCAFFOLD's control), its clients' states and its client-sampling RNG; the
+    data may differ. The learning rate continues through `round_offset` / `schedule_rounds`."""
+    round_offset: int = 0
+    """Rounds of the schedule done before this run (its round r uses the cosine learning rate
+    of round `round_offset + r`)."""
+    schedule_rounds: int | None = None
+    """Length of the cosine learning-rate schedule; default `round_offset + rounds`."""
+
+    @property
+    def lr_rounds(self) -> int:
+        return self.schedule_rounds or self.round_offset + self.rounds
 
     def __post_init__(self) -> None:
         _require(self.rounds >= 1, f"`federation.rounds` must be >= 1 (got {self.rounds})")
+        _require(self.round_offset >= 0, "`federation.round_offset` must be >= 0")
+        _require(
+            self.schedule_rounds is None or self.schedule_rounds >= self.round_offset + self.rounds,
+            f"`federation.schedule_rounds` ({self.schedule_rounds}) must cover round_offset + "
+            f"rounds ({self.round_offset + self.rounds})",
+        )
+        _require(
+            self.continue_from is None or (Path(self.continue_from) / "checkpoint.pt").is_file(),
+            f"`federation.continue_from`: {self.continue_from!r} holds no checkpoint.pt; point "
+            "it at a run folder of `fedloom run`",
+        )
         _require(self.min_clients >= 1, "`federation.min_clients` must be >= 1")
         _require(
             self.min_clients <= self.sample_clients,
@@ -552,6 +577,11 @@ class RunConfig:
                 "`train.packing: on` applies to SFT without `privacy.client_dp` (DPO pairs and "
                 "DP-SGD's per-example gradients train on padded rows); use `packing: auto`",
             )
+        _require(
+            self.federation.continue_from is None or (p.client_dp is None and p.central_dp is None),
+            "`federation.continue_from` does not carry a privacy ledger over: a continued run "
+            "would restart its epsilon accounting; run DP schedules as one run",
+        )
         if p.client_dp is not None:
             _require(
                 not self.model.gradient_checkpointing,

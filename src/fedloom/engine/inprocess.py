@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import random
+import shutil
 import time
 from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field, replace
@@ -370,6 +371,8 @@ def _start(
     samples = _sample_records(fed.data, cfg.eval.sample_prompts)
     sampler = rng_for(cfg.seed, "client-sampling")
     index = ckpt["client_states"] if ckpt is not None else None
+    if ckpt is None and cfg.federation.continue_from is not None:
+        index = _continue_from(Path(cfg.federation.continue_from), out, fed, sampler, console)
     fed.client_states = ClientStates(out / "client_states", index)
     fed.client_states.collect()  # drop files of a round that was cut short
     history: list[dict[str, Any]] = []
@@ -392,7 +395,8 @@ def _round(r: _Run, rnd: int, progress: Progress) -> dict[str, Any] | None:
     """One round: sample, train the clients, aggregate, record privacy, evaluate."""
     cfg, fed, fc = r.cfg, r.fed, r.cfg.federation
     t0 = time.perf_counter()
-    lr = cosine_lr(rnd, fc.rounds, cfg.train.lr, cfg.train.min_lr)
+    g = rnd + fc.round_offset  # the round in the whole schedule (a continued run's later phase)
+    lr = cosine_lr(g, fc.lr_rounds, cfg.train.lr, cfg.train.min_lr)
     sampled = fed.strategy.sample(r.sampler, fc.sample_clients, exclude=r.privacy.retired)
     if not sampled:
         r.console.print(
@@ -401,9 +405,9 @@ def _round(r: _Run, rnd: int, progress: Progress) -> dict[str, Any] | None:
         )
         return None
     bar = progress.add_task(f"round {rnd + 1} clients", total=len(sampled))
-    updates, failed = _fit_round(r.runner, rnd, sampled, lr, fc, r.console, progress, bar)
+    updates, failed = _fit_round(r.runner, g, sampled, lr, fc, r.console, progress, bar)
     progress.remove_task(bar)
-    fed.strategy.aggregate(rnd, updates)
+    fed.strategy.aggregate(g, updates)
     row = outputs.round_row(rnd, cfg.task, fc.algorithm, sampled, lr, updates, failed)
     row |= r.privacy.record(updates, fed.strategy, r.console)
     row["aggregation"] = dict(getattr(fed.strategy, "last_aggregation", {})) or None
@@ -580,6 +584,23 @@ def _baseline(fed: Federation, samples: list[Record], console: Console) -> dict[
 
 
 CHECKPOINT = "checkpoint.pt"
+
+
+def _continue_from(
+    prev: Path, out: Path, fed: Federation, sampler: random.Random, console: Console
+) -> dict[int, str]:
+    """Start from the final state of the run in ``prev`` (``federation.continue_from``): its
+    server state and sampling RNG, and a copy of its clients' state files (returns their
+    index)."""
+    ckpt = _load_checkpoint(prev)
+    fed.strategy.load_state_dict(ckpt["strategy"])
+    sampler.setstate(ckpt["sampler"])
+    index: dict[int, str] = dict(ckpt["client_states"])
+    (out / "client_states").mkdir(parents=True, exist_ok=True)
+    for name in index.values():
+        shutil.copy2(prev / "client_states" / name, out / "client_states" / name)
+    console.print(f"continuing {prev} (after its round {ckpt['round']}) in {out}")
+    return index
 
 
 def _save_checkpoint(

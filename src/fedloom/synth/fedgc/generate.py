@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -87,29 +88,33 @@ def keep_generated(
     rows: list[dict[str, Any]],
     meta: dict[str, dict[str, Any]],
     held: set[str],
-    real: set[str],
+    real: Sequence[set[str]],
     p: FedGCConfig,
-    n_clients: int,
 ) -> tuple[list[list[tuple[str, dict[str, Any]]]], Counter[str]]:
     """The generated questions kept per client, as (question, the job row); rejects by reason
-    (unparseable or out of length, an evaluation item, a copy of a real example, a duplicate)."""
+    (unparseable or out of length, an evaluation item, a copy of one of the client's own real
+    examples, a duplicate of the client's own earlier generation). ``real[c]``: client c's
+    normalised private questions. Each client is filtered against its own data only, as a
+    client in a real federation can be (none sees another's text); the evaluation items are
+    the experiment's, kept out of every client's training."""
     rejects: Counter[str] = Counter()
-    seen: set[str] = set()
-    per_client: list[list[tuple[str, dict[str, Any]]]] = [[] for _ in range(n_clients)]
+    seen: list[set[str]] = [set() for _ in real]
+    per_client: list[list[tuple[str, dict[str, Any]]]] = [[] for _ in real]
     for r in rows:
+        c = int(meta[r["id"]]["client"])
         q = parse_generated(r["generations"][0]["text"], p.min_words, p.max_words)
         k = normalise(q) if q is not None else ""
         if q is None:
             rejects["unparseable_or_length"] += 1
         elif k in held:
             rejects["an_evaluation_item"] += 1
-        elif k in real:
+        elif k in real[c]:
             rejects["copy_of_a_real_example"] += 1
-        elif k in seen:
+        elif k in seen[c]:
             rejects["duplicate"] += 1
         else:
-            seen.add(k)
-            per_client[int(meta[r["id"]]["client"])].append((q, r))
+            seen[c].add(k)
+            per_client[c].append((q, r))
     return per_client, rejects
 
 
@@ -136,9 +141,9 @@ def generate_stage(
     )
     held = {normalise(_question(r["instruction"])) for f in ("heldout", "mia_nonmembers")
             for r in read_jsonl(data / f"{f}.jsonl")}  # fmt: skip
-    real = {normalise(_question(r["instruction"])) for rows in private for r in rows}
+    real = [{normalise(_question(r["instruction"])) for r in rows} for rows in private]
     job = read_job(ctx.folder / "generations.jsonl", meta)
-    per_client, rejects = keep_generated(job.ok, meta, held, real, p, len(private))
+    per_client, rejects = keep_generated(job.ok, meta, held, real, p)
     if job.failed:
         rejects["generation_failed"] += len(job.failed)
     for c, kept in enumerate(per_client):

@@ -68,7 +68,10 @@ def guided_prompt(guidance: str, prompt: str, examples: Sequence[str], task_item
             f"guidance {guidance!r} needs real examples of the label; the client has none"
         )
     if guidance == "real":
-        return f"{shown}\n\nWrite one more {task_item} like these, on a different topic. Reply with the {task_item} only."
+        return (
+            f"{shown}\n\nWrite one new {task_item} like these: the same subject and style, "
+            f"but not a copy of any of them. Reply with the {task_item} only."
+        )
     if guidance == "both":
         return f"{prompt}\n\nFor reference, here are some examples:\n{shown}\n\nReply with one new {task_item} only."
     raise ValueError(f"guidance {guidance!r}: use one of {GUIDANCE}")

@@ -34,23 +34,29 @@ def train_stage(
         phases_by_client.append(STRATEGIES[v.strategy](priv, gen) if gen else [("private", priv)])
     n_phases = max(len(ph) for ph in phases_by_client)
     rounds = cfg.train.federation.rounds
+    per_phase = phase_rounds(rounds, n_phases)
     init_from: Path | None = None
     summaries = []
     for k in range(n_phases):
         phase = [ph[k][1] if k < len(ph) else [] for ph in phases_by_client]
         sources = client_sources(ctx.folder, phase, f"phase{k}_client", skip_empty=True)
         sources.append(heldout_source(data / "heldout.jsonl"))
+        # one schedule over the phases: the same total rounds as `mixed`, the cosine learning
+        # rate continuing, and the server state (FedAdam's moments, SCAFFOLD's controls) and
+        # clients' states carried from the phase before (clients' optimizers restart every
+        # round in every strategy)
         raw: dict[str, Any] = {
             "task": "classify",
             "federation": {
                 "algorithm": algo,
                 "params": p.algorithm_params.get(algo, {}),
-                "rounds": max(1, rounds // n_phases),
+                "rounds": per_phase[k],
+                "round_offset": sum(per_phase[:k]),
+                "schedule_rounds": rounds,
+                "continue_from": None if k == 0 else str(ctx.folder / f"run{k - 1}"),
             },
             "eval": {"max_examples": p.heldout_per_label},
         }
-        if init_from is not None:
-            raw["lora"] = {"init_from": str(init_from)}
         res = train_run(
             cfg.train, ctx.folder / f"run{k}", sources, ctx.console,
             num_clients=p.num_clients, overrides=raw,
@@ -67,6 +73,7 @@ def train_stage(
         "variant": v.name,
         "alpha": alpha,
         "phases": n_phases,
+        "phase_rounds": per_phase,
         "base_accuracy": summaries[0]["base_classify"]["accuracy"],
         "accuracy": last["final_classify"]["accuracy"],
         "accuracy_by_label": {
@@ -78,6 +85,17 @@ def train_stage(
         "mia": mia,
         "train_seconds": sum(s_["train_seconds"] for s_ in summaries),
     }
+
+
+def phase_rounds(rounds: int, phases: int) -> list[int]:
+    """``rounds`` split over ``phases`` consecutive phases, earlier ones taking the remainder
+    (5 over 2: [3, 2]); refused when a phase would get none."""
+    if phases > rounds:
+        raise FedGCError(
+            f"{phases} training phases need at least {phases} rounds "
+            f"(`train.federation.rounds` is {rounds})"
+        )
+    return [rounds // phases + (1 if k < rounds % phases else 0) for k in range(phases)]
 
 
 def score_items(ctx: StageContext, cfg: PipelineConfig, data: Path, adapter: Path) -> None:
