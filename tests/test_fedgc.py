@@ -85,9 +85,9 @@ def test_real_guidance_asks_for_more_of_the_same() -> None:
 def test_generated_questions_are_filtered_per_client() -> None:
     """De-duplication and the copy-of-a-real-example check use the client's own data only (no
     client sees another's text); evaluation items are refused for every client."""
+    from fedloom.synth.common import normalise
     from fedloom.synth.fedgc.config import FedGCConfig
     from fedloom.synth.fedgc.generate import keep_generated
-    from fedloom.synth.common import normalise
 
     texts = {
         "c0-a-0": "What is the role of DNA in cells?",
