@@ -391,3 +391,20 @@ def test_bench_grid_on_tiny_llama_runs_reports_and_resumes(tmp_path: Path) -> No
     assert (out / "fed-preference.fedavg.s1" / "items").is_dir()
     res = json.loads((out / "report" / "results.json").read_text())
     assert all(r["seeds"] == [0, 1] and set(r["per_seed"]) == {"0", "1"} for r in res["rows"])
+
+
+def test_heldout_scores_the_first_n_records_that_fit() -> None:
+    """`bench.heldout: n` scores n records: a record whose prompt leaves no room for a response
+    at max_seq_len is passed over (and counted), not scored as one of the n."""
+    from fedloom.bench.evaluate import scorable
+    from fedloom.data.schema import InstructionRecord
+    from fedloom.models.loader import load_tokenizer
+
+    tok = load_tokenizer("tiny-llama")
+    short = [InstructionRecord(f"Say {i}.", f"{i}") for i in range(4)]
+    long = InstructionRecord("word " * 400, "x")
+    recs = [short[0], long, short[1], long, short[2], short[3]]
+    kept, skipped = scorable(tok, recs, 3, 64)
+    assert kept == short[:3] and skipped == 2
+    kept, skipped = scorable(tok, recs, 10, 64)
+    assert kept == short and skipped == 2

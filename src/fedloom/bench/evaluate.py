@@ -188,6 +188,25 @@ def _answers(
     return metrics, rouge, rows
 
 
+def scorable(
+    tokenizer: Any, records: list[Record], n: int, max_seq_len: int
+) -> tuple[list[Record], int]:
+    """The first ``n`` held-out records that can be scored at ``max_seq_len`` (a prompt that
+    leaves no room for a response cannot), and how many were passed over for that."""
+    from fedloom.data.template import tokenize_record
+
+    kept: list[Record] = []
+    skipped = 0
+    for r in records:
+        if len(kept) == n:
+            break
+        if tokenize_record(tokenizer, r, max_seq_len) is None:
+            skipped += 1
+        else:
+            kept.append(r)
+    return kept, skipped
+
+
 def evaluate_model(
     model_cfg: Any,
     adapter: Path | None,
@@ -219,7 +238,7 @@ def evaluate_model(
     metrics: dict[str, dict[str, Any]] = {}
     answers: list[dict[str, Any]] = []
     per_item: dict[str, ItemScores] = {}
-    items = heldout[: bench.heldout]
+    items, too_long = scorable(loaded.tokenizer, heldout, bench.heldout, max_seq_len)
     with torch.no_grad():
         if task == "sft":
             metrics["heldout_loss"], per_item["heldout_loss"] = _heldout_loss(
@@ -247,6 +266,9 @@ def evaluate_model(
                     False,
                     {str(it["id"]): float(bool(it[key])) for it in res.items},
                 )
+    for key in ("heldout_loss", "dpo_loss"):
+        if key in metrics:  # records passed over before the n scored ones: too long to score
+            metrics[key]["too_long_skipped"] = too_long
     if judge is not None:
         judge_answers(judge, answers, metrics, per_item, folder)
     return CellEval(metrics, answers, per_item)

@@ -93,13 +93,13 @@ register_federation(
             "English user->ChatGPT conversations (3,820 in the package) are real chat "
             "instructions of the same kind. Its users are not identified, so pseudo-users are "
             "drawn: log-normal client sizes with the published mean and sd, 26 and 33 "
-            "(partition.strategy quantity, size_cv 1.27), over the 3,770 training "
-            "conversations, which makes 145 clients where Fed-ChatbotIT has 237."
+            "(partition.strategy quantity, size_cv 1.27), over the 3,520 training "
+            "conversations (300 held out), which makes 145 clients where Fed-ChatbotIT has 237."
         ),
         task="sft",
         data={
             "sources": [{"name": "sharegpt", "where": {"turns": [1], "language": ["en"]}}],
-            "heldout": 200,
+            "heldout": 300,
         },
         partition={"strategy": "quantity", "num_clients": 145, "size_cv": 1.27},
         published={
