@@ -78,6 +78,29 @@ def test_one_pass_fast_path_equals_full_scoring(tiny) -> None:  # type: ignore[n
     assert full[2].n_tokens > 1 and full[2].logprob < 0
 
 
+def test_context_cache_scoring_equals_whole_sequences(tiny) -> None:  # type: ignore[no-untyped-def]
+    """Multi-token continuations reuse the context's KV cache (one pass over the prompt); the
+    log-probabilities equal scoring every (context + continuation) whole, including options of
+    different lengths in one right-padded batch and batches split by batch_size."""
+    from fedloom.eval.scoring import score_padded, score_with_context_cache
+
+    tok = tiny.tokenizer
+    ctx = tok("<|im_start|>user\nWhich area is this about?<|im_end|>\n<|im_start|>assistant\n",
+              add_special_tokens=False)["input_ids"]  # fmt: skip
+    texts = ["STEM<|im_end|>", "humanities<|im_end|>", "social sciences<|im_end|>", "x"]
+    conts = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+    assert len({len(c) for c in conts}) >= 3
+    ref = score_padded(tiny.model, tok, ctx, conts, texts, tiny.device, None, 8)
+    for bs in (8, 3):
+        got = score_with_context_cache(tiny.model, tok, ctx, conts, texts, tiny.device, None, bs)
+        for g, r in zip(got, ref, strict=True):
+            assert g.logprob == pytest.approx(r.logprob, abs=1e-4)
+            assert (g.n_tokens, g.n_chars) == (r.n_tokens, r.n_chars)
+    # the public entry point takes the cached path and gives the same
+    pub = score_continuations(tiny.model, tok, tok.decode(ctx), texts, tiny.device)
+    assert [p.logprob for p in pub] == pytest.approx([r.logprob for r in ref], abs=1e-4)
+
+
 def test_cloze_mode_reports_length_normalised_accuracy(tiny) -> None:  # type: ignore[no-untyped-def]
     """Cloze scores each option's text: raw accuracy picks the highest summed log-probability,
     `_norm` the highest per character. A model that gives every token the same probability
@@ -87,7 +110,7 @@ def test_cloze_mode_reports_length_normalised_accuracy(tiny) -> None:  # type: i
     vocab = len(tok)
 
     class Uniform(torch.nn.Module):
-        def forward(self, input_ids, attention_mask=None):  # type: ignore[no-untyped-def]
+        def forward(self, input_ids, attention_mask=None, **kw):  # no cache: the padded path  # type: ignore[no-untyped-def]
             return SimpleNamespace(logits=torch.zeros(*input_ids.shape, vocab))
 
     short, long = "Rome", "Rome in Italy, the capital city of a different country"

@@ -266,9 +266,9 @@ def evaluate_model(
                     False,
                     {str(it["id"]): float(bool(it[key])) for it in res.items},
                 )
-    for key in ("heldout_loss", "dpo_loss"):
-        if key in metrics:  # records passed over before the n scored ones: too long to score
-            metrics[key]["too_long_skipped"] = too_long
+    for name in ("heldout_loss", "dpo_loss"):
+        if name in metrics:  # records passed over before the n scored ones: too long to score
+            metrics[name]["too_long_skipped"] = too_long
     if judge is not None:
         judge_answers(judge, answers, metrics, per_item, folder)
     return CellEval(metrics, answers, per_item)
