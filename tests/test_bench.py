@@ -408,3 +408,29 @@ def test_heldout_scores_the_first_n_records_that_fit() -> None:
     assert kept == short[:3] and skipped == 2
     kept, skipped = scorable(tok, recs, 10, 64)
     assert kept == short and skipped == 2
+
+
+def test_cost_table_by_hand() -> None:
+    """Where the time went: minutes per cell, training tokens/s, evaluation seconds per scored
+    model (a local cell scores each of its clients) and held-out items per second."""
+    from fedloom.bench.collect import Collected, cost_table
+
+    cell = {"stage_seconds": 300.0, "run_seconds": 120.0, "train_seconds": 100.0, "steps": 20,
+            "tokens": 20_000, "items": 200, "models": 1}  # fmt: skip
+    local = cell | {"tokens": None, "models": 3, "steps": 9}
+    col = Collected(
+        cells=[
+            {"federation": "f", "method": "fedavg", "cost": cell},
+            {"federation": "f", "method": "fedavg", "cost": cell | {"stage_seconds": 420.0}},
+            {"federation": "f", "method": "local", "cost": local},
+        ],
+        base=[{"federation": "f", "cost": {"stage_seconds": 60.0, "items": 200, "models": 1}}],
+    )
+    rows = {r["method"]: r for r in cost_table(col)}
+    fa = rows["fedavg"]
+    assert fa["cells"] == 2 and fa["minutes"] == 6.0 and fa["train_tokens_per_s"] == 200.0
+    assert fa["eval_seconds_per_model"] == 240.0  # (180 + 300) / 2
+    assert fa["heldout_items_per_s"] == pytest.approx((200 / 180 + 200 / 300) / 2)
+    assert rows["local"]["eval_seconds_per_model"] == 60.0  # 180 s over 3 clients
+    assert rows["local"]["train_tokens_per_s"] is None  # not recorded: shown as —
+    assert rows["base"]["eval_seconds_per_model"] == 60.0 and rows["base"]["steps"] is None

@@ -99,6 +99,10 @@ def collect(out: Path) -> Collected:
             col.skipped.append(f"{folder.name}: no eval.json (not finished)")
             continue
         row = dict(settings) | {"folder": folder.name, "metrics": json.loads(ev_path.read_text())}
+        done = folder / "done.json"
+        stage_seconds = json.loads(done.read_text()).get("seconds") if done.exists() else None
+        held = row["metrics"].get("heldout_loss") or row["metrics"].get("dpo_loss") or {}
+        row["cost"] = {"stage_seconds": stage_seconds, "items": held.get("n"), "models": 1}
         if kind == "cell":
             summary_path = folder / "run" / "summary.json"
             if not summary_path.exists():
@@ -113,6 +117,14 @@ def collect(out: Path) -> Collected:
                 )
                 continue
             rounds = _read_metrics_rows(folder / "run" / "metrics.jsonl")
+            tokens: list[int] = [r["client_tokens"] for r in rounds if r.get("client_tokens")]
+            row["cost"] |= {
+                "train_seconds": summary.get("train_seconds"),
+                "run_seconds": summary.get("wall_seconds"),
+                "steps": sum(sum((r.get("client_steps") or {}).values()) for r in rounds),
+                "tokens": sum(tokens) if rounds and len(tokens) == len(rounds) else None,
+                "models": len(list((folder / "clients").glob("client_*"))) or 1,
+            }
             row |= {
                 "summary": {
                     k: summary.get(k)
@@ -180,6 +192,44 @@ def grid_table(col: Collected) -> list[dict[str, Any]]:
                     row[key] = [mi["mean"], mi["ci95_low"], mi["ci95_high"]]
             rows.append(row)
     return rows
+
+
+def cost_table(col: Collected) -> list[dict[str, Any]]:
+    """Where the time went, per federation and method (base: the scoring alone), averaged over
+    the cells: minutes per cell, training seconds and optimizer steps, training tokens/s where
+    the rounds recorded tokens, and evaluation seconds per scored model (the stage's time less
+    its run's) with the held-out items scored per second."""
+
+    def mean(xs: list[float]) -> float | None:
+        return sum(xs) / len(xs) if xs else None
+
+    out: list[dict[str, Any]] = []
+    for fed in col.federations():
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for c in [*col.base, *col.cells]:
+            if c["federation"] == fed:
+                groups.setdefault(c.get("method", "base"), []).append(c["cost"])
+        for method, costs in groups.items():
+            stage = [c["stage_seconds"] for c in costs if c.get("stage_seconds")]
+            evals = [
+                ((c["stage_seconds"] - (c.get("run_seconds") or 0.0)) / c["models"], c)
+                for c in costs
+                if c.get("stage_seconds")
+            ]
+            tok = [c["tokens"] / c["train_seconds"] for c in costs
+                   if c.get("tokens") and c.get("train_seconds")]  # fmt: skip
+            out.append({
+                "federation": fed,
+                "method": method,
+                "cells": len(costs),
+                "minutes": (m / 60 if (m := mean(stage)) is not None else None),
+                "train_seconds": mean([c["train_seconds"] for c in costs if c.get("train_seconds")]),
+                "steps": mean([float(c["steps"]) for c in costs if c.get("steps") is not None]),
+                "train_tokens_per_s": mean(tok),
+                "eval_seconds_per_model": mean([e for e, _ in evals]),
+                "heldout_items_per_s": mean([c["items"] / e for e, c in evals if e > 0 and c.get("items")]),
+            })  # fmt: skip
+    return out
 
 
 def best_client_cell(cell: dict[str, Any]) -> dict[str, Any]:

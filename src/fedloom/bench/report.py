@@ -18,6 +18,7 @@ from fedloom.bench.collect import (
     _label,
     collect,
     comparisons,
+    cost_table,
     grid_table,
     metric_value,
     paired_difference,
@@ -126,6 +127,28 @@ def _fmt(v: list[float] | None) -> str:
     return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
 
 
+def cost_markdown(costs: list[dict[str, Any]]) -> str:
+    """The cost table: per federation and method, averaged over its cells (— where a figure
+    was not recorded: training tokens are recorded from run schema 6)."""
+
+    def f(v: float | None, fmt: str) -> str:
+        return "—" if v is None else format(v, fmt)
+
+    lines = [
+        "| federation | method | cells | min / cell | training s | steps | train tok/s | "
+        "eval s / model | held-out items/s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in costs:
+        lines.append(
+            f"| {c['federation']} | {c['method']} | {c['cells']} | {f(c['minutes'], '.1f')} | "
+            f"{f(c['train_seconds'], '.0f')} | {f(c['steps'], '.1f')} | "
+            f"{f(c['train_tokens_per_s'], '.0f')} | {f(c['eval_seconds_per_model'], '.0f')} | "
+            f"{f(c['heldout_items_per_s'], '.2f')} |"
+        )
+    return "\n".join(lines)
+
+
 def markdown(col: Collected, rows: list[dict[str, Any]], lines: list[str]) -> str:
     keys = [k for k in _keys_of(rows) if any(r.get(k) for r in rows)]
     out = ["# fedloom bench: results", ""]
@@ -140,6 +163,7 @@ def markdown(col: Collected, rows: list[dict[str, Any]], lines: list[str]) -> st
         for r in rows:
             if r["federation"] == fed:
                 out.append(f"| {r['method']} | " + " | ".join(_fmt(r.get(k)) for k in keys) + " |")
+    out += ["", "## Where the time went", "", cost_markdown(cost_table(col))]
     unscored = [c["folder"] for c in col.cells if metric_value(c["metrics"], "helpfulness") is None]
     out += ["", "## Federated vs local, and the best method", ""]
     out += [f"- {line}" for line in lines]

@@ -11,7 +11,7 @@ from typing import Any
 
 from fedloom.algorithms import ClientUpdate
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def task_keys() -> tuple[list[str], list[str]]:
@@ -41,6 +41,7 @@ ROUND_FIELDS = (
     "client_update_norm",
     "client_steps",
     "client_train_seconds",
+    "client_tokens",
     "bytes_up",
     "bytes_down",
     "failed_clients",
@@ -117,6 +118,7 @@ def round_row(
             str(u.client_id): int(u.metrics["steps"]) for u in updates if "steps" in u.metrics
         },
         "client_train_seconds": sum(u.metrics["seconds"] for u in updates),
+        "client_tokens": int(sum(u.metrics.get("tokens", 0) for u in updates)),
         "bytes_up": int(sum(u.metrics["bytes_up"] for u in updates)),
         "bytes_down": int(sum(u.metrics["bytes_down"] for u in updates)),
         "failed_clients": {str(c): why for c, why in failed.items()},
