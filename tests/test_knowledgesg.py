@@ -79,7 +79,14 @@ def test_canary_counting() -> None:
 
 
 def test_method_table_and_config_errors() -> None:
-    assert [m for m, x in KSG_METHODS.items() if x.leaky] == ["icl"]
+    # which methods send private text depends on `knowledgesg.examples` for ksg / dp-ksg
+    assert [m for m, x in KSG_METHODS.items() if x.leaky("public")] == ["icl"]
+    assert [m for m, x in KSG_METHODS.items() if x.leaky("private")] == [
+        "icl",
+        "ksg",
+        "base-ksg",
+        "dp-ksg",
+    ]
     doc = (ROOT / "docs/knowledgesg.md").read_text()
     assert all(f"`{m}`" in doc for m in KSG_METHODS)  # each defined in the docs
     with pytest.raises(ConfigError, match="unknown"):
@@ -221,3 +228,19 @@ def test_knowledgesg_end_to_end_on_tiny_llama(tmp_path, capsys) -> None:
     s0 = json.loads((out / "non-private.evaluate.s0/items/heldout.base.json").read_text())
     s1 = json.loads((out / "non-private.evaluate.s1/items/heldout.base.json").read_text())
     assert set(s0["values"]) != set(s1["values"])  # each seed draws its own held-out pairs
+
+
+def test_examples_private_runs_ksg_as_a_labelled_leaky_mode(tmp_path: Path) -> None:
+    """`--set knowledgesg.examples=private` (advertised in the config's header) runs dp-ksg with
+    private examples in its prompts, labelled leaky; it used to trip the no-private-text guard
+    meant for the faithful modes."""
+    out = tmp_path / "leaky"
+    args = ["pipeline", str(TINY), "--set", f"out={out}", "--set", "knowledgesg.examples=private"]
+    assert main([*args, "--set", "knowledgesg.methods=[base-ksg,dp-ksg]"]) == 0
+    for m in ("base-ksg", "dp-ksg"):  # the control runs the same steps with the base writer
+        write = out / f"{m}.write.s0"
+        assert _summary(write)["leaky"] is True and _summary(write)["examples"] == "private"
+    assert _summary(out / "base-ksg.write.s0")["writer"] != _summary(write)["writer"]
+    private = read_jsonl(out / "data.s0" / "private.jsonl")
+    prompts = [r["prompt"] for r in read_jsonl(write / "generations.jsonl")]
+    assert any(r["instruction"][:30] in p for r in private for p in prompts)

@@ -113,6 +113,10 @@ class KSGConfig:
     def examples_of(self, m: SynthMethod) -> str:
         return self.examples if m.examples == "config" else m.examples
 
+    def leaky(self, m: SynthMethod) -> bool:
+        """Method ``m`` sends private text in its prompts under this config."""
+        return m.leaky(self.examples)
+
     def writers(self) -> list[str]:
         found = {m.writer for m in self.method_rows() if m.writer in ("dp", "plain")}
         return [w for w in ("dp", "plain") if w in found]

@@ -38,10 +38,10 @@ class SynthMethod:
         if self.answers == "writer" and self.show != "pair":
             raise ValueError(f"{self.name}: a writer that answers needs pair examples")
 
-    @property
-    def leaky(self) -> bool:
-        """Private text leaves the client in the prompts (the original code's behaviour)."""
-        return self.examples == "private"
+    def leaky(self, examples: str) -> bool:
+        """Private text leaves the client in the prompts (the original code's behaviour), with
+        ``examples`` the config's `knowledgesg.examples` (what a `config` method shows)."""
+        return (examples if self.examples == "config" else self.examples) == "private"
 
 
 KSG_METHODS: dict[str, SynthMethod] = {}
@@ -99,6 +99,16 @@ for _m in (
         "KnowledgeSG without DP: the non-DP writer writes instructions, the professional "
         "filters and answers",
         "plain",
+        examples="config",
+        show="instruction",
+        answers="professional",
+        refine=True,
+    ),
+    SynthMethod(
+        "base-ksg",
+        "control: the base model (no writer adapter) writes instructions, the professional "
+        "filters and answers — what the DP writer adds over KnowledgeSG's other steps",
+        "base",
         examples="config",
         show="instruction",
         answers="professional",

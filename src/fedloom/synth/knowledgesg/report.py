@@ -26,7 +26,7 @@ def method_row(ctx: StageContext, cfg: PipelineConfig, name: str, seed: int) -> 
     held = ev.get("heldout_loss", {})
     row: dict[str, Any] = {
         "method": name,
-        "leaky": m.leaky or m.writer is None,
+        "leaky": p.leaky(m) or m.writer is None,
         "pairs": done["train"]["summary"]["pairs"],
         "heldout_diff": held.get("diff"),
         "heldout_ci95": held.get("ci95"),
@@ -137,7 +137,8 @@ def comparisons(ctx: StageContext, cfg: PipelineConfig) -> list[Comparison]:
     """Held-out loss, paired on the same items and pooled over seeds: every method against the
     base model; every synthetic method against non-private (does it approach it?); each
     KnowledgeSG method against the other synthetic methods of its privacy class (does it beat
-    them?)."""
+    them?) and against `base-ksg`, the same steps with the base model as the writer (what does
+    the writer adapter add?)."""
     methods = list(cfg.params.methods)
     rows: list[Comparison] = []
 
@@ -164,7 +165,9 @@ def comparisons(ctx: StageContext, cfg: PipelineConfig) -> list[Comparison]:
             if judged is not None:  # with `judge`: the answers rated against their references
                 rows.append(judged)
     for m in synthetic:
-        if m.endswith("ksg"):
+        if m.endswith("ksg") and m != "base-ksg" and "base-ksg" in methods:
+            add(m, "base-ksg")  # the control: what the (DP) writer adapter adds
+        if m.endswith("ksg") and m != "base-ksg":
             dp = KSG_METHODS[m].writer == "dp"
             for other in synthetic:
                 if (

@@ -60,7 +60,7 @@ class KnowledgeSG(PipelineMethod):
             dp = asdict(p.dp) if w == "dp" else None
             st.append(Stage(f"writer-{w}", partial(self._writer, cfg=cfg, which=w), {"dp": dp}))
         for m in p.method_rows():
-            settings = asdict(m) | {"examples": p.examples_of(m), "leaky": m.leaky}
+            settings = asdict(m) | {"examples": p.examples_of(m), "leaky": p.leaky(m)}
             if m.writer is not None:
                 st.append(Stage(f"{m.name}.write", partial(self._write, cfg=cfg, m=m), settings))
                 prof = asdict(p.professional) if m.answers == "professional" else None
@@ -158,7 +158,7 @@ class KnowledgeSG(PipelineMethod):
             pid = f"{m.name}-{i}"
             items.append((pid, writer_prompt(ex, m.show, p.example_words, ask)))
             shown[pid] = [e["id"] for e in ex]
-        if not m.leaky:  # the faithful modes send no private text: assert on the prompts
+        if not p.leaky(m):  # the faithful modes send no private text: assert on the prompts
             private = read_jsonl(data / "private.jsonl")
             texts = {cut_words(r["instruction"], p.example_words) for r in private}
             texts |= {cut_words(r["response"], p.example_words) for r in private}
@@ -173,7 +173,7 @@ class KnowledgeSG(PipelineMethod):
         return {
             "prompts": len(items),
             "examples": mode,
-            "leaky": m.leaky,
+            "leaky": p.leaky(m),
             "generated": rep.generated,
             "failed": rep.failed,
             "tokens": rep.tokens,
@@ -212,7 +212,7 @@ class KnowledgeSG(PipelineMethod):
             cand = refine.answer(prof, cand, None, p, ctx.folder, fail)
         rows = [
             {"instruction": c["instruction"], "input": "", "response": c["response"]}
-            | {"id": c["id"], "method": m.name, "examples": c["examples"], "leaky": m.leaky}
+            | {"id": c["id"], "method": m.name, "examples": c["examples"], "leaky": p.leaky(m)}
             | {"rating": c.get("rating"), "prompt_version": PROMPT_VERSION}
             for c in cand
         ]
@@ -224,7 +224,7 @@ class KnowledgeSG(PipelineMethod):
             "failures": {r: fail.get(r, 0) for r in FAILURES},
             "acceptance_rate": round(len(rows) / parsed_n, 4) if m.refine and parsed_n else None,
             "answered_by": answered_by,
-            "leaky": m.leaky,
+            "leaky": p.leaky(m),
         }
         summary |= quality(rows, private_rows, cfg.seed)
         canaries = json.loads((data / "canaries.json").read_text())
