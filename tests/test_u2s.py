@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from fedloom.cli import main
 from fedloom.config import ConfigError
@@ -280,3 +281,30 @@ def test_shipped_tiny_config_completes_with_a_real_generator(tmp_path) -> None:
     parse = json.loads((out / "parse.s0/done.json").read_text())["summary"]
     assert parse["kept"] >= 2 and set(parse["pairs_per_client"]) == {"0", "1"}
     assert json.loads((out / "table/results.json").read_text())["rows"]
+
+
+def test_data_stage_does_not_depend_on_the_generator(tmp_path: Path) -> None:
+    """Switching the generator's backend or model (or the selection) keeps the data stage, and
+    its pieces, as they are: chunks are counted in the trained model's tokens (they were counted
+    in the local generator's tokens, or by a word estimate for other backends)."""
+    from fedloom.pipeline import load_pipeline_config
+    from fedloom.pipeline.runner import PIPELINES, run_stages
+
+    cfg_path = ROOT / "configs/tiny-u2s.yaml"
+    variants = [
+        [],
+        ["u2s.generator={backend: onnx, model: qwen2.5-coder-0.5b-instruct}"],
+        ["u2s.generator={backend: openai, model: some-served-model, base_url: 'http://127.0.0.1:9/v1'}",
+         "u2s.selection=random"],
+    ]  # fmt: skip
+    pieces = []
+    for i, sets in enumerate(variants):
+        cfg = load_pipeline_config(cfg_path, [f"out={tmp_path / str(i)}", *sets])
+        data = next(s for s in PIPELINES["u2s"]().stages(cfg) if s.name == "data")
+        if i == 0:
+            first = data.settings
+            assert first["u2s"]["chunk_tokenizer"] == cfg.train.model.name
+        assert data.settings == first
+        run_stages(tmp_path / str(i), [data], Console(quiet=True))
+        pieces.append((tmp_path / str(i) / "data.s0" / "pieces.jsonl").read_text())
+    assert pieces[0] and pieces[0] == pieces[1] == pieces[2]

@@ -35,6 +35,10 @@ from fedloom.synth.u2s.retrieval import select_examples
 # --- the pipeline -----------------------------------------------------------------------------
 
 
+DATA_FIELDS = ("domains", "num_clients", "piece_tokens", "min_piece_words")
+"""The U2S settings the data stage reads (the rest shape selection, generation and parsing)."""
+
+
 @register_pipeline
 class U2S(PipelineMethod):
     name = "u2s"
@@ -42,7 +46,12 @@ class U2S(PipelineMethod):
 
     def seed_stages(self, cfg: PipelineConfig) -> list[Stage]:
         p: U2SConfig = cfg.params
-        data = Stage("data", lambda ctx: self._data(ctx, cfg), {"u2s": asdict(p)})
+        # the data stage (client text, chunking, gold pairs) does not depend on which backend
+        # or model generates later: its settings leave them out, and pieces are counted in the
+        # trained model's tokens
+        data_settings = {k: v for k, v in asdict(p).items() if k in DATA_FIELDS}
+        data_settings["chunk_tokenizer"] = cfg.train.model.name
+        data = Stage("data", lambda ctx: self._data(ctx, cfg), {"u2s": data_settings})
         train = Stage("train", lambda ctx: self._train(ctx, cfg), {"train_on": p.train_on})
         evaluate = Stage("evaluate", lambda ctx: self._evaluate(ctx, cfg), {})
         paired = Stage("gold_loss", lambda ctx: self._gold_loss(ctx, cfg), {"resamples": 2000})
@@ -66,18 +75,10 @@ class U2S(PipelineMethod):
         from fedloom.models.loader import load_tokenizer
 
         p: U2SConfig = cfg.params
-        tok = (
-            load_tokenizer(p.generator.model, need_chat=False)
-            if p.generator.backend == "local"
-            else None
-        )
+        tok = load_tokenizer(cfg.train.model.name, need_chat=False)
 
         def count(s: str) -> int:
-            return (
-                len(tok(s, add_special_tokens=False)["input_ids"])
-                if tok
-                else len(s.split()) * 4 // 3
-            )
+            return len(tok(s, add_special_tokens=False)["input_ids"])
 
         summary = build_data(p, cfg.seed, count, ctx.folder)
         ctx.console.print(summary)
