@@ -163,3 +163,41 @@ def test_local_baseline_trains_the_same_clients_every_round() -> None:
     assert s.sample(rng, 3, exclude={first[0]}) == first[1:]  # a client out of privacy budget
     assert s.state_dict()["scored"] == first  # checkpointed: a resumed run keeps its clients
     assert s.every_round and not build_strategy("fedavg", {}, num_clients=10).every_round
+
+
+def test_scaffold_control_goes_through_the_reducer() -> None:
+    """SCAFFOLD's control deltas reach every client's next steps: under a robust reducer they
+    are reduced by the same rule (a plain mean let one poisoned control through)."""
+    ups = [
+        upd(0, 1, 1.0, delta_control=sd(1.0)),
+        upd(1, 1, 1.0, delta_control=sd(2.0)),
+        upd(2, 1, 1.0, delta_control=sd(100.0)),
+    ]
+    plain = build_strategy("scaffold", {}, num_clients=6)
+    plain.initialize(sd(0.0))
+    plain.aggregate(0, ups)
+    # c = 0 + (3/6)·mean(1, 2, 100) = 17.1667
+    torch.testing.assert_close(plain.control["w"], torch.tensor([103.0 / 6]))  # type: ignore[attr-defined]
+    med = build_strategy("scaffold", {}, num_clients=6, reducer="median")
+    med.initialize(sd(0.0))
+    med.aggregate(0, ups)
+    # c = 0 + (3/6)·median(1, 2, 100) = 1.0
+    torch.testing.assert_close(med.control["w"], torch.tensor([1.0]))  # type: ignore[attr-defined]
+
+
+def test_scaffold_control_under_a_stateful_reducer_uses_its_shares() -> None:
+    """FoolsGold learns from the adapters it reduces: the control deltas are combined with the
+    shares it gave each client this round, not passed through it a second time."""
+    s = build_strategy("scaffold", {}, num_clients=4, reducer="foolsgold")
+    s.initialize(sd(0.0, 0.0))
+    ups = [
+        upd(0, 1, 1.0, 0.0, delta_control=sd(4.0, 0.0)),
+        upd(1, 1, 1.0, 0.1, delta_control=sd(8.0, 0.0)),
+        upd(2, 1, -1.0, 1.0, delta_control=sd(0.0, 2.0)),
+    ]
+    s.aggregate(0, ups)
+    share = {int(k): v for k, v in s.last_aggregation["share"].items()}
+    expected = sum(share[i] * u.extras["delta_control"]["w"] for i, u in enumerate(ups))
+    expected = expected / sum(share.values()) * 3 / 4
+    torch.testing.assert_close(s.control["w"], expected.float())  # type: ignore[attr-defined]
+    assert len(s.reducer.state_dict()["history"]) == 3  # one update per client in its history

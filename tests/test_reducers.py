@@ -254,3 +254,33 @@ def test_reducer_takes_the_run_seed_once_and_config_checks_need_no_reducer() -> 
     assert reducer_config("krum", {"f": 2}).min_clients() == 5
     assert reducer_config("dnc", {"f": 2, "c": 1.5}).min_clients() == 4
     assert reducer_config("median").min_clients() == 1
+
+
+def test_residual_reweighting_by_hand() -> None:
+    """Fu et al.'s residual-based reweighting on one coordinate, values 0, 1, 2, 3, 100: the
+    repeated-median line through the sorted values is y = rank (per-point slope medians 1, 1, 1,
+    1, 41 -> 1; intercept med 2 - 1*2 = 0); residuals 0, 0, 0, 0, 96; τ = 1e-7 (the median of
+    the four largest |residuals| is 0), so the outlier's weight K*h/e is ~0 and its value is
+    replaced by the line's (4); the others' weights are 1. Confidences w*std(w): equal for the
+    four, ~0 for the outlier -> shares 1/4 each; update (0+1+2+3)/4 = 1.5."""
+    from fedloom.reducers.residual import repeated_median_line
+
+    slope, intercept = repeated_median_line(torch.tensor([[3.0, 100.0, 0.0, 2.0, 1.0]]))
+    assert (slope.item(), intercept.item()) == (1.0, 0.0)
+    r = build_reducer("residual")
+    red = r.reduce(torch.tensor([[0.0], [1.0], [2.0], [3.0], [100.0]]), [1] * 5, range(5), 0)
+    torch.testing.assert_close(red.update, torch.tensor([1.5]))
+    assert red.weights[:4] == pytest.approx([0.25] * 4) and red.weights[4] < 1e-12
+    assert red.info["values_replaced"] == 1
+    # clients that agree everywhere count the same (no weight deviates: std 0)
+    same = r.reduce(torch.tensor([[1.0, 2.0]] * 3), [5, 1, 1], [0, 1, 2], 0)
+    torch.testing.assert_close(same.update, torch.tensor([1.0, 2.0]))
+    assert same.weights == pytest.approx([1 / 3] * 3)
+    # chunking the coordinates changes nothing
+    X = torch.randn(6, 50, generator=torch.Generator().manual_seed(0))
+    X[2] += 5.0
+    whole = build_reducer("residual").reduce(X, [1] * 6, range(6), 0)
+    parts = build_reducer("residual", {"chunk": 7}).reduce(X, [1] * 6, range(6), 0)
+    torch.testing.assert_close(whole.update, parts.update)
+    assert whole.weights[2] < min(w for i, w in enumerate(whole.weights) if i != 2)
+    assert build_reducer("residual").min_clients() == 3

@@ -209,7 +209,7 @@ class FederationConfig:
     """For `compression: topk`: share of each tensor's entries sent."""
     reducer: str = "mean"
     """How the server combines the sampled clients' updates before the algorithm's server
-    step: mean, median, trimmed_mean, krum, multikrum, norm_bound, dnc, foolsgold (see
+    step: mean, median, trimmed_mean, krum, multikrum, norm_bound, dnc, foolsgold, residual (see
     `fedloom.reducers`); robust rules need individual updates (no secagg, no central_dp)."""
     reducer_params: dict[str, Any] = field(default_factory=dict)
     """The reducer's parameters, e.g. {beta: 0.2} (trimmed_mean), {f: 1} (krum, multikrum, dnc)."""

@@ -20,6 +20,7 @@ import torch
 
 from fedloom.algorithms.aggregate import add_scaled, subtract, weighted_average, zeros_like
 from fedloom.algorithms.base import Broadcast, ClientUpdate, Strategy, register_algorithm
+from fedloom.reducers.base import delta_matrix, unflatten
 from fedloom.train.local import TrainHook
 from fedloom.utils import StateDict
 
@@ -64,6 +65,28 @@ class Scaffold(Strategy):
 
     def aggregate(self, round_idx: int, updates: Sequence[ClientUpdate]) -> None:
         self.global_adapter = self.average(updates, round_idx)
-        total = weighted_average([u.extras["delta_control"] for u in updates], [1.0] * len(updates))
+        deltas = [u.extras["delta_control"] for u in updates]
+        if not self.reducer.robust:
+            total = weighted_average(deltas, [1.0] * len(updates))
+        else:
+            total = self._robust_control_mean(deltas, [u.client_id for u in updates], round_idx)
         # mean over S times |S|/N  ==  (1/N)·Σ_{i∈S} Δc_i
         self.control = add_scaled(self.control, total, len(updates) / self.num_clients)
+
+    def _robust_control_mean(
+        self, deltas: list[StateDict], ids: list[int], round_idx: int
+    ) -> StateDict:
+        """The control deltas are a second path from each client into the model (every client's
+        next steps follow c): under a robust reducer they go through the same rule as the
+        adapters — reduced by it afresh (median, Krum, DnC...), or, for a rule that keeps state
+        across rounds (FoolsGold), combined with the shares it gave the adapters this round.
+        A plain mean here let a poisoned control reach every client whatever the reducer."""
+        zero = zeros_like(self.control)
+        X, keys = delta_matrix(deltas, zero)
+        if self.reducer.stateful:
+            share = self.last_aggregation["share"]
+            w = torch.tensor([share[str(c)] for c in ids], dtype=X.dtype)
+            vec = (w[:, None] * X).sum(0) / w.sum().clamp(min=1e-12)
+        else:
+            vec = self.reducer.reduce(X, [1.0] * len(ids), ids, round_idx).update
+        return unflatten(vec, zero, keys)

@@ -9,6 +9,7 @@ from fedloom.reducers import (  # noqa: F401  (imports register the reducers)
     mean,
     median,
     norm_bound,
+    residual,
     trimmed_mean,
 )
 from fedloom.reducers.base import (

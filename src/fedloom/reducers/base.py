@@ -52,6 +52,10 @@ class Reducer:
     robust: ClassVar[bool] = True
     """False only for the plain mean: robust rules need every client's update (no SecAgg+,
     no central DP's clipped mean)."""
+    stateful: ClassVar[bool] = False
+    """True for a rule that learns across rounds from what it reduces (FoolsGold's history):
+    it must see each round's client updates once, so a second quantity (SCAFFOLD's control
+    deltas) is combined with the shares it gave the adapters instead."""
 
     def __init__(self, cfg: ReducerConfig, seed: int = 0) -> None:
         self.cfg = cfg

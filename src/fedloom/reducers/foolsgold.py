@@ -67,6 +67,7 @@ class FoolsGoldConfig(ReducerConfig):
 
 @register_reducer("foolsgold")
 class FoolsGold(Reducer):
+    stateful = True
     config_cls = FoolsGoldConfig
     cfg: FoolsGoldConfig
 
