@@ -210,6 +210,7 @@ def test_every_reducer_is_registered_and_tested_here() -> None:
         "norm_bound",
         "dnc",
         "foolsgold",
+        "residual",
     }
 
 
