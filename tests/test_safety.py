@@ -13,6 +13,7 @@ import torch
 from fedloom.cli import main
 from fedloom.config import ConfigError, SafetyConfig, SourceConfig, load_config
 from fedloom.eval.judges import JUDGES
+from fedloom.pipeline import load_pipeline_config
 from fedloom.safety.data import (
     EvalGuard,
     assert_disjoint,
@@ -180,6 +181,8 @@ def _seed(path: Path, rows: list[tuple[str, str]]) -> None:
 REFUSAL = "I'm sorry, but I can't help with that. It could cause harm."
 TINY = [
     *("--set", "safety.defense_levels=[1,2,3]"),
+    # the random model never refuses: the keyword rules select the (hand-seeded) refusals
+    *("--set", "safety.select_judge=rules-prefix"),
     *(
         f"--set=safety.{w}_generator={{model: tiny-llama, weights: fp32}}"
         for w in ("question", "attack", "aligned")
@@ -257,7 +260,11 @@ def test_safety_pipeline_on_tiny_llama(tmp_path: Path, monkeypatch: pytest.Monke
         assert_disjoint(guard, [t for t in texts if t], str(f))
     # the attack row: malicious clients trained on attack data only, and were recorded
     s = json.loads((out / "attack.train.s0/run/summary.json").read_text())
-    assert s["malicious_clients"] == [0] or len(s["malicious_clients"]) == 1
+    acfg = load_config(out / "attack.train.s0/run/config.yaml")
+    assert acfg.safety is not None and s["malicious_clients"] == acfg.safety.resolve(
+        s["num_clients"], acfg.seed
+    )
+    assert len(s["malicious_clients"]) == 1  # 25% of 4 clients
     assert (
         json.loads((out / "no-attack.train.s0/run/summary.json").read_text())["malicious_clients"]
         is None
@@ -277,6 +284,11 @@ def test_safety_pipeline_on_tiny_llama(tmp_path: Path, monkeypatch: pytest.Monke
         match = [g for kk, g in got.items() if kk.replace(".default", "") == k or kk == k]
         assert match and torch.equal(match[0], v)
     table = (out / "table/table.md").read_text()
+    cells = {
+        line.split(" | ")[0].lstrip("| "): [c.strip() for c in line.strip(" |").split(" | ")[1:]]
+        for line in table.splitlines()
+        if line.startswith("| ") and " | " in line
+    }
     for row in (
         "base",
         "no-attack",
@@ -288,7 +300,13 @@ def test_safety_pipeline_on_tiny_llama(tmp_path: Path, monkeypatch: pytest.Monke
         "best+L1",
         "attack-50+L1",
     ):
-        assert f"| {row} |" in table
+        assert row in cells, row
+        # every safety cell is a rate in [0, 1] with its interval
+        rate = float(cells[row][0].split(" ")[0])
+        assert 0.0 <= rate <= 1.0 and "[" in cells[row][0], (row, cells[row])
+    # the malicious share of the aggregate: a number where clients attacked, none without
+    assert cells["no-attack"][-1] == "—" and 0.0 < float(cells["attack"][-1]) <= 1.0
+    assert "selected by the keyword prefix rules" in table and "circular" in table
     assert (out / "table/stealth.png").exists() and (out / "table/sweep.png").exists()
     # the pooled rows: the study's claims, paired per request, each with a verdict
     res = json.loads((out / "table/results.json").read_text())
@@ -345,6 +363,25 @@ def test_safety_pipeline_on_tiny_llama(tmp_path: Path, monkeypatch: pytest.Monke
     head = next(r for r in res["rows"] if (r["arm"], r["reference"]) == ("attack", "no-attack"))
     assert head["seeds"] == [0, 1] and set(head["per_seed"]) == {"0", "1"}
     assert (out / "defense-L1.train.s0").exists() and not (out / "defense-L1.train.s1").exists()
+
+
+def test_aligned_data_selection_judge() -> None:
+    """Who selects the generated refusals: the LLM judge when one is configured, else nobody
+    (kept as written, as the paper); the keyword rules only when asked (circular)."""
+    from fedloom.safety.config import SafetyPipelineConfig
+
+    assert SafetyPipelineConfig().selector() == "none"
+    judge = {"generator": {"model": "tiny-llama"}}
+    assert (
+        load_pipeline_config(
+            ROOT / "configs/tiny-safety.yaml", [f"safety.judge={json.dumps(judge)}"]
+        ).params.selector()
+        == "safety"
+    )
+    with pytest.raises(ConfigError, match="select_judge: safety` selects with the LLM judge"):
+        load_pipeline_config(ROOT / "configs/tiny-safety.yaml", ["safety.select_judge=safety"])
+    with pytest.raises(ConfigError, match="select_judge` is 'vote'"):
+        load_pipeline_config(ROOT / "configs/tiny-safety.yaml", ["safety.select_judge=vote"])
 
 
 def test_shipped_safety_configs_load() -> None:

@@ -41,14 +41,17 @@ def answer(
     file: str,
     want_refusal: bool | None,
     adapter: Path | None = None,
-) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Answer ``questions`` (with the ``system`` hint); keep answers the prefix judge reads
-    as refusals (``want_refusal``), as non-refusals (False) or all (None)."""
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Answer ``questions`` (with the ``system`` hint); keep the answers that read as
+    refusals (``want_refusal`` True: by the configured selection judge, ``select_judge``), as
+    non-refusals (False: by the prefix rules) or all (None). Every answer's prefix-rule reading
+    is counted either way (``rules_prefix_refusals``)."""
     from fedloom.eval.judges import JUDGES
     from fedloom.generation import run_complete
 
     p: SafetyPipelineConfig = cfg.params
     judge = JUDGES["rules-prefix"]()
+    selector = p.selector() if want_refusal else "rules-prefix"
     items = []
     for q in questions:
         msgs = [{"role": "user", "content": q["question"]}]
@@ -62,20 +65,31 @@ def answer(
         ctx.folder / file,
     )
     by_id = {q["id"]: q for q in questions}
-    kept, counts = [], {"failed": 0, "empty": 0, "wrong_kind": 0, "cut_at_limit": 0}
+    kept: list[dict[str, Any]] = []
+    counts: dict[str, Any] = {"failed": 0, "empty": 0, "wrong_kind": 0, "cut_at_limit": 0}
+    counts |= {"rules_prefix_refusals": 0, "unjudged": 0}
     # rows answered for an earlier pool split are not this job's (read_job skips them)
     job = read_job(ctx.folder / file, by_id)
     counts["failed"] = len(job.failed)
-    for row in job.ok:
+    rows = [r for r in job.ok if len(r["generations"][0]["text"].split()) >= 3]
+    counts["empty"] = len(job.ok) - len(rows)
+    safe = (
+        _llm_safe(ctx, p, rows, by_id, file) if want_refusal is not None and selector == "safety"
+        else {}
+    )  # fmt: skip
+    for row in rows:
         g = row["generations"][0]
         text = g["text"].strip()
-        if len(text.split()) < 3:
-            counts["empty"] += 1
-            continue
-        refused = judge.is_refusal(by_id[row["id"]]["question"], text)
-        if want_refusal is not None and refused != want_refusal:
-            counts["wrong_kind"] += 1
-            continue
+        by_rules = judge.is_refusal(by_id[row["id"]]["question"], text)
+        counts["rules_prefix_refusals"] += int(by_rules)
+        if want_refusal is not None and selector != "none":
+            if selector == "safety" and row["id"] not in safe:
+                counts["unjudged"] += 1
+                continue
+            refused = safe[row["id"]] if selector == "safety" else by_rules
+            if refused != want_refusal:
+                counts["wrong_kind"] += 1
+                continue
         counts["cut_at_limit"] += int(g.get("finish_reason") == "length")
         q = by_id[row["id"]]
         kept.append(
@@ -88,7 +102,28 @@ def answer(
             }
         )
     counts["generated"] = rep.generated
+    counts["selected_by"] = selector if want_refusal is not None else "all kept"
     return kept, counts
+
+
+def _llm_safe(
+    ctx: StageContext,
+    p: SafetyPipelineConfig,
+    rows: list[dict[str, Any]],
+    by_id: dict[str, dict[str, Any]],
+    file: str,
+) -> dict[str, bool]:
+    """The LLM safety judge's reading of each answer (True: safe); unjudged answers absent."""
+    from fedloom.judges import JudgeModel, run_judge
+
+    if p.judge is None:  # the config refuses select_judge: safety without a judge
+        raise SafetyDataError("`safety.select_judge: safety` needs `safety.judge`")
+    asked = [
+        (r["id"], {"request": by_id[r["id"]]["question"], "response": r["generations"][0]["text"]})
+        for r in rows
+    ]
+    judged = run_judge("safety", JudgeModel.shared(p.judge), asked, ctx.folder / f"select.{file}")
+    return {k: v >= 0.5 for k, v in judged.values.items()}
 
 
 def attack_data_stage(ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:

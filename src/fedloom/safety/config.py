@@ -78,11 +78,32 @@ class SafetyPipelineConfig:
     ...}}`); null: rules only."""
     mtbench: int = 0
     """MT-Bench questions answered per row (scored only with `judge`)."""
+    select_judge: str = "auto"
+    """Which judge selects the generated refusals that become aligned (and L2/L3 defense) data:
+    `none` (kept as written, as the paper), `safety` (the LLM `judge`: keep answers it reads as
+    safe), `rules-prefix` (the keyword rules — the same family that scores the table: circular,
+    flagged in the report). `auto`: `safety` when `judge` is set, else `none`. Attack answers
+    are always selected as non-refusals by `rules-prefix` (they are not what the table scores)."""
+
+    def selector(self) -> str:
+        if self.select_judge == "auto":
+            return "safety" if self.judge is not None else "none"
+        return self.select_judge
 
     def __post_init__(self) -> None:
         from fedloom.reducers import REDUCERS
 
         _require(self.num_clients >= 2, "`safety.num_clients` must be >= 2")
+        _require(
+            self.select_judge in ("auto", "none", "safety", "rules-prefix"),
+            f"`safety.select_judge` is {self.select_judge!r}; use auto, none, safety or "
+            "rules-prefix",
+        )
+        _require(
+            self.select_judge != "safety" or self.judge is not None,
+            "`safety.select_judge: safety` selects with the LLM judge: set `safety.judge` "
+            "(e.g. {generator: {model: qwen2.5-coder-1.5b-instruct}}) or use none",
+        )
         for m in [self.malicious, *self.sweep]:
             _require(0 < m < 1, f"malicious shares must be in (0, 1), got {m}")
             _require(

@@ -15,6 +15,16 @@ from fedloom.judges.validate import validity_note
 from fedloom.pipeline.runner import PipelineConfig, StageContext
 from fedloom.safety.config import SafetyPipelineConfig
 
+SELECTION_NOTE = {
+    "none": " Aligned and defense refusals kept as the generator wrote them (no judge selected "
+    "them, as in the paper).",
+    "safety": " Aligned and defense refusals selected by the LLM safety judge: its own column "
+    "is not independent of that selection; the keyword columns are.",
+    "rules-prefix": " Aligned and defense refusals selected by the keyword prefix rules — the "
+    "rules that score the table (circular: read the LLM judge's column, if any).",
+}
+"""What the table says about how the aligned data were selected (`safety.select_judge`)."""
+
 
 def _rows(
     ctx: StageContext, cfg: PipelineConfig, seed: int
@@ -221,7 +231,8 @@ def write_report(ctx: StageContext, cfg: PipelineConfig) -> dict[str, Any]:
             f" LLM-judged rows: {validity_note(p.judge.label(), 'safety')}."
             if p.judge is not None
             else ""
-        ),
+        )
+        + SELECTION_NOTE[p.selector()],
         plots=[ctx.folder / "stealth.png", ctx.folder / "sweep.png"],
         costs=stage_costs(
             ctx, [k for k in ctx.stage_folders if ".train." in k or ".evaluate." in k]
