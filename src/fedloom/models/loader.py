@@ -8,7 +8,9 @@ safetensors folder; later loads take well under a second.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -127,15 +129,42 @@ def _convert_gguf(
         raise
 
 
+def content_hash(path: Path) -> str:
+    """The file's sha256, computed once per (path, size, mtime) and remembered in the cache's
+    ``gguf-hashes.json`` (hashing a 1 GB GGUF takes seconds; a changed file is hashed again)."""
+    st = path.stat()
+    stamp = f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+    index_path = cache_dir() / "gguf-hashes.json"
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError):
+        index = {}
+    if stamp in index:
+        return str(index[stamp])
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    index[stamp] = digest.hexdigest()
+    tmp = index_path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(index, indent=1))
+    os.replace(tmp, index_path)  # a concurrent writer's entry may be lost: it is recomputed
+    return str(index[stamp])
+
+
 def _gguf_cache(gguf_path: Path, what: str, dtype: str = "float32") -> Path:
-    st = gguf_path.stat()
-    key = hashlib.sha256(
-        f"{gguf_path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()
-    ).hexdigest()[:12]
-    dest = cache_dir() / "models" / f"{gguf_path.stem}-{what}-{key}"
-    if not dest.exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        _convert_gguf(gguf_path, dest, with_model=(what == "model"), dtype=dtype)
+    """The de-quantised folder of a GGUF file, one per *content* (every checkout and copy of the
+    same file shares it). Two processes asking at once: one converts under a lock, the other
+    waits and reuses its result."""
+    key = content_hash(gguf_path)[:16]
+    dest = cache_dir() / "models" / f"{gguf_path.stem}-{what}-{dtype}-{key}"
+    if dest.exists():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.with_name(dest.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not dest.exists():  # the process that held the lock may have built it
+            _convert_gguf(gguf_path, dest, with_model=(what == "model"), dtype=dtype)
     return dest
 
 
