@@ -35,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     fix) becomes one line on stderr and exit status 2; any other exception is a bug and keeps
     its traceback."""
     args = make_parser().parse_args(argv)
+    import shlex
+
+    from fedloom import utils
+
+    utils.INVOKED = "fedloom " + shlex.join(sys.argv[1:] if argv is None else argv)
     # heavy imports inside the commands: `fedloom --help` stays instant
     from fedloom.errors import FedloomError
     from fedloom.settings import ConfigError

@@ -20,6 +20,10 @@ import torch
 StateDict = dict[str, torch.Tensor]
 
 
+INVOKED: str | None = None
+"""The fedloom command line this process runs (set by the CLI; recorded in model cards)."""
+
+
 def cache_dir() -> Path:
     """fedloom's cache (converted models, fetched data): ``$FEDLOOM_CACHE`` or ~/.cache/fedloom."""
     root = os.environ.get("FEDLOOM_CACHE") or os.path.join(

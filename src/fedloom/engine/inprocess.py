@@ -37,6 +37,7 @@ from fedloom.errors import CheckpointError, FedloomError
 from fedloom.eval import EvalContext, generate_answers, run_suite
 from fedloom.eval.suites import headline, source_key
 from fedloom.models import attach_lora, get_adapter_state, load_model, set_adapter_state
+from fedloom.models.card import write_cards
 from fedloom.models.loader import LoadedModel, load_tokenizer
 from fedloom.models.lora import load_adapter_folder
 from fedloom.privacy import CentralDP, ClientDP, PrivacyBudgetSpent, update_norm
@@ -486,6 +487,7 @@ def _finish(r: _Run) -> dict[str, Any]:
         else None,
     }
     (r.out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_cards(r.out, cfg.to_dict(), summary)  # portable adapter_config.json, model cards
     _plot(history, base_eval, r.out / "plots" / "loss.png", cfg.federation.algorithm)
     return summary
 

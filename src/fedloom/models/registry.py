@@ -45,6 +45,11 @@ class ModelSpec:
     """Returns the local GGUF file (fetching it if needed); None for built models."""
     cache_dtype: str = "float32"
     """dtype of the de-quantised safetensors cache (bf16 halves it for the big models)."""
+    hub_id: str | None = None
+    """The published model this GGUF quantises (Hugging Face id): what an adapter's
+    `base_model_name_or_path` names, and a name the registry also answers to."""
+    quantization: str | None = None
+    """The GGUF's quantisation (the local base is it de-quantised, not the published weights)."""
 
 
 MODELS: dict[str, ModelSpec] = {}
@@ -57,7 +62,11 @@ def register_model(spec: ModelSpec) -> None:
 
 
 def get_model_spec(name: str) -> ModelSpec | None:
-    return MODELS.get(name)
+    """The spec registered as ``name``, or the one whose published id is ``name`` (any case):
+    an adapter's `base_model_name_or_path` resolves offline to the cached base."""
+    if name in MODELS:
+        return MODELS[name]
+    return next((m for m in MODELS.values() if m.hub_id and m.hub_id.lower() == name.lower()), None)
 
 
 # --- where GGUF files come from --------------------------------------------------------------
@@ -152,6 +161,8 @@ register_model(
         "Apache-2.0",
         True,
         SMOLLM2_GGUF,
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        quantization="Q4_1",
     )
 )
 register_model(
@@ -179,6 +190,8 @@ register_model(
             491_400_064,
         ),
         cache_dtype="bfloat16",
+        hub_id="Qwen/Qwen2.5-Coder-0.5B-Instruct",
+        quantization="Q4_K_M",
     )
 )
 register_model(
@@ -198,5 +211,7 @@ register_model(
             1_117_320_768,
         ),
         cache_dtype="bfloat16",
+        hub_id="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+        quantization="Q4_K_M",
     )
 )
