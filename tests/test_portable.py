@@ -59,7 +59,7 @@ def test_run_adapter_is_portable_and_loads_with_plain_peft(
     assert json.loads((out / "base_model.json").read_text())["name"] == "tiny-llama"
 
     # the documented snippet, in a process without fedloom, on the same base
-    base = hf_folder("tiny-llama", cfg.seed)
+    base = hf_folder("tiny-llama", cfg.model.seed)
     script = PLAIN.format(snippet=_snippet())
     logits = tmp_path / "plain.pt"
     proc = subprocess.run(
@@ -119,3 +119,60 @@ def test_models_path_prints_the_local_base(capsys) -> None:  # type: ignore[no-u
     assert (folder / "config.json").exists() and (folder / "tokenizer_config.json").exists()
     assert main(["models"]) == 0
     assert "[HuggingFaceTB/SmolLM2-135M-Instruct, Q4_1]" in capsys.readouterr().out
+
+
+MERGED = """
+import sys, torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+folder, out = sys.argv[1], sys.argv[2]
+model = AutoModelForCausalLM.from_pretrained(folder).eval()
+tok = AutoTokenizer.from_pretrained(folder)
+assert tok.chat_template and not any(m.startswith("fedloom") for m in sys.modules)
+ids = tok("Hello, how are you?", return_tensors="pt").input_ids
+with torch.no_grad():
+    torch.save((model(input_ids=ids).logits, str(model.dtype)), out)
+"""
+
+
+def test_export_adapter_and_merged_model(local_data: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from peft import PeftModel
+
+    from fedloom.cli import main
+    from fedloom.models import load_model
+    from fedloom.models.loader import load_tokenizer
+
+    cfg = tiny_config(local_data, **{"federation.rounds": 1})
+    cfg.save(tmp_path / "c.yaml")
+    run = tmp_path / "run"
+    assert main(["run", str(tmp_path / "c.yaml"), "--out", str(run)]) == 0
+    # the adapter with its card
+    assert main(["export", str(run), "--out", str(tmp_path / "a")]) == 0
+    assert {"adapter_config.json", "adapter_model.safetensors", "README.md", "base_model.json"} <= {
+        p.name for p in (tmp_path / "a").iterdir()
+    }
+    # merged, fp32 and bf16, loaded by plain transformers in a process without fedloom
+    loaded = load_model(cfg.model)
+    ours = PeftModel.from_pretrained(loaded.model, str(run / "adapter")).eval()
+    ids = load_tokenizer("tiny-llama")("Hello, how are you?", return_tensors="pt").input_ids
+    with torch.no_grad():
+        want = ours(input_ids=ids).logits
+    for dtype, tol in (("fp32", 1e-4), ("bf16", 0.1)):
+        dest = tmp_path / f"m-{dtype}"
+        assert main(["export", str(run), "--out", str(dest), "--merged", "--dtype", dtype]) == 0
+        assert (dest / "model.safetensors").exists() and (dest / "generation_config.json").exists()
+        assert "library_name: transformers" in (dest / "README.md").read_text()
+        got = tmp_path / f"{dtype}.pt"
+        proc = subprocess.run([sys.executable, "-c", MERGED, str(dest), str(got)],
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        logits, model_dtype = torch.load(got)
+        assert model_dtype == ("torch.float32" if dtype == "fp32" else "torch.bfloat16")
+        torch.testing.assert_close(logits.float(), want, atol=tol, rtol=tol)
+    # bad input: one line each
+    capsys.readouterr()
+    assert main(["export", str(run), "--out", str(tmp_path / "a")]) == 2
+    assert "is not empty" in capsys.readouterr().err
+    assert main(["export", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "has no config.yaml" in capsys.readouterr().err
+    assert main(["export", str(run), "--out", str(tmp_path / "y"), "--adapter", "adapters/c9"]) == 2
+    assert "this run has: adapter" in capsys.readouterr().err

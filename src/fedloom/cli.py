@@ -9,7 +9,8 @@ fedloom data list | show NAME | split CONFIG | stats FEDERATION
 fedloom server CONFIG [--address HOST:PORT] [--certificates DIR]   Flower SuperLink + run
 fedloom client CONFIG --client-id I --server HOST:PORT               Flower SuperNode
 fedloom certs DIR [--host H]  self-signed CA + server certificate for trying TLS
-fedloom algorithms | models   what is registered
+fedloom algorithms | models   what is registered (models --path NAME: a model's local folder)
+fedloom export RUN_DIR --out DIR [--merged] [--dtype fp32|bf16]   portable adapter / merged model
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from fedloom.commands import (
     client,
     data,
     evaluate,
+    export,
     judge,
     models,
     pipeline,
@@ -33,4 +34,5 @@ COMMANDS: dict[str, ModuleType] = {
     "certs": certs,
     "algorithms": algorithms,
     "models": models,
+    "export": export,
 }
