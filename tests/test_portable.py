@@ -176,3 +176,31 @@ def test_export_adapter_and_merged_model(local_data: Path, tmp_path: Path, capsy
     assert "has no config.yaml" in capsys.readouterr().err
     assert main(["export", str(run), "--out", str(tmp_path / "y"), "--adapter", "adapters/c9"]) == 2
     assert "this run has: adapter" in capsys.readouterr().err
+
+
+def test_merged_export_is_served_by_transformers_serve(local_data: Path, tmp_path: Path) -> None:
+    """The merged folder is a model `transformers serve` serves (a real server on loopback)."""
+    import shutil as sh
+
+    import pytest
+
+    from fedloom.cli import main
+    from fedloom.generation import GenerationConfig, OpenAIGenerator, run_complete
+    from tests.test_openai_server import Server, _free_port
+
+    if not Path(sys.executable).with_name("transformers").exists() and not sh.which("transformers"):
+        pytest.skip("no `transformers` command in this environment")
+    cfg = tiny_config(local_data, **{"federation.rounds": 1})
+    cfg.save(tmp_path / "c.yaml")
+    run, dest = tmp_path / "run", tmp_path / "merged"
+    assert main(["run", str(tmp_path / "c.yaml"), "--out", str(run)]) == 0
+    assert main(["export", str(run), "--out", str(dest), "--merged"]) == 0
+    server = Server(str(dest), _free_port())
+    server.start()
+    try:
+        gen = OpenAIGenerator(server.model, server.url, retries=0, backoff=0.01, timeout=30)
+        rep = run_complete(gen, [("p0", "Say hello.")], GenerationConfig(max_new_tokens=4),
+                           tmp_path / "g.jsonl", progress=False)  # fmt: skip
+        assert (rep.generated, rep.failed) == (1, 0)
+    finally:
+        server.stop()
