@@ -160,6 +160,11 @@ def check_run_config(cfg: RunConfig) -> RunConfig:
     """Every registry check of a run config (names, parameters, and the rules that need an
     algorithm's or reducer's properties); returns ``cfg``."""
     _require(cfg.task in TASKS, f"`task` is {cfg.task!r}; choose one of {sorted(TASKS)}")
+    from fedloom.tracking import TRACKERS
+
+    bad = [n for n in cfg.logging if n not in TRACKERS]
+    _require(not bad, f"`logging` has unknown {bad}; choose from {sorted(TRACKERS)}")
+    _require(len(set(cfg.logging)) == len(cfg.logging), "`logging` names a tracker twice")
     for src in cfg.data.sources:
         check_source(src)
     if cfg.safety is not None and cfg.safety.attack is not None:

@@ -551,6 +551,25 @@ class SafetyConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Where `logging:` trackers write (offline by default)."""
+
+    experiment: str = "fedloom"
+    """MLflow experiment / W&B project name."""
+    mlflow_uri: str | None = None
+    """MLflow store; default `MLFLOW_TRACKING_URI`, else a SQLite file in the run folder."""
+    wandb_mode: str = "offline"
+    """`offline` (a local folder, `wandb sync` later) or `online`."""
+
+    def __post_init__(self) -> None:
+        _require(bool(self.experiment), "`tracking.experiment` is empty")
+        _require(
+            self.wandb_mode in ("offline", "online"),
+            f"`tracking.wandb_mode` is {self.wandb_mode!r}: use offline or online",
+        )
+
+
+@dataclass
 class RunConfig:
     seed: int = 0
     task: str = "sft"
@@ -566,6 +585,10 @@ class RunConfig:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     safety: SafetyConfig | None = None
     """Malicious clients and their attack data (`fedloom.safety`)."""
+    logging: list[str] = field(default_factory=list)
+    """Experiment trackers, any of `tensorboard`, `mlflow`, `wandb` (`fedloom.tracking`):
+    the config, every round's metrics, the summary, the adapter and plots."""
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         """The checks among sections that need no registry (those are in

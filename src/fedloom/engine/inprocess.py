@@ -43,6 +43,7 @@ from fedloom.models.lora import load_adapter_folder
 from fedloom.privacy import CentralDP, ClientDP, PrivacyBudgetSpent, update_norm
 from fedloom.settings import ConfigError, RunConfig, packing_enabled
 from fedloom.tasks import EvalSetup, Evaluator, get_task
+from fedloom.tracking import Trackers
 from fedloom.train import (
     LocalTrainer,
     adapter_parameters,
@@ -298,6 +299,7 @@ class _Run:
     privacy: _PrivacyLedger
     console: Console
     t_start: float
+    trackers: Trackers
 
 
 def run(
@@ -336,6 +338,7 @@ def run(
                 _save_checkpoint(r.out, rnd + 1, r.fed, r.sampler, r.history, r.baseline)
             log.write(json.dumps(row) + "\n")
             log.flush()
+            r.trackers.log_round(row)
             if on_round:
                 on_round(row)
             progress.advance(bar)
@@ -387,9 +390,13 @@ def _start(
         console.print(f"resuming {out} after round {ckpt['round']} of {cfg.federation.rounds}")
     runner = clients or InProcessClients(fed)
     privacy = _PrivacyLedger.from_history(history)
+    trackers = Trackers(cfg.logging, out, cfg.tracking)
+    # named by the run folder and its parent: a pipeline's stage runs are all called `run`
+    trackers.start("/".join(out.resolve().parts[-2:]), cfg.to_dict())
     return _Run(
-        cfg, out, fed, runner, sampler, history, baseline, samples, privacy, console, t_start
-    )
+        cfg, out, fed, runner, sampler, history, baseline, samples, privacy, console, t_start,
+        trackers,
+    )  # fmt: skip
 
 
 def _round(r: _Run, rnd: int, progress: Progress) -> dict[str, Any] | None:
@@ -489,6 +496,7 @@ def _finish(r: _Run) -> dict[str, Any]:
     (r.out / "summary.json").write_text(json.dumps(summary, indent=2))
     write_cards(r.out, cfg.to_dict(), summary)  # portable adapter_config.json, model cards
     _plot(history, base_eval, r.out / "plots" / "loss.png", cfg.federation.algorithm)
+    r.trackers.finish(summary)
     return summary
 
 
