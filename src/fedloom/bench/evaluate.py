@@ -97,20 +97,14 @@ def _preference(
     reference (the base itself scores log 2 on every pair) and whether the implicit reward
     prefers the chosen answer (a tie counts half: the base scores 0.5), with their means."""
     from fedloom.data.template import tokenize_all
-    from fedloom.train.objectives import collate_pairs, dpo_loss, score_pairs
+    from fedloom.eval.preference import score_preference_pairs
 
     pairs, _, rep = tokenize_all(loaded.tokenizer, items, max_seq_len)
-    pad = int(loaded.tokenizer.pad_token_id)
-    losses: list[float] = []
-    accs: list[float] = []
-    for i in range(0, len(pairs), 4):
-        batch = {k: v.to(loaded.device) for k, v in collate_pairs(pairs[i : i + 4], pad).items()}
-        sc = score_pairs(model, batch, loaded.autocast_dtype, grad=False)
-        loss, rc, rr = dpo_loss(
-            sc.policy_chosen, sc.policy_rejected, sc.ref_chosen, sc.ref_rejected, beta
-        )
-        losses += loss.tolist()
-        accs += ((rc > rr).float() + 0.5 * (rc == rr).float()).tolist()
+    per = score_preference_pairs(
+        model, pairs, int(loaded.tokenizer.pad_token_id), loaded.device, loaded.autocast_dtype,
+        beta, batch_size=4,
+    )  # fmt: skip
+    losses, accs = per["loss"], per["reward_accuracy"]
     metrics = {
         "dpo_loss": mean_interval(losses) | {"dropped": rep.dropped, "truncated": rep.truncated},
         "reward_accuracy": mean_interval(accs),
