@@ -360,6 +360,7 @@ def _start(
     resumed: restore strategy, client states, sampling RNG and the rounds so far."""
     out.mkdir(parents=True, exist_ok=True)
     ckpt = _load_checkpoint(out) if resume else None
+    trackers = Trackers(cfg.logging, out, cfg.tracking)  # a missing package: before any work
     if ckpt is None:
         cfg.save(out / "config.yaml")
     t_start = time.perf_counter()
@@ -390,7 +391,6 @@ def _start(
         console.print(f"resuming {out} after round {ckpt['round']} of {cfg.federation.rounds}")
     runner = clients or InProcessClients(fed)
     privacy = _PrivacyLedger.from_history(history)
-    trackers = Trackers(cfg.logging, out, cfg.tracking)
     # named by the run folder and its parent: a pipeline's stage runs are all called `run`
     trackers.start("/".join(out.resolve().parts[-2:]), cfg.to_dict())
     return _Run(
